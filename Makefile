@@ -1,0 +1,28 @@
+# Two commands on a fresh Debian machine with Python 3.11: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench binaries clean
+
+demo: $(STAMP) binaries
+	$(BIN)/autonomy demo
+
+test: $(STAMP) binaries
+	$(BIN)/python -m pytest
+
+bench: $(STAMP) binaries
+	$(BIN)/python bench/run.py
+
+binaries:
+	@sh scripts/ensure-binaries.sh
+
+# Re-installs only when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,99 @@
+"""The `autonomy` command and its subcommands."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .settings import SettingsError
+from .signal_contract import SignalError, load_signals
+
+
+def _read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    return Path(path).read_bytes()
+
+
+def cmd_signal_validate(args: argparse.Namespace) -> int:
+    """Validate one signal or a list of signals; errors one per line on stderr."""
+    try:
+        signals = load_signals(_read_input(args.file))
+    except OSError as exc:
+        print(f"{args.file}: cannot read: {exc.strerror}", file=sys.stderr)
+        return 1
+    except SignalError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return 1
+    names = ", ".join(s.agent for s in signals)
+    print(f"valid: {len(signals)} signal{'s' if len(signals) != 1 else ''} ({names})")
+    return 0
+
+
+def cmd_exporter(args: argparse.Namespace) -> int:
+    """Run the exporter service."""
+    from exporter.app import create_app
+
+    from .http_edge import serve
+
+    app = create_app({"INSECURE": args.insecure})
+    if args.seed:
+        store = app.extensions["autonomy_exporter"].store
+        store.put_many(load_signals(Path(args.seed).read_bytes()))
+    serve(app, args.host, args.port)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the demo on the real Prometheus (see autonomy.demo)."""
+    from .demo import run_demo
+
+    return run_demo(keep_running=args.keep_running)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autonomy",
+        description="Autonomy layer: keeps a fleet of AI agents healthy on Prometheus and Alertmanager.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    signal = sub.add_parser("signal", help="work with agent status signals (pack section 2)")
+    signal_sub = signal.add_subparsers(dest="signal_command", metavar="SUBCOMMAND", required=True)
+    validate = signal_sub.add_parser("validate", help="validate a signal (or a list of them) against the schema")
+    validate.add_argument("file", metavar="FILE|-", help="JSON file, or - for standard input")
+    validate.set_defaults(func=cmd_signal_validate)
+
+    exp = sub.add_parser("exporter", help="serve pushed signals as Prometheus metrics")
+    exp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    exp.add_argument("--port", type=int, default=9817, help="port to listen on (default 9817)")
+    exp.add_argument("--insecure", action="store_true",
+                     help="accept pushes without a bearer token (AUTOREM_EXPORTER_TOKEN unset)")
+    exp.add_argument("--seed", metavar="FILE", help="signals to load at start")
+    exp.set_defaults(func=cmd_exporter)
+
+    demo = sub.add_parser("demo", help="run the layer on the real Prometheus with sample signals")
+    demo.add_argument("--keep-running", action="store_true", help="leave the stack up until Ctrl-C")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""What every HTTP service of the layer shares at its edge: JSON errors, bearer auth, body limits, serving."""
+from __future__ import annotations
+
+import hmac
+import logging
+from functools import wraps
+from typing import Any, Callable
+
+from flask import Flask, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from .settings import Secret
+
+MAX_BODY_BYTES = 1024 * 1024
+log = logging.getLogger("autonomy.http")
+
+
+class ApiError(Exception):
+    """An error answered as JSON with its status code and details."""
+
+    def __init__(self, status: int, message: str, errors: list[str] | tuple[str, ...] = ()):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.errors = list(errors)
+
+
+def install_json_errors(app: Flask) -> None:
+    """Every error leaves as JSON, never as an HTML page."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        body: dict[str, Any] = {"error": exc.message}
+        if exc.errors:
+            body["errors"] = exc.errors
+        response = jsonify(body)
+        response.status_code = exc.status
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        response = jsonify({"error": exc.description or exc.name})
+        response.status_code = exc.code or 500
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        response = jsonify({"error": "internal error", "type": type(exc).__name__})
+        response.status_code = 500
+        return response
+
+
+def bearer_ok(expected: Secret | None, header: str | None) -> bool:
+    """Constant-time check of an `Authorization: Bearer` header against the expected token."""
+    if expected is None:
+        return False
+    scheme, _, token = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    return hmac.compare_digest(token.strip().encode("utf-8"), expected.reveal().encode("utf-8"))
+
+
+def require_token(config_key: str) -> Callable:
+    """Decorator: the request must carry the bearer token held in app.config[config_key], unless INSECURE."""
+
+    def decorate(view: Callable) -> Callable:
+        @wraps(view)
+        def guarded(*args: Any, **kwargs: Any):
+            if not current_app.config.get("INSECURE") and not bearer_ok(
+                    current_app.config.get(config_key), request.headers.get("Authorization")):
+                raise ApiError(401, "missing or wrong bearer token")
+            return view(*args, **kwargs)
+        return guarded
+    return decorate
+
+
+def json_body() -> bytes:
+    """The raw body of a JSON request, after the content-type and size checks."""
+    if request.mimetype != "application/json":
+        raise ApiError(415, f"content type must be application/json, not {request.mimetype or 'none'!r}")
+    length = request.content_length
+    limit = current_app.config.get("MAX_CONTENT_LENGTH") or MAX_BODY_BYTES
+    if length is not None and length > limit:
+        raise ApiError(413, f"body of {length} bytes is over the limit of {limit}")
+    data = request.get_data(cache=False)
+    if len(data) > limit:
+        raise ApiError(413, f"body is over the limit of {limit} bytes")
+    return data
+
+
+def serve(app: Flask, host: str, port: int, threads: int = 8) -> None:
+    """Serve APP with waitress (a production WSGI server) until interrupted."""
+    from waitress import create_server
+
+    server = create_server(app, host=host, port=port, threads=threads, ident="autonomy")
+    log.info("serving on http://%s:%s", host, server.effective_port)
+    print(f"serving on http://{host}:{server.effective_port}", flush=True)
+    server.run()

@@ -1,0 +1,207 @@
+"""Real Prometheus and Alertmanager processes and in-process WSGI apps, on loopback and free ports."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import requests
+
+from .polling import StopWaiting, wait_until
+
+MIN_VERSIONS = {"prometheus": (2, 42, 0), "alertmanager": (0, 25, 0)}
+BINARY_NAMES = {
+    "prometheus": ("prometheus",),
+    "promtool": ("promtool",),
+    "alertmanager": ("alertmanager", "prometheus-alertmanager"),
+    "amtool": ("amtool",),
+}
+INSTALL_HINT = "apt-get install prometheus prometheus-alertmanager"
+
+
+class MissingBinary(RuntimeError):
+    """A required binary is absent or too old."""
+
+
+def find_binary(kind: str) -> str | None:
+    """Path of the binary for KIND (prometheus, promtool, alertmanager, amtool), or None."""
+    override = os.environ.get(f"AUTOREM_{kind.upper()}_BIN")
+    if override:
+        return override if shutil.which(override) else None
+    for name in BINARY_NAMES[kind]:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def binary_version(path: str) -> tuple[int, int, int]:
+    """The x.y.z version a Prometheus-project binary prints."""
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
+    match = re.search(r"version (\d+)\.(\d+)\.(\d+)", out.stdout + out.stderr)
+    if not match:
+        raise MissingBinary(f"{path}: cannot read its version")
+    return tuple(int(g) for g in match.groups())  # type: ignore[return-value]
+
+
+def require_binary(kind: str) -> str:
+    """Path of a binary that is present and new enough, or MissingBinary with the install hint."""
+    path = find_binary(kind)
+    if path is None:
+        raise MissingBinary(f"{kind} not found on PATH; install it: {INSTALL_HINT}")
+    minimum = MIN_VERSIONS.get(kind)
+    if minimum and binary_version(path) < minimum:
+        raise MissingBinary(f"{path} is older than {'.'.join(map(str, minimum))}; install: {INSTALL_HINT}")
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ManagedProcess:
+    """A server binary on loopback, ready-checked at start and stopped for sure at stop."""
+
+    kind = ""
+    ready_path = "/-/ready"
+
+    def __init__(self, workdir: Path, config_text: str, extra_args: Sequence[str] = ()):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.workdir / f"{self.kind}.yml"
+        self.config_path.write_text(config_text)
+        self.log_path = self.workdir / f"{self.kind}.log"
+        self.extra_args = list(extra_args)
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self, binary: str) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 60.0) -> "ManagedProcess":
+        binary = require_binary(self.kind)
+        for _ in range(3):  # a free port can be taken between the probe and the bind
+            self.port = free_port()
+            with open(self.log_path, "ab") as log:
+                self.process = subprocess.Popen(self.command(binary) + self.extra_args, stdout=log,
+                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            try:
+                wait_until(self._ready, timeout, f"{self.kind} on {self.url} to be ready")
+                return self
+            except ProcessExited:
+                self.stop()
+                if "address already in use" not in self.log_tail():
+                    raise
+            except BaseException:
+                self.stop()
+                raise
+        raise RuntimeError(f"{self.kind} could not bind a free port:\n{self.log_tail()}")
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise ProcessExited(f"{self.kind} exited with {self.process.returncode}:\n{self.log_tail()}")
+        return requests.get(self.url + self.ready_path, timeout=2).status_code == 200
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def reload(self) -> None:
+        """Ask the process to re-read its configuration (needs --web.enable-lifecycle)."""
+        requests.post(self.url + "/-/reload", timeout=10).raise_for_status()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+        self.process = None
+
+    def __enter__(self) -> "ManagedProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ProcessExited(StopWaiting):
+    """The managed process died while starting."""
+
+
+class PrometheusProcess(ManagedProcess):
+    """The real `prometheus` binary with a temporary TSDB."""
+
+    kind = "prometheus"
+
+    def command(self, binary: str) -> list[str]:
+        return [binary, f"--config.file={self.config_path}", f"--storage.tsdb.path={self.workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle",
+                "--log.level=warn"]
+
+    def query(self, promql: str) -> list[dict]:
+        """Instant query; the result vector (raises on an API error)."""
+        reply = requests.get(self.url + "/api/v1/query", params={"query": promql}, timeout=10)
+        reply.raise_for_status()
+        return reply.json()["data"]["result"]
+
+
+class AlertmanagerProcess(ManagedProcess):
+    """The real Alertmanager binary, clustering off unless peers are given in extra_args."""
+
+    kind = "alertmanager"
+
+    def command(self, binary: str) -> list[str]:
+        cluster = [] if any(a.startswith("--cluster.") for a in self.extra_args) else ["--cluster.listen-address="]
+        return [binary, f"--config.file={self.config_path}", f"--storage.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn", *cluster]
+
+
+class ServedApp:
+    """A WSGI app served by waitress on a loopback port in a background thread."""
+
+    def __init__(self, app, threads: int = 8):
+        from waitress import create_server
+
+        self.server = create_server(app, host="127.0.0.1", port=0, threads=threads, ident="autonomy")
+        self.port = self.server.effective_port
+        self.thread = threading.Thread(target=self.server.run, name=f"waitress-{self.port}", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "ServedApp":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        from waitress import wasyncore
+
+        # Closing only the listener would leave kept-alive client channels holding the loop open.
+        self.server.task_dispatcher.shutdown()
+        wasyncore.close_all(getattr(self.server, "map", None) or self.server._map)
+        self.thread.join(timeout=10)
+
+    def __enter__(self) -> "ServedApp":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

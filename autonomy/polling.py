@@ -1,0 +1,34 @@
+"""Waiting on a condition with a deadline, never a bare sleep."""
+from __future__ import annotations
+
+import time
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+class DeadlineExceeded(TimeoutError):
+    """The condition did not hold before the deadline."""
+
+
+class StopWaiting(RuntimeError):
+    """Raised by a probe when waiting longer cannot help; wait_until lets it through."""
+
+
+def wait_until(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Call PROBE until it returns a truthy value, or raise DeadlineExceeded naming WHAT."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = probe()
+            if value:
+                return value
+        except StopWaiting:
+            raise
+        except Exception as exc:  # a probe may fail while the thing starts up
+            last_error = exc
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error})" if last_error else ""
+            raise DeadlineExceeded(f"timed out after {timeout:g}s waiting for {what}{detail}")
+        time.sleep(interval)

@@ -1,0 +1,169 @@
+"""Settings from the environment: the pack's AUTO_REMEDIATE / AUTOREM_* names, parsed once, all problems at once."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+
+class SettingsError(ValueError):
+    """Every problem found in the environment, one per line."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = tuple(errors)
+        super().__init__("invalid settings:\n  " + "\n  ".join(errors))
+
+
+class Secret:
+    """A secret value that prints only its name."""
+
+    __slots__ = ("name", "_value")
+
+    def __init__(self, name: str, value: str):
+        self.name = name
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"<secret {self.name}>"
+
+    __str__ = __repr__
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (true or false)")
+
+
+def _number(low: float | None = None, high: float | None = None) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a number") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{text!r} is not a finite number")
+        if low is not None and value < low:
+            raise ValueError(f"{text!r} is below the minimum of {low:g}")
+        if high is not None and value > high:
+            raise ValueError(f"{text!r} is above the maximum of {high:g}")
+        return value
+    return parse
+
+
+def _integer(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ValueError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise ValueError(f"{text!r} is below the minimum of {low}")
+        return value
+    return parse
+
+
+def _name_list(allow_empty: bool) -> Callable[[str], tuple[str, ...]]:
+    def parse(text: str) -> tuple[str, ...]:
+        items = tuple(part.strip() for part in text.split(",") if part.strip())
+        if not items and not allow_empty:
+            raise ValueError("must list at least one name")
+        if len(set(items)) != len(items):
+            raise ValueError(f"{text!r} lists a name twice")
+        return items
+    return parse
+
+
+def setting(env: str, default: str, parse: Callable[[str], Any], doc: str) -> Any:
+    """Declare one setting: its environment name, default (as written in the env), parser and meaning."""
+    return field(default=parse(default), metadata={"env": env, "default": default, "parse": parse, "doc": doc})
+
+
+def secret_setting(env: str, doc: str) -> Any:
+    """Declare a secret read from ENV or from the file named by ENV_FILE."""
+    return field(default=None, metadata={"env": env, "default": "", "secret": True, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the layer; the pack's names are kept exactly."""
+
+    auto_remediate: bool = setting(
+        "AUTO_REMEDIATE", "true", _bool,
+        "Feature flag: false starts the receiver with remediation disabled (observe only).")
+    max_attempts: int = setting(
+        "AUTOREM_MAX_ATTEMPTS", "2", _integer(1),
+        "Remediation attempts per incident before escalating to a human.")
+    slo_success: float = setting(
+        "AUTOREM_SLO_SUCCESS", "0.94", _number(0, 1),
+        "Success ratio below which an agent breaches its SLO.")
+    slo_align: float = setting(
+        "AUTOREM_SLO_ALIGN", "0.95", _number(0, 1),
+        "Alignment ratio below which an agent breaches its SLO.")
+    slo_backlog_min: float = setting(
+        "AUTOREM_SLO_BACKLOG_MIN", "15", _number(0),
+        "Backlog age, in minutes, above which an agent breaches its SLO.")
+    priority: tuple[str, ...] = setting(
+        "AUTOREM_PRIORITY", "Revenue,Marketing,Content", _name_list(False),
+        "Priority domains, highest first, for conflict arbitration and capacity moves.")
+    budget_cap_daily_usd: float = setting(
+        "AUTOREM_BUDGET_CAP_DAILY_USD", "25", _number(0),
+        "Fleet spend cap per day, in dollars, against the projected spend.")
+    agent_expiry_seconds: float = setting(
+        "AUTOREM_AGENT_EXPIRY_SECONDS", "3600", _number(1),
+        "The exporter drops an agent from its exposition after this long without a signal.")
+    exporter_token: Secret | None = secret_setting(
+        "AUTOREM_EXPORTER_TOKEN",
+        "Bearer token agents present to push signals to the exporter (or AUTOREM_EXPORTER_TOKEN_FILE).")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Read every setting from ENV (default os.environ); raise SettingsError listing all problems."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        errors: list[str] = []
+        for f in dataclasses.fields(cls):
+            name = f.metadata["env"]
+            try:
+                if f.metadata.get("secret"):
+                    values[f.name] = _read_secret(name, env)
+                elif name in env:
+                    values[f.name] = f.metadata["parse"](env[name])
+            except ValueError as exc:
+                errors.append(f"{name}: {exc}")
+        if errors:
+            raise SettingsError(errors)
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def table(cls) -> list[tuple[str, str, str]]:
+        """(environment name, default, meaning) for every setting, for docs and `autonomy check`."""
+        return [(f.metadata["env"], f.metadata["default"], f.metadata["doc"]) for f in dataclasses.fields(cls)]
+
+
+def _read_secret(name: str, env: Mapping[str, str]) -> Secret | None:
+    direct, path = env.get(name), env.get(f"{name}_FILE")
+    if direct and path:
+        raise ValueError(f"set either {name} or {name}_FILE, not both")
+    if path:
+        try:
+            value = Path(path).read_text("utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read {name}_FILE {path!r}: {exc.strerror}") from None
+        if not value:
+            raise ValueError(f"{name}_FILE {path!r} is empty")
+        return Secret(name, value)
+    if direct is not None:
+        if not direct.strip():
+            raise ValueError("is set but empty")
+        return Secret(name, direct.strip())
+    return None

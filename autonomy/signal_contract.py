@@ -1,0 +1,199 @@
+"""The agent status-signal contract (pack section 2): parsing, validation and the typed Signal."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Iterable
+
+import jsonschema
+
+SCHEMA_RESOURCE = "schemas/signal.schema.json"
+STATUSES = ("healthy", "degraded", "error")
+ERROR_CODES = (
+    "TIMEOUT", "RATE_LIMIT", "TEMP_NETWORK", "INPUT_MISSING", "STALE_DATA",
+    "CONFIG_MISSING", "AUTH_FAILED", "OTHER",
+)
+CHECKS = ("lastTaskSucceeded", "inputsValid", "configHealthy")
+
+
+class SignalError(ValueError):
+    """One or more problems with a signal document, each naming its field path."""
+
+    def __init__(self, errors: Iterable[str]):
+        self.errors = tuple(errors)
+        super().__init__("; ".join(self.errors))
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A validated signal, in base units (seconds, ratios, dollars)."""
+
+    agent: str
+    status: str
+    last_report: str
+    success_ratio: float
+    alignment_ratio: float
+    backlog_age_seconds: float
+    cost_burn_dollars_per_hour: float
+    timestamp: float
+    domain: str | None = None
+    directive_id: str | None = None
+    conflict_id: str | None = None
+    error_code: str | None = None
+    queue_depth: int | None = None
+    open_conflicts: int | None = None
+    dependencies: tuple[str, ...] = ()
+    last_task_succeeded: bool | None = None
+    inputs_valid: bool | None = None
+    config_healthy: bool | None = None
+    document: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_document(cls, doc: dict) -> "Signal":
+        """Build from a document that already passed the schema."""
+        metrics, context, checks = doc["metrics"], doc.get("context", {}), doc.get("checks", {})
+        return cls(
+            agent=doc["agent"],
+            status=doc["status"],
+            last_report=doc["lastReport"],
+            success_ratio=float(metrics["successRate"]),
+            alignment_ratio=float(metrics["alignment"]),
+            backlog_age_seconds=float(metrics["backlogAgeMinutes"]) * 60.0,
+            cost_burn_dollars_per_hour=float(metrics["costBurnRatePerHour"]),
+            timestamp=parse_timestamp(doc["ts"]).timestamp(),
+            domain=doc.get("domain"),
+            directive_id=context.get("directiveId"),
+            conflict_id=context.get("conflictId"),
+            error_code=context.get("errorCode"),
+            queue_depth=context.get("queueDepth"),
+            open_conflicts=context.get("openConflicts"),
+            dependencies=tuple(context.get("dependencies", ())),
+            last_task_succeeded=checks.get("lastTaskSucceeded"),
+            inputs_valid=checks.get("inputsValid"),
+            config_healthy=checks.get("configHealthy"),
+            document=doc,
+        )
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse an ISO-8601 timestamp that carries a zone; ValueError otherwise."""
+    if not isinstance(text, str) or "T" not in text.upper():
+        raise ValueError("not an ISO-8601 date-time")
+    value = datetime.fromisoformat(text.replace("z", "Z"))
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("no zone")
+    return value
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    """The published JSON Schema, as shipped in the package."""
+    return json.loads(resources.files("autonomy").joinpath(SCHEMA_RESOURCE).read_text("utf-8"))
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.protocols.Validator:
+    checker = jsonschema.FormatChecker(formats=())
+
+    @checker.checks("date-time", raises=ValueError)
+    def _is_datetime(instance: object) -> bool:
+        if isinstance(instance, str):
+            parse_timestamp(instance)
+        return True
+
+    cls = jsonschema.validators.validator_for(schema())
+    return cls(schema(), format_checker=checker)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise SignalError([f"(body): number {text} is out of range"])
+    return value
+
+
+def _reject_constant(name: str) -> None:
+    raise SignalError([f"(body): {name} is not valid JSON"])
+
+
+def parse_json(data: bytes | str) -> Any:
+    """Parse a request body or file; SignalError names what is wrong."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SignalError([f"(body): not UTF-8 ({exc.reason} at byte {exc.start})"]) from None
+    if not data.strip():
+        raise SignalError(["(body): empty body, expected a JSON signal or a list of signals"])
+    try:
+        return json.loads(data, parse_float=_finite_float, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise SignalError([f"(body): not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]) from None
+    except RecursionError:
+        raise SignalError(["(body): JSON nested too deeply"]) from None
+
+
+def _render_path(prefix: str, path: Iterable[Any]) -> str:
+    out = prefix
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(root)"
+
+
+_REQUIRED = re.compile(r"^'(.+)' is a required property$")
+
+
+def _describe(error: jsonschema.ValidationError, prefix: str) -> list[str]:
+    path = list(error.absolute_path)
+    if error.validator == "required":
+        match = _REQUIRED.match(error.message)
+        name = match.group(1) if match else "?"
+        return [f"{_render_path(prefix, path + [name])}: is required"]
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = set(error.schema.get("properties", {}))
+        return [f"{_render_path(prefix, path + [key])}: unexpected property"
+                for key in sorted(set(error.instance) - known)]
+    where = _render_path(prefix, path)
+    if error.validator == "format":
+        return [f"{where}: {error.instance!r} is not an ISO-8601 date-time with a zone"]
+    if error.validator == "pattern":
+        return [f"{where}: {error.instance!r} is not a valid name or id (pattern {error.validator_value})"]
+    if error.validator == "enum":
+        allowed = ", ".join(str(v) for v in error.validator_value)
+        return [f"{where}: {error.instance!r} is not one of {allowed}"]
+    return [f"{where}: {error.message}"]
+
+
+def document_errors(doc: Any, prefix: str = "") -> list[str]:
+    """Every schema violation of one signal document, as `path: reason` lines."""
+    errors: list[str] = []
+    for error in sorted(_validator().iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path]):
+        errors.extend(_describe(error, prefix))
+    return errors
+
+
+def validate_signals(doc: Any) -> list[Signal]:
+    """Validate one signal or a non-empty list of them; all or nothing."""
+    if isinstance(doc, list):
+        if not doc:
+            raise SignalError(["(root): empty list, expected at least one signal"])
+        items = [(f"[{i}]", item) for i, item in enumerate(doc)]
+    else:
+        items = [("", doc)]
+    errors = [line for prefix, item in items for line in document_errors(item, prefix)]
+    if errors:
+        raise SignalError(errors)
+    return [Signal.from_document(item) for _, item in items]
+
+
+def load_signals(data: bytes | str) -> list[Signal]:
+    """Parse and validate a body or file: one signal or a list of them."""
+    return validate_signals(parse_json(data))

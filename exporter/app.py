@@ -1,0 +1,107 @@
+"""The exporter service: agents push signals, Prometheus scrapes /metrics."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from autonomy.http_edge import MAX_BODY_BYTES, ApiError, install_json_errors, json_body, require_token
+from autonomy.settings import Settings, SettingsError
+from autonomy.signal_contract import SignalError, load_signals
+
+from .signal_store import SignalStore
+
+EXPOSITION_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+signals_bp = Blueprint("signals", __name__)
+metrics_bp = Blueprint("metrics", __name__)
+
+
+@dataclass
+class ExporterState:
+    """Resources the exporter's views share: the store and its own metrics."""
+
+    store: SignalStore
+    registry: CollectorRegistry
+    signals_total: Counter
+
+
+class _StoreStats:
+    def __init__(self, store: SignalStore):
+        self.store = store
+
+    def collect(self):
+        live = GaugeMetricFamily("autonomy_exporter_agents", "Agents with a live signal in the exporter.")
+        live.add_metric([], len(self.store))
+        expired = CounterMetricFamily("autonomy_exporter_agents_expired",
+                                      "Agents dropped from the exposition after going silent.")
+        expired.add_metric([], self.store.expired_total)
+        return [live, expired]
+
+
+def init_state(app: Flask, store: SignalStore | None = None) -> ExporterState:
+    """Attach the store and the exporter's self-metrics to APP; label sets start at 0."""
+    settings: Settings = app.config["SETTINGS"]
+    store = store or SignalStore(expiry_seconds=settings.agent_expiry_seconds)
+    registry = CollectorRegistry()
+    signals_total = Counter("autonomy_exporter_signals", "Signals received, by result.", ["result"],
+                            registry=registry)
+    for result in ("stored", "ignored_older", "rejected"):
+        signals_total.labels(result)
+    registry.register(_StoreStats(store))
+    state = ExporterState(store, registry, signals_total)
+    app.extensions["autonomy_exporter"] = state
+    return state
+
+
+def _state() -> ExporterState:
+    return current_app.extensions["autonomy_exporter"]
+
+
+@signals_bp.post("/api/v1/signals")
+@require_token("EXPORTER_TOKEN")
+def push_signals():
+    state = _state()
+    try:
+        signals = load_signals(json_body())
+    except SignalError as exc:
+        state.signals_total.labels("rejected").inc()
+        status = 400 if all(e.startswith("(body)") for e in exc.errors) else 422
+        raise ApiError(status, "invalid signal; nothing was stored", exc.errors) from None
+    result = state.store.put_many(signals)
+    state.signals_total.labels("stored").inc(result.stored)
+    state.signals_total.labels("ignored_older").inc(result.ignored_older)
+    return jsonify({"stored": result.stored, "ignored_older": result.ignored_older})
+
+
+@metrics_bp.get("/metrics")
+def metrics():
+    state = _state()
+    body = state.store.render().encode("utf-8") + generate_latest(state.registry)
+    return Response(body, content_type=EXPOSITION_TYPE)
+
+
+@metrics_bp.get("/healthz")
+def healthz():
+    return jsonify({"status": "ok", "agents": len(_state().store)})
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the exporter app; without a push token it refuses to start unless INSECURE is set."""
+    app = Flask(__name__)
+    app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, INSECURE=False)
+    if test_config:
+        app.config.update(test_config)
+    settings = app.config.get("SETTINGS") or Settings.from_env()
+    app.config["SETTINGS"] = settings
+    app.config.setdefault("EXPORTER_TOKEN", settings.exporter_token)
+    if app.config["EXPORTER_TOKEN"] is None and not app.config["INSECURE"]:
+        raise SettingsError(["AUTOREM_EXPORTER_TOKEN: not set (nor AUTOREM_EXPORTER_TOKEN_FILE); "
+                             "set one, or pass --insecure to accept unauthenticated pushes"])
+    install_json_errors(app)
+    init_state(app, app.config.get("STORE"))
+    app.register_blueprint(signals_bp)
+    app.register_blueprint(metrics_bp)
+    return app

@@ -1,0 +1,34 @@
+#!/bin/sh
+# Makes sure Prometheus >= 2.42 (with promtool) and Alertmanager >= 0.25 (with amtool) are installed:
+# installs Debian's packages when missing and we are root, otherwise stops with one line saying what to do.
+set -eu
+PACKAGES="prometheus prometheus-alertmanager"
+
+have_all() {
+    command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 &&
+    { command -v alertmanager >/dev/null 2>&1 || command -v prometheus-alertmanager >/dev/null 2>&1; } &&
+    command -v amtool >/dev/null 2>&1
+}
+
+version_ok() {  # $1 binary, $2 minimum x.y
+    v=$("$1" --version 2>&1 | sed -n 's/.*version \([0-9][0-9]*\)\.\([0-9][0-9]*\)\..*/\1 \2/p' | head -n 1)
+    [ -n "$v" ] || return 1
+    set -- $v "$2"
+    want_major=${3%%.*}; want_minor=${3#*.}
+    [ "$1" -gt "$want_major" ] || { [ "$1" -eq "$want_major" ] && [ "$2" -ge "$want_minor" ]; }
+}
+
+if ! have_all; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "error: Prometheus and Alertmanager are missing; install them with: sudo apt-get install -y $PACKAGES" >&2
+        exit 1
+    fi
+    echo "installing $PACKAGES (Debian packages)..."
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends $PACKAGES >/dev/null
+fi
+
+AM=$(command -v alertmanager || command -v prometheus-alertmanager)
+version_ok prometheus 2.42 || { echo "error: prometheus is older than 2.42; upgrade it (apt-get install prometheus)" >&2; exit 1; }
+version_ok "$AM" 0.25 || { echo "error: alertmanager is older than 0.25; upgrade it (apt-get install prometheus-alertmanager)" >&2; exit 1; }

@@ -1,0 +1,60 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autonomy.cli import main
+from tests.signal_cases import EXAMPLE_PATH, MALFORMED
+
+AUTONOMY = str(Path(sys.executable).with_name("autonomy"))
+
+
+def test_help_lists_the_subcommands():
+    out = subprocess.run([AUTONOMY, "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("signal", "exporter", "demo"):
+        assert command in out
+
+
+def test_validate_accepts_the_packs_example_from_a_file():
+    done = subprocess.run([AUTONOMY, "signal", "validate", str(EXAMPLE_PATH)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "valid: 1 signal (CMO)"
+
+
+def test_validate_reads_standard_input_and_prints_one_error_per_line():
+    doc = json.loads(EXAMPLE_PATH.read_text())
+    doc["metrics"]["successRate"] = 1.7
+    doc["status"] = "sick"
+    done = subprocess.run([AUTONOMY, "signal", "validate", "-"], input=json.dumps(doc), capture_output=True,
+                          text=True)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "metrics.successRate: 1.7 is greater than the maximum of 1",
+        "status: 'sick' is not one of healthy, degraded, error",
+    ]
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize("body, expected", [c[1:] for c in MALFORMED], ids=[c[0] for c in MALFORMED])
+def test_validate_rejects_each_malformed_signal_with_exit_1(tmp_path, capsys, body, expected):
+    path = tmp_path / "signal.json"
+    path.write_bytes(body)
+    assert main(["signal", "validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert expected in err
+    assert all(":" in line for line in err.splitlines())
+
+
+def test_validate_names_a_file_it_cannot_read(capsys):
+    assert main(["signal", "validate", "/nonexistent/signal.json"]) == 1
+    assert "/nonexistent/signal.json: cannot read" in capsys.readouterr().err
+
+
+def test_the_exporter_refuses_to_start_without_a_token(monkeypatch):
+    monkeypatch.delenv("AUTOREM_EXPORTER_TOKEN", raising=False)
+    monkeypatch.delenv("AUTOREM_EXPORTER_TOKEN_FILE", raising=False)
+    done = subprocess.run([AUTONOMY, "exporter", "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "AUTOREM_EXPORTER_TOKEN: not set" in done.stderr

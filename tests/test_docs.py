@@ -1,0 +1,20 @@
+from pathlib import Path
+
+from exporter.agent_metrics import AGENT_METRICS
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def test_every_agent_metric_is_documented_in_the_readme():
+    for metric in AGENT_METRICS:
+        assert f"| `{metric.name}` |" in README, metric.name
+
+
+def test_the_exporters_own_metrics_are_documented():
+    for name in ("autonomy_exporter_signals_total", "autonomy_exporter_agents",
+                 "autonomy_exporter_agents_expired_total"):
+        assert f"| `{name}` |" in README, name
+
+
+def test_the_readme_gives_the_two_setup_commands():
+    assert "make demo" in README and "make test" in README

@@ -1,0 +1,1 @@
+"""Chief-of-Staff side: the Alertmanager webhook receiver that classifies, remediates, verifies and escalates."""
