@@ -47,6 +47,33 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rules_render(args: argparse.Namespace) -> int:
+    """Render the alert rules from the templates and the current AUTOREM_* settings."""
+    from .rule_render import RULES_DIR, render_rules
+    from .settings import Settings
+
+    out = Path(args.out) if args.out else RULES_DIR
+    for path in render_rules(Settings.from_env(), out, time_factor=args.time_factor):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_rules_diff(args: argparse.Namespace) -> int:
+    """Exit 1 if the committed rule files differ from a fresh rendering with the current settings."""
+    import tempfile
+
+    from .rule_render import RULES_DIR, render_rules
+    from .settings import Settings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        stale = [p.name for p in render_rules(Settings.from_env(), Path(tmp))
+                 if not (RULES_DIR / p.name).exists() or (RULES_DIR / p.name).read_text() != p.read_text()]
+    for name in stale:
+        print(f"alert_rules/{name} differs from the templates and settings; run `autonomy rules render`",
+              file=sys.stderr)
+    return 1 if stale else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo on the real Prometheus (see autonomy.demo)."""
     from .demo import run_demo
@@ -74,6 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="accept pushes without a bearer token (AUTOREM_EXPORTER_TOKEN unset)")
     exp.add_argument("--seed", metavar="FILE", help="signals to load at start")
     exp.set_defaults(func=cmd_exporter)
+
+    rules = sub.add_parser("rules", help="render the alert rules from the AUTOREM_* settings")
+    rules_sub = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND", required=True)
+    render = rules_sub.add_parser("render", help="write alert_rules/*.rules.yml from the templates")
+    render.add_argument("--out", metavar="DIR", help="directory to write to (default alert_rules/)")
+    render.add_argument("--time-factor", type=float, default=1.0,
+                        help="multiply every duration by this (the demo uses 1/15)")
+    render.set_defaults(func=cmd_rules_render)
+    diff = rules_sub.add_parser("diff", help="exit 1 if the committed rules differ from a fresh rendering")
+    diff.set_defaults(func=cmd_rules_diff)
 
     demo = sub.add_parser("demo", help="run the layer on the real Prometheus with sample signals")
     demo.add_argument("--keep-running", action="store_true", help="leave the stack up until Ctrl-C")

@@ -82,6 +82,13 @@ def _name_list(allow_empty: bool) -> Callable[[str], tuple[str, ...]]:
     return parse
 
 
+def _url(text: str) -> str:
+    value = text.strip().rstrip("/")
+    if not value.startswith(("http://", "https://")) or "\n" in value:
+        raise ValueError(f"{text!r} is not an http(s) URL")
+    return value
+
+
 def setting(env: str, default: str, parse: Callable[[str], Any], doc: str) -> Any:
     """Declare one setting: its environment name, default (as written in the env), parser and meaning."""
     return field(default=parse(default), metadata={"env": env, "default": default, "parse": parse, "doc": doc})
@@ -117,6 +124,18 @@ class Settings:
     budget_cap_daily_usd: float = setting(
         "AUTOREM_BUDGET_CAP_DAILY_USD", "25", _number(0),
         "Fleet spend cap per day, in dollars, against the projected spend.")
+    queue_depth_max: float = setting(
+        "AUTOREM_QUEUE_DEPTH_MAX", "5", _number(0),
+        "Queue depth above which an agent is short of capacity (the pack's queueDepth > 5).")
+    agent_silent_seconds: float = setting(
+        "AUTOREM_AGENT_SILENT_SECONDS", "120", _number(1),
+        "An agent (or a dependency) whose last signal is older than this is silent.")
+    remediation_off_alert_seconds: float = setting(
+        "AUTOREM_REMEDIATION_OFF_ALERT_SECONDS", "1800", _number(1),
+        "Alert when remediation has been disabled (kill switch) for longer than this.")
+    runbook_base_url: str = setting(
+        "AUTOREM_RUNBOOK_BASE_URL", "http://localhost:9818/runbooks", _url,
+        "Where alert runbook_url annotations point: BASE/<alertname>.md (the receiver serves runbooks/).")
     agent_expiry_seconds: float = setting(
         "AUTOREM_AGENT_EXPIRY_SECONDS", "3600", _number(1),
         "The exporter drops an agent from its exposition after this long without a signal.")

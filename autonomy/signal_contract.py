@@ -166,6 +166,8 @@ def _describe(error: jsonschema.ValidationError, prefix: str) -> list[str]:
         return [f"{where}: {error.instance!r} is not an ISO-8601 date-time with a zone"]
     if error.validator == "pattern":
         return [f"{where}: {error.instance!r} is not a valid name or id (pattern {error.validator_value})"]
+    if error.validator == "not":
+        return [f"{where}: {error.instance!r} is reserved for the layer's own alerts"]
     if error.validator == "enum":
         allowed = ", ".join(str(v) for v in error.validator_value)
         return [f"{where}: {error.instance!r} is not one of {allowed}"]

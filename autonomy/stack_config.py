@@ -8,11 +8,18 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS_CONFIG = REPO_ROOT / "prometheus" / "prometheus.yml"
+ALERTMANAGER_CONFIG = REPO_ROOT / "alertmanager" / "alertmanager.yml"
+RECEIVER_NAME = "autonomy-receiver"
+ROUTE_TIMINGS = ("group_wait", "group_interval", "repeat_interval")
 
 
 def prometheus_config(targets: Mapping[str, Sequence[str]], interval: str = "1s",
+                      rule_files: Sequence[str | Path] = (), alertmanagers: Sequence[str] = (),
                       base: Path = PROMETHEUS_CONFIG) -> str:
-    """The repo's Prometheus config with the given job targets and one scrape/evaluation interval."""
+    """The repo's Prometheus config with these job targets, rule files, Alertmanagers and interval.
+
+    Jobs not named in TARGETS are left out, and so are rules and alerting when none are given.
+    """
     config = yaml.safe_load(base.read_text())
     config["global"]["scrape_interval"] = interval
     config["global"]["evaluation_interval"] = interval
@@ -23,4 +30,35 @@ def prometheus_config(targets: Mapping[str, Sequence[str]], interval: str = "1s"
     for name, addresses in targets.items():
         jobs[name]["static_configs"] = [{"targets": list(addresses)}]
     config["scrape_configs"] = [job for job in config["scrape_configs"] if job["job_name"] in targets]
+    config["rule_files"] = [str(p) for p in rule_files]
+    if alertmanagers:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": list(alertmanagers)}]}]}
+    else:
+        config.pop("alerting", None)
+    if not config["rule_files"]:
+        config.pop("rule_files")
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def _scale_route(route: dict, time_factor: float) -> None:
+    from .rule_render import format_duration, parse_duration
+
+    for key in ROUTE_TIMINGS:
+        if key in route:
+            seconds = parse_duration(route[key]) * time_factor
+            route[key] = format_duration(seconds) if seconds > 0 else "0s"
+    for child in route.get("routes", []):
+        _scale_route(child, time_factor)
+
+
+def alertmanager_config(webhook_url: str, token_file: str | Path, time_factor: float = 1.0,
+                        base: Path = ALERTMANAGER_CONFIG) -> str:
+    """The repo's Alertmanager config with the receiver's URL and token file; timings scaled alike."""
+    config = yaml.safe_load(base.read_text())
+    receiver = next(r for r in config["receivers"] if r["name"] == RECEIVER_NAME)
+    for webhook in receiver["webhook_configs"]:
+        webhook["url"] = webhook_url
+        webhook["http_config"]["authorization"]["credentials_file"] = str(token_file)
+    if time_factor != 1.0:
+        _scale_route(config["route"], time_factor)
     return yaml.safe_dump(config, sort_keys=False)

@@ -42,6 +42,7 @@ MALFORMED = [
     ("unknown-error-code", changed("context.errorCode", "KABOOM"), "context.errorCode: 'KABOOM' is not one of"),
     ("missing-agent", changed("agent", delete=True), "agent: is required"),
     ("agent-not-string", changed("agent", 42), "agent: 42 is not of type 'string'"),
+    ("agent-reserved-name", changed("agent", "fleet"), "agent: 'fleet' is reserved for the layer's own alerts"),
     ("agent-with-slash", changed("agent", "../CEO"), "agent: '../CEO' is not a valid name"),
     ("ts-without-zone", changed("ts", "2025-08-18T15:02:11"), "ts: '2025-08-18T15:02:11' is not an ISO-8601"),
     ("ts-placeholder", changed("ts", "ISO-8601"), "ts: 'ISO-8601' is not an ISO-8601"),
