@@ -47,6 +47,94 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_receiver(args: argparse.Namespace) -> int:
+    """Run the webhook receiver (the Chief of Staff) under waitress."""
+    from webhook_receiver.app import create_app, shutdown
+
+    from .http_edge import serve
+
+    config = {"INSECURE": args.insecure, "PUBLIC_URL": args.public_url or f"http://{args.host}:{args.port}"}
+    if args.data_dir:
+        config["DATA_DIR"] = args.data_dir
+    app = create_app(config)
+    try:
+        serve(app, args.host, args.port, threads=16)
+    finally:
+        shutdown(app)
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    """Classify one signal and name the playbook that would run."""
+    import json
+
+    from webhook_receiver.classifier import SloThresholds, classify
+    from webhook_receiver.playbooks import PlaybookError, load_playbooks
+
+    from .settings import Settings
+
+    settings = Settings.from_env()
+    try:
+        signals = load_signals(_read_input(args.file))
+    except OSError as exc:
+        print(f"{args.file}: cannot read: {exc.strerror}", file=sys.stderr)
+        return 1
+    except SignalError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return 1
+    try:
+        playbooks = load_playbooks(Path(settings.playbooks_file))
+    except PlaybookError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return 2
+    for signal in signals:
+        decision = classify(signal, slo=SloThresholds.from_settings(settings))
+        playbook = playbooks.select(decision.classification) if decision.classification else None
+        print(json.dumps(decision.as_dict(playbook.name if playbook else None)))
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    """Print the decision lineage (JSON lines), optionally for one agent; report torn lines."""
+    import json
+
+    from webhook_receiver.lineage import LINEAGE_FILE, LineageLog
+
+    from .settings import Settings
+
+    data_dir = Path(args.data_dir or Settings.from_env().data_dir)
+    read = LineageLog(data_dir / LINEAGE_FILE).read(agent=args.agent, since=args.since)
+    for entry in read.entries:
+        print(json.dumps(entry))
+    for number in read.skipped_lines:
+        print(f"{data_dir / LINEAGE_FILE}:{number}: torn or unreadable line skipped", file=sys.stderr)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check the settings, playbooks.yaml and the rendered rules; every problem listed, exit 1 if any."""
+    from webhook_receiver.playbooks import PlaybookError, load_playbooks
+
+    from .settings import Settings
+
+    settings = Settings.from_env()
+    problems = 0
+    try:
+        playbooks = load_playbooks(Path(settings.playbooks_file), settings.actions_base_url or None)
+        print(f"playbooks: {len(playbooks.playbooks)} playbooks in {settings.playbooks_file}")
+    except PlaybookError as exc:
+        problems += len(exc.errors)
+        for line in exc.errors:
+            print(f"playbooks: {line}", file=sys.stderr)
+    if cmd_rules_diff(args) != 0:
+        problems += 1
+    else:
+        print("rules: alert_rules/ matches the current settings")
+    return 1 if problems else 0
+
+
 def cmd_rules_render(args: argparse.Namespace) -> int:
     """Render the alert rules from the templates and the current AUTOREM_* settings."""
     from .rule_render import RULES_DIR, render_rules
@@ -101,6 +189,28 @@ def build_parser() -> argparse.ArgumentParser:
                      help="accept pushes without a bearer token (AUTOREM_EXPORTER_TOKEN unset)")
     exp.add_argument("--seed", metavar="FILE", help="signals to load at start")
     exp.set_defaults(func=cmd_exporter)
+
+    rec = sub.add_parser("receiver", help="run the Alertmanager webhook receiver (classify, remediate, verify)")
+    rec.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    rec.add_argument("--port", type=int, default=9818, help="port to listen on (default 9818)")
+    rec.add_argument("--data-dir", metavar="D", help="ledger and lineage directory (default AUTOREM_DATA_DIR)")
+    rec.add_argument("--public-url", help="URL people reach the receiver at (for lineage links)")
+    rec.add_argument("--insecure", action="store_true",
+                     help="accept webhooks without a bearer token (AUTOREM_WEBHOOK_TOKEN unset)")
+    rec.set_defaults(func=cmd_receiver)
+
+    cls = sub.add_parser("classify", help="classify a signal and name the playbook that would run")
+    cls.add_argument("file", metavar="FILE|-", help="JSON signal file, or - for standard input")
+    cls.set_defaults(func=cmd_classify)
+
+    lin = sub.add_parser("lineage", help="print the decision lineage")
+    lin.add_argument("--agent", help="only this agent")
+    lin.add_argument("--since", help="only entries at or after this ISO-8601 UTC time")
+    lin.add_argument("--data-dir", metavar="D", help="default AUTOREM_DATA_DIR")
+    lin.set_defaults(func=cmd_lineage)
+
+    chk = sub.add_parser("check", help="check settings, playbooks.yaml and the rendered rules")
+    chk.set_defaults(func=cmd_check)
 
     rules = sub.add_parser("rules", help="render the alert rules from the AUTOREM_* settings")
     rules_sub = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND", required=True)

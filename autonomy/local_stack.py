@@ -90,10 +90,11 @@ class ManagedProcess:
     def command(self, binary: str) -> list[str]:
         raise NotImplementedError
 
-    def start(self, timeout: float = 60.0) -> "ManagedProcess":
+    def start(self, timeout: float = 60.0, port: int | None = None) -> "ManagedProcess":
+        """Start on PORT (or a free one) and wait until ready; retried on another port if it was taken."""
         binary = require_binary(self.kind)
-        for _ in range(3):  # a free port can be taken between the probe and the bind
-            self.port = free_port()
+        for _ in range(1 if port else 3):  # a free port can be taken between the probe and the bind
+            self.port = port or free_port()
             with open(self.log_path, "ab") as log:
                 self.process = subprocess.Popen(self.command(binary) + self.extra_args, stdout=log,
                                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -89,6 +89,10 @@ def _url(text: str) -> str:
     return value
 
 
+def _optional_url(text: str) -> str:
+    return _url(text) if text.strip() else ""
+
+
 def setting(env: str, default: str, parse: Callable[[str], Any], doc: str) -> Any:
     """Declare one setting: its environment name, default (as written in the env), parser and meaning."""
     return field(default=parse(default), metadata={"env": env, "default": default, "parse": parse, "doc": doc})
@@ -135,10 +139,61 @@ class Settings:
         "Alert when remediation has been disabled (kill switch) for longer than this.")
     runbook_base_url: str = setting(
         "AUTOREM_RUNBOOK_BASE_URL", "http://localhost:9818/runbooks", _url,
-        "Where alert runbook_url annotations point: BASE/<alertname>.md (the receiver serves runbooks/).")
+        "Where alert runbook_url annotations point: BASE/ALERTNAME.md (the receiver serves runbooks/).")
     agent_expiry_seconds: float = setting(
         "AUTOREM_AGENT_EXPIRY_SECONDS", "3600", _number(1),
         "The exporter drops an agent from its exposition after this long without a signal.")
+    prometheus_url: str = setting(
+        "AUTOREM_PROMETHEUS_URL", "http://localhost:9090", _url,
+        "Prometheus the receiver queries to classify and to verify recovery.")
+    alertmanager_url: str = setting(
+        "AUTOREM_ALERTMANAGER_URL", "http://localhost:9093", _optional_url,
+        "Alertmanager the receiver checks for silences and posts AutonomyEscalated to (empty: none, direct path only).")
+    escalation_url: str = setting(
+        "AUTOREM_ESCALATION_URL", "", _optional_url,
+        "Where the escalation payload (pack section 7) is posted; unset: recorded in the lineage only.")
+    actions_base_url: str = setting(
+        "AUTOREM_ACTIONS_BASE_URL", "", _optional_url,
+        "Overrides actions.baseUrl of playbooks.yaml: where the agents' action endpoints are.")
+    playbooks_file: str = setting(
+        "AUTOREM_PLAYBOOKS_FILE", "playbooks.yaml", str,
+        "The playbook table, validated at start-up.")
+    data_dir: str = setting(
+        "AUTOREM_DATA_DIR", "data", str,
+        "The receiver's incident ledger (SQLite) and lineage file (decision_lineage.jsonl).")
+    canary_agents: tuple[str, ...] = setting(
+        "AUTOREM_CANARY_AGENTS", "", _name_list(True),
+        "If set, only these agents are remediated; the others are observed and recorded.")
+    dry_run: bool = setting(
+        "AUTOREM_DRY_RUN", "false", _bool,
+        "Record what would run, run nothing.")
+    verify_timeout_seconds: float = setting(
+        "AUTOREM_VERIFY_TIMEOUT_SECONDS", "120", _number(0.1),
+        "How long verification waits for fresh samples that meet the success criteria.")
+    verify_interval_seconds: float = setting(
+        "AUTOREM_VERIFY_INTERVAL_SECONDS", "5", _number(0.05),
+        "How often verification polls Prometheus.")
+    workers: int = setting(
+        "AUTOREM_WORKERS", "4", _integer(1),
+        "Remediations run at once (never two for one agent).")
+    queue_size: int = setting(
+        "AUTOREM_QUEUE_SIZE", "1000", _integer(1),
+        "Incidents waiting for a worker; when full the webhook answers 503 and Alertmanager retries.")
+    reopen_grace_seconds: float = setting(
+        "AUTOREM_REOPEN_GRACE_SECONDS", "300", _number(0),
+        "After a verified recovery, firing notifications this soon are the alert catching up, not a relapse.")
+    sweep_seconds: float = setting(
+        "AUTOREM_SWEEP_SECONDS", "30", _number(0.1),
+        "How often the receiver re-checks escalated and recovered incidents against Prometheus.")
+    webhook_token: Secret | None = secret_setting(
+        "AUTOREM_WEBHOOK_TOKEN",
+        "Bearer token for the webhook, the signals endpoint and the kill switch (or AUTOREM_WEBHOOK_TOKEN_FILE).")
+    read_token: Secret | None = secret_setting(
+        "AUTOREM_READ_TOKEN",
+        "If set, the read endpoints (incidents, lineage) need this bearer token or ?token= (or AUTOREM_READ_TOKEN_FILE).")
+    escalation_token: Secret | None = secret_setting(
+        "AUTOREM_ESCALATION_TOKEN",
+        "Bearer token sent with the escalation payload (or AUTOREM_ESCALATION_TOKEN_FILE).")
     exporter_token: Secret | None = secret_setting(
         "AUTOREM_EXPORTER_TOKEN",
         "Bearer token agents present to push signals to the exporter (or AUTOREM_EXPORTER_TOKEN_FILE).")

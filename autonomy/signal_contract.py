@@ -174,12 +174,17 @@ def _describe(error: jsonschema.ValidationError, prefix: str) -> list[str]:
     return [f"{where}: {error.message}"]
 
 
-def document_errors(doc: Any, prefix: str = "") -> list[str]:
-    """Every schema violation of one signal document, as `path: reason` lines."""
+def schema_errors(validator: jsonschema.protocols.Validator, doc: Any, prefix: str = "") -> list[str]:
+    """Every violation of VALIDATOR's schema by DOC, as `path: reason` lines, sorted by path."""
     errors: list[str] = []
-    for error in sorted(_validator().iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path]):
+    for error in sorted(validator.iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path]):
         errors.extend(_describe(error, prefix))
     return errors
+
+
+def document_errors(doc: Any, prefix: str = "") -> list[str]:
+    """Every schema violation of one signal document, as `path: reason` lines."""
+    return schema_errors(_validator(), doc, prefix)
 
 
 def validate_signals(doc: Any) -> list[Signal]:

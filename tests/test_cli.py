@@ -58,3 +58,34 @@ def test_the_exporter_refuses_to_start_without_a_token(monkeypatch):
     done = subprocess.run([AUTONOMY, "exporter", "--port", "0"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "AUTOREM_EXPORTER_TOKEN: not set" in done.stderr
+
+
+def test_classify_prints_the_class_the_playbook_and_the_reasons(tmp_path):
+    doc = json.loads(EXAMPLE_PATH.read_text())
+    doc["context"] = {"errorCode": "TIMEOUT", "dependencies": ["MarketIntel"]}
+    path = tmp_path / "signal.json"
+    path.write_text(json.dumps(doc))
+    done = subprocess.run([AUTONOMY, "classify", str(path)], capture_output=True, text=True,
+                          cwd=EXAMPLE_PATH.parent.parent)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["classification"] == "TRANSIENT"
+    assert out["playbook"] == "RestartAndRetryTransient"
+    assert out["reasons"][0] == "errorCode TIMEOUT"
+
+
+def test_classify_prints_null_for_a_healthy_signal(tmp_path):
+    doc = json.loads(EXAMPLE_PATH.read_text())
+    doc["context"] = {}
+    doc["metrics"].update(successRate=0.99, alignment=0.99)
+    path = tmp_path / "signal.json"
+    path.write_text(json.dumps(doc))
+    done = subprocess.run([AUTONOMY, "classify", str(path)], capture_output=True, text=True,
+                          cwd=EXAMPLE_PATH.parent.parent)
+    assert json.loads(done.stdout) == {"classification": None, "playbook": None, "reasons": []}
+
+
+def test_check_reports_the_playbooks_and_rules(monkeypatch):
+    done = subprocess.run([AUTONOMY, "check"], capture_output=True, text=True, cwd=EXAMPLE_PATH.parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert "playbooks: 6 playbooks" in done.stdout

@@ -18,3 +18,13 @@ def test_the_exporters_own_metrics_are_documented():
 
 def test_the_readme_gives_the_two_setup_commands():
     assert "make demo" in README and "make test" in README
+
+
+def test_every_receiver_metric_is_documented_in_the_readme():
+    from webhook_receiver.receiver_metrics import ReceiverMetrics
+
+    names = set()
+    for family in ReceiverMetrics().registry.collect():
+        names.add(family.name + ("_total" if family.type == "counter" else ""))
+    for name in sorted(names):
+        assert f"`{name}`" in README, name

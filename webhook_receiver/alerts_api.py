@@ -1,0 +1,101 @@
+"""Write endpoints: Alertmanager's webhook and the agents' direct signal path."""
+from __future__ import annotations
+
+from functools import wraps
+
+from flask import Blueprint, jsonify
+
+from autonomy.http_edge import ApiError, json_body, require_token
+from autonomy.signal_contract import SignalError, load_signals
+
+from .agent_view import view_from_signals
+from .app import receiver
+from .classifier import SloThresholds, classify
+from .ledger import AgentNotification, AlertRef, IngestResult
+from .webhook_payload import PayloadError, parse_webhook
+
+alerts_bp = Blueprint("alerts", __name__)
+
+
+def counted(endpoint: str):
+    """Count every answer of ENDPOINT by status code, errors included."""
+
+    def decorate(view):
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            metrics = receiver().metrics
+            try:
+                response = view(*args, **kwargs)
+            except ApiError as exc:
+                metrics.webhook_requests.labels(endpoint, str(exc.status)).inc()
+                raise
+            except Exception as exc:
+                metrics.webhook_requests.labels(endpoint, str(getattr(exc, "code", 500))).inc()
+                raise
+            metrics.webhook_requests.labels(endpoint, str(response.status_code)).inc()
+            return response
+        return wrapper
+    return decorate
+
+
+def _accept(source: str, result: IngestResult) -> dict:
+    """After the ledger committed: queue the work, account for closures, and say what happened."""
+    state = receiver()
+    if result.refused:
+        raise ApiError(503, "work queue full; nothing was stored, retry later")
+    state.metrics.incidents.labels(source).inc(len(result.opened))
+    state.engine.enqueue(result.to_run)
+    state.engine.on_closed(result.closed)
+    return {"notification": result.notification_id, "opened": list(result.opened),
+            "queued": list(result.to_run), "duplicates": list(result.duplicates),
+            "closed": [i.id for i in result.closed]}
+
+
+@alerts_bp.post("/api/v1/alerts")
+@counted("alerts")
+@require_token("WEBHOOK_TOKEN")
+def alertmanager_webhook():
+    """Record the notification durably, then answer; remediation runs on the workers afterwards."""
+    body = json_body()
+    try:
+        notification = parse_webhook(body)
+    except PayloadError as exc:
+        raise ApiError(exc.status, "not an Alertmanager webhook payload (version 4); nothing was stored",
+                       exc.errors) from None
+    state = receiver()
+    result = state.ledger.ingest("alertmanager", body.decode("utf-8"), notification.per_agent,
+                                 state.engine.reserve)
+    return jsonify({**_accept("alertmanager", result), "ignored": list(notification.ignored)})
+
+
+@alerts_bp.post("/api/v1/signals")
+@counted("signals")
+@require_token("WEBHOOK_TOKEN")
+def direct_signals():
+    """The pack's Autonomy.execute(signal): store, classify, and open an incident when there is one."""
+    body = json_body()
+    try:
+        signals = load_signals(body)
+    except SignalError as exc:
+        status = 400 if all(e.startswith("(body)") for e in exc.errors) else 422
+        raise ApiError(status, "invalid signal; nothing was stored", exc.errors) from None
+    state = receiver()
+    slo = SloThresholds.from_settings(state.settings)
+    latest = {e.signal.agent: e.signal for e in state.signals.snapshot()}
+    for signal in signals:  # what the store will hold once this request is accepted
+        if signal.agent not in latest or latest[signal.agent].timestamp <= signal.timestamp:
+            latest[signal.agent] = signal
+    everyone = list(latest.values())
+    per_agent, decisions = [], {}
+    for signal in signals:
+        view = view_from_signals(signal.agent, everyone, state.settings.agent_silent_seconds)
+        decision = classify(view.signal, view.facts, slo)
+        decisions[signal.agent] = decision.as_dict()
+        labels = {"agent": signal.agent, "autonomy_class": decision.classification or "none"}
+        status = "firing" if decision.classification else "resolved"
+        alert = AlertRef(f"signal:{signal.agent}", status, labels, signal.document.get("ts", ""))
+        per_agent.append(AgentNotification(signal.agent, (alert,), signal.document))
+    result = state.ledger.ingest("signal", body.decode("utf-8"), per_agent, state.engine.reserve)
+    if not result.refused:
+        state.signals.put_many(signals)
+    return jsonify({**_accept("signal", result), "decisions": decisions})

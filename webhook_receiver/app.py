@@ -1,0 +1,127 @@
+"""The receiver's Flask application: create_app, and the resources its blueprints share."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from flask import Flask, current_app
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
+
+from autonomy.http_edge import MAX_BODY_BYTES, install_json_errors
+from autonomy.settings import Settings, SettingsError
+from exporter.signal_store import SignalStore
+
+from .actions import ActionRunner
+from .engine import RemediationEngine, Upstreams
+from .ledger import SqliteIncidentLedger
+from .lineage import LINEAGE_FILE, LineageLog
+from .playbooks import PlaybookSet, load_playbooks
+from .receiver_metrics import ReceiverMetrics
+from .upstreams import AlertmanagerApi, PrometheusApi
+
+
+@dataclass
+class Receiver:
+    """Everything the receiver's views use, attached to the app by init_app."""
+
+    settings: Settings
+    ledger: SqliteIncidentLedger
+    lineage: LineageLog
+    metrics: ReceiverMetrics
+    playbooks: PlaybookSet
+    signals: SignalStore
+    engine: RemediationEngine
+    tracer_provider: TracerProvider
+
+
+def receiver() -> Receiver:
+    return current_app.extensions["autonomy_receiver"]
+
+
+def _tracer_provider(span_exporter: Any) -> TracerProvider:
+    """Spans go where the standard OTEL_* settings say (console or OTLP), or to the exporter given (tests)."""
+    provider = TracerProvider(resource=Resource.create({"service.name": os.environ.get(
+        "OTEL_SERVICE_NAME", "autonomy-receiver")}))
+    if span_exporter is not None:
+        provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+        return provider
+    choice = os.environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower()
+    if choice == "console":
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    elif choice == "otlp":
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError:
+            raise SettingsError(["OTEL_TRACES_EXPORTER: otlp needs the opentelemetry-exporter-otlp-proto-http "
+                                 "package"]) from None
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    elif choice not in ("none", ""):
+        raise SettingsError([f"OTEL_TRACES_EXPORTER: {choice!r} is not supported (console, otlp or none)"])
+    return provider
+
+
+def init_app(app: Flask) -> Receiver:
+    """Build the ledger, lineage, metrics, playbooks and engine from the app's settings."""
+    settings: Settings = app.config["SETTINGS"]
+    data_dir = Path(app.config.get("DATA_DIR") or settings.data_dir)
+    playbooks = app.config.get("PLAYBOOKS") or load_playbooks(
+        Path(settings.playbooks_file), actions_base_url=settings.actions_base_url or None)
+    ledger = SqliteIncidentLedger(data_dir / "incidents.sqlite3", settings.reopen_grace_seconds)
+    lineage = LineageLog(data_dir / LINEAGE_FILE)
+    metrics = ReceiverMetrics()
+    signals = SignalStore(expiry_seconds=settings.agent_expiry_seconds)
+    provider = _tracer_provider(app.config.get("SPAN_EXPORTER"))
+    upstreams = Upstreams(
+        prometheus=PrometheusApi(settings.prometheus_url),
+        alertmanager=AlertmanagerApi(settings.alertmanager_url) if settings.alertmanager_url else None,
+        latest_signal=signals.latest,
+        all_signals=lambda: [e.signal for e in signals.snapshot()],
+    )
+    public = app.config.get("PUBLIC_URL", "").rstrip("/")
+    engine = RemediationEngine(settings, ledger, lineage, metrics, playbooks, upstreams,
+                               ActionRunner(playbooks), provider.get_tracer("autonomy.receiver"),
+                               lineage_url=lambda agent: f"{public}/lineage?agent={quote(agent, safe='')}")
+    state = Receiver(settings, ledger, lineage, metrics, playbooks, signals, engine, provider)
+    app.extensions["autonomy_receiver"] = state
+    if app.config.get("START_ENGINE", True):
+        engine.start()
+    return state
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """The receiver app; without a webhook token it refuses to start unless INSECURE is set."""
+    from .alerts_api import alerts_bp
+    from .incidents_api import incidents_bp
+    from .ops_api import ops_bp
+
+    app = Flask(__name__)
+    app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, INSECURE=False)
+    if test_config:
+        app.config.update(test_config)
+    settings = app.config.get("SETTINGS") or Settings.from_env()
+    app.config["SETTINGS"] = settings
+    app.config.setdefault("WEBHOOK_TOKEN", settings.webhook_token)
+    app.config.setdefault("READ_TOKEN", settings.read_token)
+    if app.config["WEBHOOK_TOKEN"] is None and not app.config["INSECURE"]:
+        raise SettingsError(["AUTOREM_WEBHOOK_TOKEN: not set (nor AUTOREM_WEBHOOK_TOKEN_FILE); set one, "
+                             "or pass --insecure to accept unauthenticated webhooks"])
+    app.json.sort_keys = False  # lineage entries keep the pack's field order
+    install_json_errors(app)
+    init_app(app)
+    app.register_blueprint(alerts_bp)
+    app.register_blueprint(incidents_bp)
+    app.register_blueprint(ops_bp)
+    return app
+
+
+def shutdown(app: Flask) -> None:
+    """Stop the engine's threads and close the ledger (tests, and the CLI on exit)."""
+    state: Receiver = app.extensions["autonomy_receiver"]
+    state.engine.stop()
+    state.tracer_provider.shutdown()
+    state.ledger.close()

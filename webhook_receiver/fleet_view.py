@@ -1,0 +1,82 @@
+"""The fleet as the receiver sees it, and the priority decisions templates use (who wins, who yields)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from autonomy.signal_contract import Signal
+
+from .agent_view import AgentView
+from .playbooks import PlaybookSet
+from .upstreams import PrometheusApi
+
+
+@dataclass(frozen=True)
+class Member:
+    """One agent of the fleet: enough to arbitrate between agents."""
+
+    agent: str
+    domain: str | None
+    status: str
+    cost_per_hour: float
+    directive_id: str | None
+
+
+def members_from_prometheus(prom: PrometheusApi) -> list[Member]:
+    """Every agent the exporter reports, with domain, status, spend and directive."""
+    info = {r["metric"]["agent"]: r["metric"].get("domain") or None for r in prom.query("autonomy_agent_info")}
+    status = {r["metric"]["agent"]: r["metric"]["autonomy_agent_status"]
+              for r in prom.query("autonomy_agent_status == 1")}
+    cost = {r["metric"]["agent"]: float(r["value"][1])
+            for r in prom.query("max by (agent) (autonomy_agent_cost_burn_dollars_per_hour)")}
+    directive = {r["metric"]["agent"]: r["metric"]["directive_id"]
+                 for r in prom.query("autonomy_agent_directive_claim == 1")}
+    return [Member(a, info[a], status.get(a, "healthy"), cost.get(a, 0.0), directive.get(a)) for a in sorted(info)]
+
+
+def members_from_signals(signals: Iterable[Signal]) -> list[Member]:
+    return [Member(s.agent, s.domain, s.status, s.cost_burn_dollars_per_hour, s.directive_id)
+            for s in sorted(signals, key=lambda s: s.agent)]
+
+
+def _ranked(members: Iterable[Member], playbooks: PlaybookSet, priority: Sequence[str]) -> list[Member]:
+    """Highest priority first; ties by name, so the choice is stable."""
+    return sorted(members, key=lambda m: (playbooks.priority_rank(m.agent, priority, m.domain), m.agent))
+
+
+def template_variables(agent: str, view: AgentView, members: list[Member], playbooks: PlaybookSet,
+                       priority: Sequence[str], labels: dict, incident_id: str) -> dict:
+    """Everything a playbook template may name (see templating.TEMPLATE_ROOTS)."""
+    signal = view.signal
+    context: dict = {}
+    if signal is not None:
+        context = {k: v for k, v in {
+            "directiveId": signal.directive_id, "conflictId": signal.conflict_id, "errorCode": signal.error_code,
+            "queueDepth": signal.queue_depth, "openConflicts": signal.open_conflicts,
+            "dependencies": list(signal.dependencies)}.items() if v is not None}
+    me = next((m for m in members if m.agent == agent), None)
+    claimants = [m for m in members if signal and signal.directive_id and m.directive_id == signal.directive_id]
+    if me is not None and me not in claimants:
+        claimants.append(me)
+    ranked_claimants = _ranked(claimants, playbooks, priority) if claimants else []
+    others = [m for m in members if m.agent != agent]
+    donors = [m for m in _ranked(others, playbooks, priority) if m.status == "healthy"]
+    spenders = [m for m in members if m.cost_per_hour > 0]
+    failing = sorted(view.facts.failing_dependencies) or context.get("dependencies", [])
+    return {
+        "agent": agent,
+        "context": context,
+        "metrics": dict(view.metrics),
+        "checks": {k: v for k, v in {
+            "lastTaskSucceeded": signal.last_task_succeeded if signal else None,
+            "inputsValid": signal.inputs_valid if signal else None,
+            "configHealthy": signal.config_healthy if signal else None}.items() if v is not None},
+        "labels": dict(labels),
+        "priority": list(priority),
+        "winningAgent": ranked_claimants[0].agent if ranked_claimants else agent,
+        "losingAgent": ranked_claimants[-1].agent if ranked_claimants else agent,
+        "lowestPriorityAgent": _ranked(spenders, playbooks, priority)[-1].agent if spenders else agent,
+        "slotDonorAgent": donors[-1].agent if donors else agent,
+        "failingDependency": failing[0] if failing else agent,
+        "incident": {"id": incident_id},
+    }

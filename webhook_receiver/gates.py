@@ -1,0 +1,84 @@
+"""The gates checked before every attempt; each refusal says which gate and why."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .classifier import CLASSES
+from .ledger import Incident
+from .playbooks import Playbook
+from .upstreams import AlertmanagerApi, UpstreamError
+
+REMEDIABLE = frozenset(CLASSES)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A gate said no: `gate` names it; `escalate` sends the case to a human; `close` ends the incident."""
+
+    gate: str
+    reason: str
+    escalate_reason: str | None = None
+    close: bool = False
+
+
+@dataclass(frozen=True)
+class GateInputs:
+    """What the gates look at, gathered by the engine."""
+
+    enabled: Callable[[], bool]
+    canary: tuple[str, ...]
+    alertmanager: AlertmanagerApi | None
+    fleet_spend: Callable[[], float | None]
+    budget_cap: float
+
+
+def _alert_state(am: AlertmanagerApi, incident: Incident) -> Refusal | None:
+    """Refuse unless one of the agent's remediable alerts is still active and not silenced."""
+    try:
+        alerts = am.agent_alerts(incident.agent)
+    except UpstreamError as exc:
+        return Refusal("alertmanager_unreachable", f"cannot check the alert and its silences: {exc}")
+    remediable = [a for a in alerts if a.get("labels", {}).get("autonomy_class") in REMEDIABLE]
+    if any(a.get("status", {}).get("state") == "active" for a in remediable):
+        return None
+    silenced = sorted({s for a in remediable for s in a.get("status", {}).get("silencedBy") or []})
+    if silenced:
+        return Refusal("silenced", f"the agent's alerts are silenced in Alertmanager ({', '.join(silenced)})")
+    if remediable:
+        return Refusal("not_firing", "the agent's alerts are suppressed in Alertmanager")
+    return Refusal("not_firing", "the alert is no longer firing", close=True)
+
+
+def _signal_silence(am: AlertmanagerApi, incident: Incident, classification: str) -> Refusal | None:
+    try:
+        hits = am.silenced({"agent": incident.agent, "autonomy_class": classification})
+    except UpstreamError as exc:
+        return Refusal("alertmanager_unreachable", f"cannot check silences: {exc}")
+    if hits:
+        return Refusal("silenced", f"a silence in Alertmanager covers the agent ({', '.join(hits)})")
+    return None
+
+
+def check_gates(incident: Incident, classification: str, playbook: Playbook, inputs: GateInputs) -> Refusal | None:
+    """The first gate that refuses, in order: kill switch, canary, alert state and silences, high risk, budget."""
+    if not inputs.enabled():
+        return Refusal("kill_switch", "remediation is disabled (kill switch)")
+    if inputs.canary and incident.agent not in inputs.canary:
+        return Refusal("canary", f"{incident.agent} is not in AUTOREM_CANARY_AGENTS; observed only")
+    if inputs.alertmanager is not None:
+        refusal = (_alert_state(inputs.alertmanager, incident) if incident.source == "alertmanager"
+                   else _signal_silence(inputs.alertmanager, incident, classification))
+        if refusal:
+            return refusal
+    risky = [s.action for s in playbook.steps if s.high_risk]
+    if risky:
+        return Refusal("high_risk", f"{playbook.name} has high-risk steps ({', '.join(risky)}): a human decides",
+                       escalate_reason="HighRiskStep")
+    if playbook.increases_spend:
+        spend = inputs.fleet_spend()
+        if spend is not None and spend > inputs.budget_cap:
+            return Refusal("budget_cap", f"{playbook.name} adds spend while the fleet projects "
+                                         f"{spend:.2f} dollars a day over the {inputs.budget_cap:g} cap",
+                           escalate_reason="BudgetCap")
+    return None

@@ -1,0 +1,144 @@
+"""Read endpoints (incidents, lineage, runbooks) and the kill switch."""
+from __future__ import annotations
+
+import html
+import re
+from datetime import timezone
+from functools import wraps
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from autonomy.http_edge import ApiError, bearer_ok, json_body, require_token
+from autonomy.signal_contract import parse_timestamp
+from autonomy.stack_config import REPO_ROOT
+
+from .app import receiver
+from .ledger import STATES
+
+incidents_bp = Blueprint("incidents", __name__)
+RUNBOOK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,80}\.md$")
+
+
+def readable(view):
+    """Open, unless AUTOREM_READ_TOKEN is set: then a bearer token or ?token= (for dashboard links)."""
+
+    @wraps(view)
+    def guarded(*args, **kwargs):
+        expected = current_app.config.get("READ_TOKEN")
+        if expected is not None and not current_app.config.get("INSECURE"):
+            header = request.headers.get("Authorization") or (
+                f"Bearer {request.args['token']}" if "token" in request.args else None)
+            if not bearer_ok(expected, header):
+                raise ApiError(401, "missing or wrong read token")
+        return view(*args, **kwargs)
+    return guarded
+
+
+def _since() -> str | None:
+    text = request.args.get("since")
+    if not text:
+        return None
+    try:
+        moment = parse_timestamp(text)
+    except ValueError:
+        raise ApiError(400, f"since: {text!r} is not an ISO-8601 date-time with a zone") from None
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@incidents_bp.get("/api/v1/incidents")
+@readable
+def list_incidents():
+    state = request.args.get("state")
+    if state and state not in STATES:
+        raise ApiError(400, f"state: {state!r} is not one of {', '.join(STATES)}")
+    incidents = receiver().ledger.list(agent=request.args.get("agent"), state=state)
+    return jsonify({"incidents": [i.as_dict() for i in incidents]})
+
+
+@incidents_bp.get("/api/v1/incidents/<incident_id>")
+@readable
+def get_incident(incident_id: str):
+    incident = receiver().ledger.get(incident_id)
+    if incident is None:
+        raise ApiError(404, f"no incident {incident_id!r}")
+    return jsonify(incident.as_dict())
+
+
+@incidents_bp.get("/api/v1/lineage")
+@readable
+def lineage_json():
+    read = receiver().lineage.read(agent=request.args.get("agent"), since=_since(),
+                                   incident_id=request.args.get("incident"))
+    receiver().metrics.lineage_skipped.set(len(read.skipped_lines))
+    return jsonify({"entries": read.entries, "skipped_lines": list(read.skipped_lines)})
+
+
+def _cell(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{html.escape(str(k))}={html.escape(str(v))}" for k, v in value.items())
+    return html.escape("" if value is None else str(value))
+
+
+@incidents_bp.get("/lineage")
+@readable
+def lineage_page():
+    """The "View Remediation Log" page: newest first, one row per attempt, refusal or escalation."""
+    agent = request.args.get("agent")
+    read = receiver().lineage.read(agent=agent, since=_since())
+    rows = "".join(
+        f"<tr class='{_cell(e.get('event'))}'><td>{_cell(e.get('ts'))}</td><td>{_cell(e.get('agent'))}</td>"
+        f"<td>{_cell(e.get('event'))}</td><td>{_cell(e.get('classification'))}</td>"
+        f"<td>{_cell(e.get('playbook'))}</td><td>{_cell(e.get('attempt'))}</td>"
+        f"<td>{'resolved' if e.get('ok') else _cell(e.get('gate') or e.get('reason') or 'failed')}</td>"
+        f"<td>{_cell(e.get('before'))}</td><td>{_cell(e.get('after'))}</td></tr>"
+        for e in reversed(read.entries))
+    title = f"Remediation log: {html.escape(agent)}" if agent else "Remediation log"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+            "<style>body{font-family:sans-serif}td,th{padding:4px 8px;border-bottom:1px solid #ddd;"
+            "text-align:left;vertical-align:top}</style></head>"
+            f"<body><h1>{title}</h1><table><tr><th>time</th><th>agent</th><th>event</th><th>class</th>"
+            "<th>playbook</th><th>attempt</th><th>outcome</th><th>before</th><th>after</th></tr>"
+            f"{rows}</table></body></html>")
+    return Response(page, content_type="text/html; charset=utf-8")
+
+
+@incidents_bp.get("/api/v1/remediation")
+@readable
+def remediation_status():
+    return jsonify(receiver().engine.remediation_status())
+
+
+@incidents_bp.put("/api/v1/remediation")
+@require_token("WEBHOOK_TOKEN")
+def set_remediation():
+    """The kill switch: {"enabled": false, "reason": "..."}; takes effect at once, durably."""
+    from autonomy.signal_contract import SignalError, parse_json
+
+    try:
+        doc = parse_json(json_body())
+    except SignalError as exc:
+        raise ApiError(400, "not JSON", exc.errors) from None
+    errors = []
+    if not isinstance(doc, dict):
+        raise ApiError(422, "expected an object", ["(root): expected {\"enabled\": bool, \"reason\": str}"])
+    if not isinstance(doc.get("enabled"), bool):
+        errors.append("enabled: is required and must be true or false")
+    if "reason" in doc and not isinstance(doc["reason"], str):
+        errors.append("reason: must be a string")
+    unknown = sorted(set(doc) - {"enabled", "reason"})
+    errors += [f"{key}: unexpected property" for key in unknown]
+    if errors:
+        raise ApiError(422, "invalid kill switch request", errors)
+    reason = (doc.get("reason") or "").strip()[:500] or "no reason given"
+    receiver().engine.set_enabled(doc["enabled"], reason)
+    return jsonify(receiver().engine.remediation_status())
+
+
+@incidents_bp.get("/runbooks/<name>")
+def runbook(name: str):
+    if not RUNBOOK_NAME.match(name):
+        raise ApiError(404, "no such runbook")
+    path = REPO_ROOT / "runbooks" / name
+    if not path.is_file():
+        raise ApiError(404, f"no runbook {name}")
+    return Response(path.read_text("utf-8"), content_type="text/markdown; charset=utf-8")

@@ -1,0 +1,307 @@
+"""The incident ledger: every notification recorded, one open incident per agent, durable in SQLite."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Protocol
+
+OPEN_STATES = ("open", "remediating", "recovered", "escalated", "skipped")
+STATES = OPEN_STATES + ("closed",)
+RUNNABLE_STATES = ("open", "remediating")
+
+
+@dataclass(frozen=True)
+class AlertRef:
+    """One alert of a notification, as the ledger keeps it."""
+
+    fingerprint: str
+    status: str
+    labels: dict
+    starts_at: str = ""
+
+
+@dataclass(frozen=True)
+class Incident:
+    """An agent's problem from its first alert (or signal) until it is closed."""
+
+    id: str
+    agent: str
+    state: str
+    source: str
+    opened_at: float
+    updated_at: float
+    classification: str | None = None
+    playbook: str | None = None
+    attempts: int = 0
+    recovered_at: float | None = None
+    resolved_at: float | None = None
+    closed_at: float | None = None
+    outcome: str | None = None
+    reason: str | None = None
+    alerts: tuple[AlertRef, ...] = ()
+    playbooks_run: tuple[str, ...] = ()
+    signal: dict | None = field(default=None, repr=False)
+    metrics: dict | None = None
+    trace_id: str | None = None
+
+    @property
+    def labels(self) -> dict:
+        """Labels shared by every firing alert (what playbook label matchers see)."""
+        firing = [a.labels for a in self.alerts if a.status == "firing"]
+        if not firing:
+            return {}
+        common = dict(firing[0])
+        for labels in firing[1:]:
+            common = {k: v for k, v in common.items() if labels.get(k) == v}
+        return common
+
+    @property
+    def alert_classes(self) -> frozenset[str]:
+        return frozenset(a.labels.get("autonomy_class", "") for a in self.alerts if a.status == "firing") - {""}
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["alerts"] = [asdict(a) for a in self.alerts]
+        out["playbooks_run"] = list(self.playbooks_run)
+        return out
+
+
+@dataclass(frozen=True)
+class AgentNotification:
+    """The alerts of one agent in one webhook notification."""
+
+    agent: str
+    alerts: tuple[AlertRef, ...]
+    signal: dict | None = None
+
+    @property
+    def firing(self) -> bool:
+        return any(a.status == "firing" for a in self.alerts)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What a notification did: incidents to run, duplicates absorbed, incidents closed."""
+
+    notification_id: int
+    to_run: tuple[str, ...] = ()
+    opened: tuple[str, ...] = ()
+    duplicates: tuple[str, ...] = ()
+    closed: tuple[Incident, ...] = ()
+    refused: bool = False
+
+
+class IncidentClosed(RuntimeError):
+    """A change was asked of an incident that is already closed."""
+
+
+class IncidentLedger(Protocol):
+    """What the receiver needs from a ledger; SQLite here, a shared database could implement it later."""
+
+    def ingest(self, source: str, body: str, per_agent: Iterable[AgentNotification],
+               reserve: Callable[[int], bool]) -> IngestResult: ...
+
+    def get(self, incident_id: str) -> Incident | None: ...
+
+    def open_for(self, agent: str) -> Incident | None: ...
+
+    def list(self, agent: str | None = None, state: str | None = None, limit: int = 500) -> list[Incident]: ...
+
+    def update(self, incident_id: str, **changes: object) -> Incident: ...
+
+    def runnable(self) -> list[Incident]: ...
+
+    def flag(self, name: str) -> str | None: ...
+
+    def set_flag(self, name: str, value: str) -> None: ...
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS notifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at REAL NOT NULL,
+    source TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS incidents (
+    id TEXT PRIMARY KEY,
+    agent TEXT NOT NULL,
+    state TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    opened_at REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_open_incident_per_agent ON incidents(agent) WHERE state != 'closed';
+CREATE INDEX IF NOT EXISTS incidents_by_state ON incidents(state);
+CREATE TABLE IF NOT EXISTS flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def _to_row(incident: Incident) -> tuple:
+    return (incident.id, incident.agent, incident.state, json.dumps(incident.as_dict()), incident.opened_at)
+
+
+def _from_doc(doc: str) -> Incident:
+    data = json.loads(doc)
+    data["alerts"] = tuple(AlertRef(**a) for a in data.get("alerts", ()))
+    data["playbooks_run"] = tuple(data.get("playbooks_run", ()))
+    return Incident(**data)
+
+
+class SqliteIncidentLedger:
+    """The embedded ledger: WAL, synchronous=FULL, one connection serialised by a lock."""
+
+    def __init__(self, path: Path, reopen_grace_seconds: float = 300.0, clock: Callable[[], float] = time.time):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.reopen_grace_seconds = reopen_grace_seconds
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def ingest(self, source: str, body: str, per_agent: Iterable[AgentNotification],
+               reserve: Callable[[int], bool]) -> IngestResult:
+        """Record a notification and open, update or close incidents in one transaction.
+
+        RESERVE(n) must grant n work-queue slots for the incidents to run; if it refuses, nothing is
+        stored and the result says `refused` (the caller answers 503).
+        """
+        now = self._clock()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = self._db.execute("INSERT INTO notifications (received_at, source, body) VALUES (?, ?, ?)",
+                                          (now, source, body))
+                notification_id = cursor.lastrowid
+                to_run: list[str] = []
+                opened: list[str] = []
+                duplicates: list[str] = []
+                closed: list[Incident] = []
+                for item in per_agent:
+                    self._apply(item, source, now, to_run, opened, duplicates, closed)
+                if to_run and not reserve(len(to_run)):
+                    self._db.execute("ROLLBACK")
+                    return IngestResult(notification_id=0, refused=True)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return IngestResult(notification_id, tuple(to_run), tuple(opened), tuple(duplicates), tuple(closed))
+
+    def _apply(self, item: AgentNotification, source: str, now: float, to_run: list[str], opened: list[str],
+               duplicates: list[str], closed: list[Incident]) -> None:
+        current = self._open_for(item.agent)
+        signal = item.signal
+        if current is not None and current.source != source:
+            # The other path owns this agent's incident; its own notifications decide its fate.
+            duplicates.append(current.id)
+            return
+        if not item.firing:
+            if current is not None and current.state in RUNNABLE_STATES:
+                # A worker holds it: it closes the incident when its attempt ends.
+                self._write(current, alerts=item.alerts, resolved_at=now)
+                duplicates.append(current.id)
+            elif current is not None:
+                done = self._write(current, state="closed", closed_at=now, alerts=item.alerts,
+                                   outcome=current.outcome or "self_resolved",
+                                   reason=current.reason or "alert resolved")
+                closed.append(done)
+            return
+        if current is None:
+            incident = Incident(id=uuid.uuid4().hex, agent=item.agent, state="open", source=source,
+                                opened_at=now, updated_at=now, alerts=item.alerts, signal=signal)
+            self._db.execute("INSERT INTO incidents (id, agent, state, doc, opened_at) VALUES (?, ?, ?, ?, ?)",
+                             _to_row(incident))
+            to_run.append(incident.id)
+            opened.append(incident.id)
+            return
+        relapsed = current.state == "recovered" and now - (current.recovered_at or now) > self.reopen_grace_seconds
+        if current.state == "skipped" or relapsed:
+            self._write(current, state="open", alerts=item.alerts, signal=signal or current.signal,
+                        attempts=0 if relapsed else current.attempts, outcome=None, reason=None)
+            to_run.append(current.id)
+            return
+        self._write(current, alerts=item.alerts, signal=signal or current.signal)
+        duplicates.append(current.id)
+
+    def _open_for(self, agent: str) -> Incident | None:
+        row = self._db.execute("SELECT doc FROM incidents WHERE agent = ? AND state != 'closed'", (agent,)).fetchone()
+        return _from_doc(row[0]) if row else None
+
+    def _write(self, incident: Incident, **changes: object) -> Incident:
+        unknown = set(changes) - set(Incident.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown incident fields {sorted(unknown)}")
+        if "state" in changes and changes["state"] not in STATES:
+            raise ValueError(f"unknown state {changes['state']!r}")
+        data = {**incident.__dict__, **changes, "updated_at": self._clock()}
+        updated = Incident(**data)
+        self._db.execute("UPDATE incidents SET state = ?, doc = ? WHERE id = ?",
+                         (updated.state, json.dumps(updated.as_dict()), updated.id))
+        return updated
+
+    def get(self, incident_id: str) -> Incident | None:
+        with self._lock:
+            row = self._db.execute("SELECT doc FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+        return _from_doc(row[0]) if row else None
+
+    def open_for(self, agent: str) -> Incident | None:
+        with self._lock:
+            return self._open_for(agent)
+
+    def list(self, agent: str | None = None, state: str | None = None, limit: int = 500) -> list[Incident]:
+        query, args = "SELECT doc FROM incidents WHERE 1=1", []
+        if agent:
+            query += " AND agent = ?"
+            args.append(agent)
+        if state:
+            query += " AND state = ?"
+            args.append(state)
+        query += " ORDER BY opened_at DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._db.execute(query, args).fetchall()
+        return [_from_doc(r[0]) for r in rows]
+
+    def update(self, incident_id: str, **changes: object) -> Incident:
+        """Change an incident durably (autocommit: synchronous=FULL flushes it); a closed one stays closed."""
+        with self._lock:
+            row = self._db.execute("SELECT doc FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+            if row is None:
+                raise KeyError(incident_id)
+            current = _from_doc(row[0])
+            if current.state == "closed":
+                raise IncidentClosed(incident_id)
+            return self._write(current, **changes)
+
+    def runnable(self) -> list[Incident]:
+        """Incidents acknowledged but not finished: resumed after a restart."""
+        with self._lock:
+            rows = self._db.execute("SELECT doc FROM incidents WHERE state IN ('open', 'remediating') "
+                                    "ORDER BY opened_at").fetchall()
+        return [_from_doc(r[0]) for r in rows]
+
+    def notification_count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM notifications").fetchone()[0]
+
+    def flag(self, name: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM flags WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def set_flag(self, name: str, value: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO flags (name, value) VALUES (?, ?) "
+                             "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))

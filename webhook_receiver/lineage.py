@@ -1,0 +1,93 @@
+"""Decision lineage: one JSON line per attempt, refusal and escalation, written whole and flushed to disk."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+LINEAGE_FILE = "decision_lineage.jsonl"
+ACTOR = "ChiefOfStaff"
+PACK_FIELDS = ("ts", "actor", "event", "agent", "classification", "playbook", "attempt", "ok", "before", "after")
+
+
+def utc_now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class LineageRead:
+    """Entries read back, and how many torn or unreadable lines were skipped (with their line numbers)."""
+
+    entries: list[dict]
+    skipped_lines: tuple[int, ...]
+
+
+class LineageLog:
+    """Append-only JSONL; each entry has the pack's section 8 fields first, then the layer's own."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._repair_torn_tail()
+
+    def _repair_torn_tail(self) -> None:
+        # A crash mid-write can leave a last line without its newline; end it so the next entry starts
+        # on a line of its own (readers skip and report the torn one).
+        if self.path.exists() and self.path.stat().st_size:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    with open(self.path, "ab") as out:
+                        out.write(b"\n")
+                        out.flush()
+                        os.fsync(out.fileno())
+
+    def append(self, entry: dict) -> dict:
+        """Write one entry as one line and fsync it before returning; returns the entry as written."""
+        ordered = {key: entry.get(key) for key in PACK_FIELDS}
+        ordered["ts"] = ordered["ts"] or utc_now_iso()
+        ordered["actor"] = ordered["actor"] or ACTOR
+        ordered.update({k: v for k, v in entry.items() if k not in PACK_FIELDS})
+        line = (json.dumps(ordered, separators=(",", ":"), default=str) + "\n").encode("utf-8")
+        with self._lock, open(self.path, "ab") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        return ordered
+
+    def read(self, agent: str | None = None, since: str | None = None, incident_id: str | None = None) -> LineageRead:
+        """Entries in file order, filtered; torn or invalid lines are skipped and reported."""
+        entries: list[dict] = []
+        skipped: list[int] = []
+        for number, entry in self._lines():
+            if entry is None:
+                skipped.append(number)
+                continue
+            if agent and entry.get("agent") != agent:
+                continue
+            if incident_id and entry.get("incident_id") != incident_id:
+                continue
+            if since and str(entry.get("ts", "")) < since:
+                continue
+            entries.append(entry)
+        return LineageRead(entries, tuple(skipped))
+
+    def _lines(self) -> Iterator[tuple[int, dict | None]]:
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as f:
+            for number, raw in enumerate(f, start=1):
+                if not raw.endswith(b"\n"):
+                    yield number, None
+                    continue
+                try:
+                    entry = json.loads(raw)
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    yield number, None
+                    continue
+                yield number, entry if isinstance(entry, dict) else None

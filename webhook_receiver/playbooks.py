@@ -1,0 +1,473 @@
+"""The central playbook table (pack section 5) as data: loaded from playbooks.yaml, validated at start-up
+(every problem at once, each naming where), then read-only."""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import yaml
+
+from .retry_policy import RetryPolicy
+from .templating import (AGENT_NAME, AGENT_NAME_RULE, UnsafeTarget, action_url, base_url_problem,
+                         check_templates, path_template_problems)
+
+API_VERSION = "autonomy-layer/v1"
+KIND = "PlaybookSet"
+CLASSIFICATIONS = ("CONFLICT", "TRANSIENT", "CAPACITY", "DATA_DEP", "CONFIG")
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+# criterion -> (kind of value, lowest, highest)
+CRITERIA: Mapping[str, tuple[str, float | None, float | None]] = {
+    "lastTaskSucceeded": ("bool", None, None), "conflictCleared": ("bool", None, None),
+    "inputsValid": ("bool", None, None), "configHealthy": ("bool", None, None),
+    "budgetWithinCap": ("bool", None, None), "alignmentMin": ("number", 0, 1),
+    "backlogAgeMaxMinutes": ("number", 0, None),
+}
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "playbooks.yaml"
+_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class PlaybookError(ValueError):
+    """Every problem of a playbooks file, one `where: what` line each."""
+
+    def __init__(self, errors: Iterable[str]):
+        self.errors = tuple(errors)
+        super().__init__("invalid playbooks:\n  " + "\n  ".join(self.errors))
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping) and not isinstance(value, FrozenMap):
+        return FrozenMap(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, FrozenMap):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+class FrozenMap(Mapping):
+    """A read-only, hashable mapping; nested dicts and lists are frozen too (lists become tuples)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping | Iterable = ()):
+        self._data = {k: _freeze(v) for k, v in dict(data).items()}
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._data.items()))
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._data!r})"
+
+
+_EMPTY = FrozenMap()
+
+
+@dataclass(frozen=True)
+class Primitive:
+    name: str
+    method: str
+    path: str  # "/agents/{agent}/actions/..."; {agent} is the only variable
+
+
+@dataclass(frozen=True)
+class Step:
+    action: str
+    args: Mapping[str, Any] = _EMPTY  # read-only; templates unrendered
+    high_risk: bool = False  # the receiver escalates instead of running it
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "args", self.args if isinstance(self.args, FrozenMap) else FrozenMap(self.args))
+
+    def args_dict(self) -> dict:
+        """A fresh, mutable deep copy of the (unrendered) args."""
+        return _thaw(self.args)
+
+
+@dataclass(frozen=True)
+class Playbook:
+    name: str
+    classification: str
+    labels: tuple[tuple[str, str], ...] = ()  # exact-value matchers; all must hold
+    steps: tuple[Step, ...] = ()
+    success_criteria: tuple[tuple[str, Any], ...] = ()
+    increases_spend: bool = False
+
+    @property
+    def criteria(self) -> dict[str, Any]:
+        return dict(self.success_criteria)
+
+    @property
+    def high_risk(self) -> bool:
+        return any(step.high_risk for step in self.steps)
+
+    def matches(self, classification: str, labels: Mapping[str, str] = _EMPTY) -> bool:
+        return classification == self.classification and all(labels.get(k) == v for k, v in self.labels)
+
+
+@dataclass(frozen=True)
+class AgentEntry:
+    domain: str
+    base_url: str | None = None
+
+
+@dataclass(frozen=True)
+class RecommendedOption:
+    name: str
+    why: str
+
+
+def step_target(args: Mapping[str, Any], incident_agent: str) -> Any:
+    """The agent a step acts on: its rendered `agent` arg if it has one, else the incident's agent."""
+    return args["agent"] if "agent" in args else incident_agent
+
+
+@dataclass(frozen=True)
+class PlaybookSet:
+    playbooks: tuple[Playbook, ...]
+    primitives: Mapping[str, Primitive]
+    agents: Mapping[str, AgentEntry]
+    default_base_url: str
+    timeout_seconds: float = 5.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    escalate_to: str = "CEO"
+    recommended_options: tuple[RecommendedOption, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "playbooks", tuple(self.playbooks))
+        object.__setattr__(self, "primitives", FrozenMap(self.primitives))
+        object.__setattr__(self, "agents", FrozenMap(self.agents))
+        object.__setattr__(self, "recommended_options", tuple(self.recommended_options))
+
+    def select(self, classification: str, labels: Mapping[str, str] = _EMPTY) -> Playbook | None:
+        """The first playbook of CLASSIFICATION whose label matchers all equal LABELS' values."""
+        return next((p for p in self.playbooks if p.matches(classification, labels)), None)
+
+    def domain_of(self, agent: str, signal_domain: str | None = None) -> str | None:
+        """The agent's priority domain: this file's entry wins, else the domain its signal declares."""
+        entry = self.agents.get(agent)
+        return entry.domain if entry is not None else signal_domain
+
+    def priority_rank(self, agent: str, priority: Sequence[str], signal_domain: str | None = None) -> int:
+        """Index of the agent's domain in PRIORITY (0 = highest); unknown domains rank after all known."""
+        domain = self.domain_of(agent, signal_domain)
+        return list(priority).index(domain) if domain in priority else len(priority)
+
+    def by_priority(self, agents: Iterable[str], priority: Sequence[str],
+                    signal_domains: Mapping[str, str] = _EMPTY) -> list[str]:
+        """AGENTS, highest priority first, ties by name."""
+        return sorted(set(agents), key=lambda a: (self.priority_rank(a, priority, signal_domains.get(a)), a))
+
+    def base_url_for(self, agent: str) -> str:
+        entry = self.agents.get(agent)
+        return entry.base_url if entry is not None and entry.base_url else self.default_base_url
+
+    def url_for(self, action: str, agent: str) -> str:
+        """The URL of ACTION for AGENT (KeyError for an unknown action, UnsafeTarget for a bad agent)."""
+        if not isinstance(agent, str) or not AGENT_NAME.fullmatch(agent):
+            raise UnsafeTarget(f"{agent!r} is not a valid agent name ({AGENT_NAME_RULE})")
+        return action_url(self.base_url_for(agent), self.primitives[action].path, agent)
+
+
+# ---------------------------------------------------------------- loading and validation
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of keeping the last one."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            duplicate = key in seen
+        except TypeError:
+            continue  # unhashable; construct_mapping reports it
+        if duplicate:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _join(where: str, key: Any) -> str:
+    if isinstance(key, str) and _LABEL.fullmatch(key):
+        return f"{where}.{key}" if where else key
+    return f"{where}[{key!r}]"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(
+        type(value), type(value).__name__)
+
+
+class _Checker:
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def err(self, where: str, message: str) -> None:
+        self.errors.append(f"{where or '(root)'}: {message}")
+
+    def mapping(self, value: Any, where: str, required: Sequence[str] = (), optional: Sequence[str] = (),
+                any_keys: bool = False) -> dict:
+        if not isinstance(value, dict):
+            self.err(where, f"must be a mapping, got {_kind(value)}")
+            return {}
+        for key in value:
+            if not any_keys and key not in required and key not in optional:
+                self.err(where, f"unknown key {key!r}")
+        for key in required:
+            if key not in value:
+                self.err(_join(where, key), "is required")
+        return value
+
+    def name(self, value: Any, where: str, what: str) -> bool:
+        if isinstance(value, str) and AGENT_NAME.fullmatch(value):
+            return True
+        self.err(where, f"{value!r} is not a valid {what} ({AGENT_NAME_RULE})")
+        return False
+
+    def number(self, value: Any, where: str, low: float, high: float | None = None, above: bool = False) -> bool:
+        if _is_number(value) and (value > low if above else value >= low) and (high is None or value <= high):
+            return True
+        rule = f"from {low:g} to {high:g}" if high is not None else f"{'above' if above else 'of at least'} {low:g}"
+        self.err(where, f"must be a number {rule}, got {value!r}")
+        return False
+
+    def flag(self, value: Any, where: str) -> bool:
+        """True if VALUE is a boolean (whichever)."""
+        if isinstance(value, bool):
+            return True
+        self.err(where, f"must be true or false, got {value!r}")
+        return False
+
+    def optional_flag(self, m: dict, key: str, where: str) -> bool:
+        return key in m and self.flag(m[key], _join(where, key)) and m[key]
+
+    def base_url(self, value: Any, where: str) -> str | None:
+        problem = base_url_problem(value)
+        if problem:
+            self.err(where, problem)
+            return None
+        return value.rstrip("/")
+
+    def agents(self, value: Any) -> dict[str, AgentEntry]:
+        out = {}
+        for agent, entry in self.mapping(value, "agents", any_keys=True).items():
+            where = _join("agents", agent)
+            self.name(agent, where, "agent name")
+            entry = self.mapping(entry, where, required=("domain",), optional=("baseUrl",))
+            if "domain" in entry:
+                self.name(entry["domain"], f"{where}.domain", "domain name")
+            base = self.base_url(entry["baseUrl"], f"{where}.baseUrl") if "baseUrl" in entry else None
+            out[agent] = AgentEntry(entry.get("domain"), base)
+        return out
+
+    def actions(self, value: Any, override: str | None) -> tuple[dict[str, Primitive] | None, str, float, RetryPolicy]:
+        a = self.mapping(value, "actions", required=("primitives",),
+                         optional=("baseUrl", "timeoutSeconds", "retry"))
+        base = self.base_url(a["baseUrl"], "actions.baseUrl") if "baseUrl" in a else None
+        if override:
+            base = self.base_url(override, "AUTOREM_ACTIONS_BASE_URL")
+        elif "baseUrl" not in a and isinstance(value, dict):
+            self.err("actions.baseUrl", "is required (or set AUTOREM_ACTIONS_BASE_URL)")
+        timeout = a.get("timeoutSeconds", 5.0)
+        self.number(timeout, "actions.timeoutSeconds", 0, above=True)
+        retry = RetryPolicy()
+        if "retry" in a:
+            keys = {"attempts": "attempts", "backoffSeconds": "backoff_seconds",
+                    "maxBackoffSeconds": "max_backoff_seconds", "jitter": "jitter"}
+            r = self.mapping(a["retry"], "actions.retry", optional=tuple(keys))
+            try:
+                retry = RetryPolicy(**{keys[k]: v for k, v in r.items() if k in keys})
+            except ValueError as exc:
+                self.err("actions.retry", str(exc))
+        if "primitives" not in a:
+            return None, base, timeout, retry
+        primitives = {}
+        for name, spec in self.mapping(a["primitives"], "actions.primitives", any_keys=True).items():
+            where = _join("actions.primitives", name)
+            if not isinstance(name, str) or not _LABEL.fullmatch(name):
+                self.err(where, f"{name!r} is not a valid action name")
+            spec = self.mapping(spec, where, required=("method", "path"))
+            if "method" in spec and spec["method"] not in METHODS:
+                self.err(f"{where}.method", f"{spec['method']!r} is not one of {', '.join(METHODS)}")
+            for problem in path_template_problems(spec["path"]) if "path" in spec else ():
+                self.err(f"{where}.path", problem)
+            primitives[name] = Primitive(name, spec.get("method"), spec.get("path"))
+        if not primitives and isinstance(a["primitives"], dict):
+            self.err("actions.primitives", "must declare at least one action")
+        return primitives, base, timeout, retry
+
+    def escalation(self, value: Any) -> tuple[str, tuple[RecommendedOption, ...]]:
+        e = self.mapping(value, "escalation", required=("to",), optional=("recommendedOptions",))
+        if "to" in e:
+            self.name(e["to"], "escalation.to", "agent name")
+        options = []
+        raw = e.get("recommendedOptions", [])
+        if not isinstance(raw, list):
+            self.err("escalation.recommendedOptions", f"must be a list, got {_kind(raw)}")
+            raw = []
+        for i, option in enumerate(raw):
+            where = f"escalation.recommendedOptions[{i}]"
+            option = self.mapping(option, where, required=("name", "why"))
+            for key in ("name", "why"):
+                if key in option and not (isinstance(option[key], str) and option[key].strip()):
+                    self.err(f"{where}.{key}", "must be a non-empty string")
+            options.append(RecommendedOption(option.get("name"), option.get("why")))
+        return e.get("to", "CEO"), tuple(options)
+
+    def step(self, value: Any, where: str, primitives: Mapping[str, Primitive] | None) -> Step:
+        s = self.mapping(value, where, required=("do",), optional=("args", "highRisk"))
+        action = s.get("do")
+        if "do" in s and not isinstance(action, str):
+            self.err(f"{where}.do", f"must be an action name, got {_kind(action)}")
+        elif primitives is not None and "do" in s and action not in primitives:
+            self.err(f"{where}.do", f"unknown action {action!r}")
+        args = s.get("args") if s.get("args") is not None else {}
+        if not isinstance(args, dict):
+            self.err(f"{where}.args", f"must be a mapping, got {_kind(args)}")
+            args = {}
+        template_errors = check_templates(args, f"{where}.args")
+        self.errors.extend(template_errors)
+        agent = args.get("agent")
+        if "agent" in args and not template_errors and not (isinstance(agent, str) and "{{" in agent):
+            self.name(agent, f"{where}.args.agent", "agent name or template")
+        high_risk = self.optional_flag(s, "highRisk", where)
+        return Step(action if isinstance(action, str) else "", args if not template_errors else {}, high_risk)
+
+    def criteria(self, value: Any, where: str) -> tuple[tuple[str, Any], ...]:
+        c = self.mapping(value, where, any_keys=True)
+        if isinstance(value, dict) and not value:
+            self.err(where, "must name at least one criterion")
+        out = []
+        for key, expected in c.items():
+            if key not in CRITERIA:
+                self.err(_join(where, key), f"unknown criterion {key!r}")
+                continue
+            kind, low, high = CRITERIA[key]
+            if kind == "bool" and self.flag(expected, _join(where, key)) \
+                    or kind == "number" and self.number(expected, _join(where, key), low, high):
+                out.append((key, expected))
+        return tuple(out)
+
+    def playbooks(self, value: Any, primitives: Mapping[str, Primitive] | None) -> list[Playbook]:
+        if not isinstance(value, list):
+            self.err("playbooks", f"must be a list of playbooks, got {_kind(value)}")
+            return []
+        out: list[Playbook] = []
+        names: dict[str, int] = {}
+        routes: list[tuple[int, str, str, frozenset]] = []  # index, name, class, label matchers
+        for i, raw in enumerate(value):
+            where = f"playbooks[{i}]"
+            p = self.mapping(raw, where, required=("name", "match", "steps", "successCriteria"),
+                             optional=("increasesSpend",))
+            name = p.get("name")
+            if "name" in p and self.name(name, f"{where}.name", "playbook name"):
+                if name in names:
+                    self.err(f"{where}.name", f"duplicate name {name!r} (also playbooks[{names[name]}])")
+                names.setdefault(name, i)
+            m = self.mapping(p["match"], f"{where}.match", required=("classification",),
+                             optional=("labels",)) if "match" in p else {}
+            cls = m.get("classification")
+            if "classification" in m and cls not in CLASSIFICATIONS:
+                self.err(f"{where}.match.classification",
+                         f"unknown class {cls!r} (one of {', '.join(CLASSIFICATIONS)})")
+            labels, labels_ok = {}, True
+            if "labels" in m:
+                labels = self.mapping(m["labels"], f"{where}.match.labels", any_keys=True)
+                for key, val in labels.items():
+                    if not (isinstance(key, str) and _LABEL.fullmatch(key)):
+                        self.err(f"{where}.match.labels", f"{key!r} is not a valid label name")
+                        labels_ok = False
+                    elif not isinstance(val, str):
+                        self.err(_join(f"{where}.match.labels", key), f"must be a string, got {val!r} (quote it)")
+                        labels_ok = False
+            if cls in CLASSIFICATIONS and labels_ok and isinstance(m.get("labels", {}), dict):
+                routes.append((i, name, cls, frozenset(labels.items())))
+            steps = p.get("steps")
+            if "steps" in p and not isinstance(steps, list):
+                self.err(f"{where}.steps", f"must be a list of steps, got {_kind(steps)}")
+                steps = []
+            elif steps == []:
+                self.err(f"{where}.steps", "must list at least one step")
+            built = tuple(self.step(s, f"{where}.steps[{j}]", primitives) for j, s in enumerate(steps or ()))
+            criteria = self.criteria(p["successCriteria"], f"{where}.successCriteria") \
+                if "successCriteria" in p else ()
+            spend = self.optional_flag(p, "increasesSpend", where)
+            out.append(Playbook(name if isinstance(name, str) else "", cls or "", tuple(sorted(labels.items())),
+                                built, criteria, spend))
+        for j, name, cls, labels in routes:
+            for i, other, other_cls, other_labels in routes:
+                if i < j and other_cls == cls and other_labels <= labels:
+                    self.err(f"playbooks[{j}]", f"unreachable: playbooks[{i}] ({other}) comes first and matches "
+                                                f"every {cls} incident that {name} would")
+                    break
+        for cls in CLASSIFICATIONS:
+            if not any(c == cls and not labels for _, _, c, labels in routes):
+                self.err("playbooks", f"no playbook for class {cls} without label matchers "
+                                      f"(every class needs one that matches all its incidents)")
+        return out
+
+
+def parse_playbooks(doc: Any, actions_base_url: str | None = None) -> PlaybookSet:
+    """Validate an already-parsed document; PlaybookError lists every problem."""
+    c = _Checker()
+    root = c.mapping(doc, "", required=("apiVersion", "kind", "actions", "escalation", "playbooks"),
+                     optional=("agents",))
+    if not isinstance(doc, dict):
+        raise PlaybookError(c.errors)
+    for key, expected in (("apiVersion", API_VERSION), ("kind", KIND)):
+        if key in root and root[key] != expected:
+            c.err(key, f"must be {expected!r}, got {root[key]!r}")
+    agents = c.agents(root.get("agents", {}))
+    primitives, base, timeout, retry = c.actions(root["actions"], actions_base_url) if "actions" in root \
+        else (None, None, 5.0, RetryPolicy())
+    escalate_to, options = c.escalation(root["escalation"]) if "escalation" in root else ("CEO", ())
+    playbooks = c.playbooks(root["playbooks"], primitives) if "playbooks" in root else []
+    if c.errors:
+        raise PlaybookError(c.errors)
+    return PlaybookSet(tuple(playbooks), primitives, agents, base, float(timeout), retry, escalate_to, options)
+
+
+def load_playbooks(path: Path = DEFAULT_PATH, actions_base_url: str | None = None) -> PlaybookSet:
+    """Read, parse and validate a playbooks file; ACTIONS_BASE_URL (the setting) overrides actions.baseUrl."""
+    try:
+        text = Path(path).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlaybookError([f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}"]) from None
+    try:
+        doc = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "?"
+        hint = " (quote values that contain '{' or '}')" if "unhashable" in str(exc.problem) \
+            or "'{'" in str(exc.problem) else ""
+        raise PlaybookError([f"(yaml): syntax error at {where}: {exc.problem}{hint}"]) from None
+    except yaml.YAMLError as exc:
+        raise PlaybookError([f"(yaml): {exc}"]) from None
+    return parse_playbooks(doc, actions_base_url)
