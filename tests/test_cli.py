@@ -89,3 +89,40 @@ def test_check_reports_the_playbooks_and_rules(monkeypatch):
     done = subprocess.run([AUTONOMY, "check"], capture_output=True, text=True, cwd=EXAMPLE_PATH.parent.parent)
     assert done.returncode == 0, done.stderr
     assert "playbooks: 6 playbooks" in done.stdout
+
+
+def test_the_receiver_refuses_to_start_without_a_webhook_token(monkeypatch, tmp_path):
+    monkeypatch.delenv("AUTOREM_WEBHOOK_TOKEN", raising=False)
+    monkeypatch.delenv("AUTOREM_WEBHOOK_TOKEN_FILE", raising=False)
+    done = subprocess.run([AUTONOMY, "receiver", "--port", "0", "--data-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, cwd=EXAMPLE_PATH.parent.parent)
+    assert done.returncode == 2
+    assert "AUTOREM_WEBHOOK_TOKEN: not set" in done.stderr
+
+
+def test_the_receiver_serves_with_a_production_server_and_answers_healthz_at_once(tmp_path):
+    import requests
+
+    from autonomy.local_stack import free_port
+    from autonomy.polling import wait_until
+
+    port = free_port()
+    token_file = tmp_path / "token"
+    token_file.write_text("a-token")
+    env = {**__import__("os").environ, "AUTOREM_WEBHOOK_TOKEN_FILE": str(token_file),
+           "AUTOREM_PROMETHEUS_URL": "http://127.0.0.1:9", "AUTOREM_ALERTMANAGER_URL": "http://127.0.0.1:9"}
+    env.pop("AUTOREM_WEBHOOK_TOKEN", None)
+    process = subprocess.Popen([AUTONOMY, "receiver", "--port", str(port), "--data-dir", str(tmp_path / "data")],
+                               env=env, cwd=EXAMPLE_PATH.parent.parent, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert wait_until(lambda: requests.get(url + "/healthz", timeout=2).ok, 60, "the receiver to serve")
+        assert requests.get(url + "/healthz", timeout=5).headers["Server"] == "autonomy"
+        ready = requests.get(url + "/readyz", timeout=10)
+        assert ready.status_code == 503 and set(ready.json()["missing"]) == {"prometheus", "alertmanager"}
+        assert requests.post(url + "/api/v1/alerts", json={}, timeout=5).status_code == 401
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert "a-token" not in process.stdout.read()

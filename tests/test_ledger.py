@@ -169,8 +169,6 @@ def test_a_skipped_incident_is_queued_again_by_a_new_firing_notification(ledger)
     assert incident.attempts == 1  # a skip is not a relapse: attempts made so far still count
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ledger._apply reopens a skipped/relapsed incident without clearing "
-                                       "resolved_at, so engine._recovered later closes it while its alert fires")
 def test_reopening_an_incident_clears_the_resolved_at_of_the_previous_episode(ledger, clock):
     incident_id = ingest(ledger, firing()).opened[0]
     clock.now += 1

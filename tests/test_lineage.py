@@ -118,8 +118,6 @@ def test_opening_a_file_that_ends_cleanly_changes_nothing(log, path):
     assert path.read_bytes() == before
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: LineageLog only repairs a torn tail in __init__; append() in a running "
-                                       "process glues its line onto a torn one and that entry is lost too")
 def test_an_append_after_a_torn_write_in_the_same_process_is_still_readable(log, path):
     log.append(entry(agent="CMO"))
     with open(path, "ab") as f:  # e.g. a write cut short by ENOSPC, without restarting

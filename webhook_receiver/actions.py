@@ -26,6 +26,7 @@ class StepResult:
     duration_s: float
     error: str | None = None
     url: str | None = None
+    skipped: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -56,7 +57,11 @@ class ActionRunner:
         started = time.monotonic()
         try:
             target, url, body = self.prepare(step, agent, variables)
-        except (TemplateError, UnsafeTarget, KeyError) as exc:
+        except TemplateError as exc:
+            # The data this step needs is absent (e.g. no directive to split): nothing to do here;
+            # verification still judges whether the playbook worked.
+            return StepResult(step.action, agent, True, None, 0, 0.0, f"skipped: {exc}", skipped=True)
+        except (UnsafeTarget, KeyError) as exc:
             return StepResult(step.action, agent, False, None, 0, 0.0, f"{type(exc).__name__}: {exc}")
         method = self.playbooks.primitives[step.action].method
         policy: RetryPolicy = self.playbooks.retry

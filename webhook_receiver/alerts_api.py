@@ -1,41 +1,18 @@
 """Write endpoints: Alertmanager's webhook and the agents' direct signal path."""
 from __future__ import annotations
 
-from functools import wraps
-
 from flask import Blueprint, jsonify
 
 from autonomy.http_edge import ApiError, json_body, require_token
 from autonomy.signal_contract import SignalError, load_signals
 
 from .agent_view import view_from_signals
-from .app import receiver
+from .app import counted, receiver
 from .classifier import SloThresholds, classify
 from .ledger import AgentNotification, AlertRef, IngestResult
 from .webhook_payload import PayloadError, parse_webhook
 
 alerts_bp = Blueprint("alerts", __name__)
-
-
-def counted(endpoint: str):
-    """Count every answer of ENDPOINT by status code, errors included."""
-
-    def decorate(view):
-        @wraps(view)
-        def wrapper(*args, **kwargs):
-            metrics = receiver().metrics
-            try:
-                response = view(*args, **kwargs)
-            except ApiError as exc:
-                metrics.webhook_requests.labels(endpoint, str(exc.status)).inc()
-                raise
-            except Exception as exc:
-                metrics.webhook_requests.labels(endpoint, str(getattr(exc, "code", 500))).inc()
-                raise
-            metrics.webhook_requests.labels(endpoint, str(response.status_code)).inc()
-            return response
-        return wrapper
-    return decorate
 
 
 def _accept(source: str, result: IngestResult) -> dict:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import wraps
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -12,7 +13,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
 
-from autonomy.http_edge import MAX_BODY_BYTES, install_json_errors
+from autonomy.http_edge import MAX_BODY_BYTES, ApiError, install_json_errors
 from autonomy.settings import Settings, SettingsError
 from exporter.signal_store import SignalStore
 
@@ -41,6 +42,27 @@ class Receiver:
 
 def receiver() -> Receiver:
     return current_app.extensions["autonomy_receiver"]
+
+
+def counted(endpoint: str):
+    """Count every answer of ENDPOINT by status code, errors included."""
+
+    def decorate(view):
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            metrics = receiver().metrics
+            try:
+                response = view(*args, **kwargs)
+            except ApiError as exc:
+                metrics.webhook_requests.labels(endpoint, str(exc.status)).inc()
+                raise
+            except Exception as exc:
+                metrics.webhook_requests.labels(endpoint, str(getattr(exc, "code", 500))).inc()
+                raise
+            metrics.webhook_requests.labels(endpoint, str(response.status_code)).inc()
+            return response
+        return wrapper
+    return decorate
 
 
 def _tracer_provider(span_exporter: Any) -> TracerProvider:

@@ -17,13 +17,14 @@ from .actions import ActionRunner
 from .agent_view import AgentView, read_agent, view_from_signals
 from .classifier import Facts, SloThresholds, classify
 from .escalation import escalated_alert, escalation_payload, post_escalated_alert, post_payload
-from .fleet_view import Member, members_from_prometheus, members_from_signals, template_variables
+from .fleet_view import (Member, members_from_prometheus, members_from_signals, signal_context,
+                         template_variables)
 from .gates import GateInputs, Refusal, check_gates
 from .ledger import Incident, IncidentClosed, SqliteIncidentLedger
 from .lineage import LINEAGE_FILE, LineageLog, utc_now_iso
 from .playbooks import PlaybookSet
 from .receiver_metrics import ReceiverMetrics
-from .upstreams import AlertmanagerApi, PrometheusApi, UpstreamError
+from .upstreams import AlertmanagerApi, PrometheusApi, UpstreamError, promql_string
 from .verification import VerifyResult, verify_on_signals, verify_recovery
 
 log = logging.getLogger("autonomy.engine")
@@ -54,6 +55,7 @@ class RemediationEngine:
         self._slots_lock = threading.Lock()
         self._free_slots = settings.queue_size
         self._busy: set[str] = set()
+        self._deferred: dict[str, list[str]] = {}
         self._busy_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -70,10 +72,20 @@ class RemediationEngine:
         return self._enabled
 
     def set_enabled(self, enabled: bool, reason: str) -> None:
-        """Flip the kill switch durably; an in-flight playbook stops before its next step."""
+        """Flip the kill switch durably; an in-flight playbook stops before its next step.
+
+        Switching it back on resumes the incidents the switch had held back.
+        """
         self.ledger.set_flag(KILL_SWITCH_FLAG, "true" if enabled else "false")
         self._enabled, self._disabled_reason = enabled, None if enabled else reason
         self.metrics.remediation_enabled.set(1 if enabled else 0)
+        if enabled:
+            held = [i for i in self.ledger.list(state="skipped", limit=10_000)
+                    if (i.reason or "").startswith("kill_switch") and self.reserve(1)]
+            for incident in held:
+                self.ledger.update(incident.id, state="open", outcome=None, resolved_at=None,
+                                   reason="resumed: kill switch on")
+            self.enqueue([i.id for i in held])
 
     def remediation_status(self) -> dict:
         return {"enabled": self._enabled, "reason": self._disabled_reason, "dry_run": self.settings.dry_run,
@@ -140,7 +152,8 @@ class RemediationEngine:
             return
         with self._busy_lock:
             if incident.agent in self._busy:
-                self._refuse(incident, None, None, Refusal("agent_locked", "a remediation of this agent is running"))
+                # Runs once the agent's current remediation ends: one at a time per agent, nothing dropped.
+                self._deferred.setdefault(incident.agent, []).append(incident.id)
                 return
             self._busy.add(incident.agent)
         self.metrics.in_flight.inc()
@@ -156,6 +169,11 @@ class RemediationEngine:
         finally:
             with self._busy_lock:
                 self._busy.discard(incident.agent)
+                deferred = self._deferred.pop(incident.agent, [])
+            with self._slots_lock:
+                self._free_slots -= len(deferred)
+            for waiting in deferred:
+                self._queue.put(waiting)
             self.metrics.in_flight.dec()
             self.metrics.agent_states.running(incident.agent, False)
 
@@ -219,7 +237,7 @@ class RemediationEngine:
             incident = self.ledger.update(incident.id, state="remediating", attempts=attempt,
                                           classification=decision.classification, playbook=playbook.name,
                                           playbooks_run=incident.playbooks_run + (playbook.name,),
-                                          metrics=view.metrics)
+                                          metrics=view.metrics, context=signal_context(view.signal))
             result, steps, stopped = self._attempt(incident, attempt, decision, playbook, view)
             if stopped:
                 return
@@ -375,8 +393,8 @@ class RemediationEngine:
                                  "incident_id": incident.id, "reason": "; ".join(problems)})
             self.ledger.update(incident.id, reason=f"{reason}; delivery: {'; '.join(problems)}")
         self.metrics.escalations.labels(reason).inc()
-        self.metrics.outcomes.labels(incident.classification or "CAPACITY", "escalated").inc() \
-            if incident.classification else None
+        if incident.classification:
+            self.metrics.outcomes.labels(incident.classification, "escalated").inc()
         self.metrics.agent_states.set(incident.agent, "escalated")
 
     def on_closed(self, incidents: list[Incident] | tuple[Incident, ...]) -> None:
@@ -408,7 +426,7 @@ class RemediationEngine:
                 continue
             try:
                 firing = self.up.prometheus.query(
-                    f'ALERTS{{alertstate="firing", agent="{incident.agent}", '
+                    f'ALERTS{{alertstate="firing", agent={promql_string(incident.agent)}, '
                     f'autonomy_class=~"CONFLICT|TRANSIENT|CAPACITY|DATA_DEP|CONFIG"}}')
             except UpstreamError:
                 return

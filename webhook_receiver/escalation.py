@@ -17,7 +17,7 @@ ALERT_LIFETIME = timedelta(hours=1)  # re-posted by the sweeper while the incide
 
 def escalation_payload(incident: Incident, reason: str, playbooks: PlaybookSet, lineage_ref: str) -> dict:
     """The pack's section 7 payload; `lastTwoAttempts` names the playbooks actually run."""
-    context = dict((incident.signal or {}).get("context") or {})
+    context = dict(incident.context or (incident.signal or {}).get("context") or {})
     for label in ("directive_id", "conflict_id"):
         value = next((a.labels.get(label) for a in incident.alerts if a.labels.get(label)), None)
         if value:

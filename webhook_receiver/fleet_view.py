@@ -44,16 +44,21 @@ def _ranked(members: Iterable[Member], playbooks: PlaybookSet, priority: Sequenc
     return sorted(members, key=lambda m: (playbooks.priority_rank(m.agent, priority, m.domain), m.agent))
 
 
+def signal_context(signal: Signal | None) -> dict:
+    """The section 2 `context` of a signal (also when rebuilt from Prometheus), without empty fields."""
+    if signal is None:
+        return {}
+    return {k: v for k, v in {
+        "directiveId": signal.directive_id, "conflictId": signal.conflict_id, "errorCode": signal.error_code,
+        "queueDepth": signal.queue_depth, "openConflicts": signal.open_conflicts,
+        "dependencies": list(signal.dependencies) or None}.items() if v is not None}
+
+
 def template_variables(agent: str, view: AgentView, members: list[Member], playbooks: PlaybookSet,
                        priority: Sequence[str], labels: dict, incident_id: str) -> dict:
     """Everything a playbook template may name (see templating.TEMPLATE_ROOTS)."""
     signal = view.signal
-    context: dict = {}
-    if signal is not None:
-        context = {k: v for k, v in {
-            "directiveId": signal.directive_id, "conflictId": signal.conflict_id, "errorCode": signal.error_code,
-            "queueDepth": signal.queue_depth, "openConflicts": signal.open_conflicts,
-            "dependencies": list(signal.dependencies)}.items() if v is not None}
+    context = signal_context(signal)
     me = next((m for m in members if m.agent == agent), None)
     claimants = [m for m in members if signal and signal.directive_id and m.directive_id == signal.directive_id]
     if me is not None and me not in claimants:

@@ -12,7 +12,7 @@ from autonomy.http_edge import ApiError, bearer_ok, json_body, require_token
 from autonomy.signal_contract import parse_timestamp
 from autonomy.stack_config import REPO_ROOT
 
-from .app import receiver
+from .app import counted, receiver
 from .ledger import STATES
 
 incidents_bp = Blueprint("incidents", __name__)
@@ -109,6 +109,7 @@ def remediation_status():
 
 
 @incidents_bp.put("/api/v1/remediation")
+@counted("remediation")
 @require_token("WEBHOOK_TOKEN")
 def set_remediation():
     """The kill switch: {"enabled": false, "reason": "..."}; takes effect at once, durably."""

@@ -41,6 +41,7 @@ class Incident:
     recovered_at: float | None = None
     resolved_at: float | None = None
     closed_at: float | None = None
+    context: dict | None = None
     outcome: str | None = None
     reason: str | None = None
     alerts: tuple[AlertRef, ...] = ()
@@ -229,7 +230,8 @@ class SqliteIncidentLedger:
         relapsed = current.state == "recovered" and now - (current.recovered_at or now) > self.reopen_grace_seconds
         if current.state == "skipped" or relapsed:
             self._write(current, state="open", alerts=item.alerts, signal=signal or current.signal,
-                        attempts=0 if relapsed else current.attempts, outcome=None, reason=None)
+                        attempts=0 if relapsed else current.attempts, outcome=None, reason=None,
+                        resolved_at=None, recovered_at=None if relapsed else current.recovered_at)
             to_run.append(current.id)
             return
         self._write(current, alerts=item.alerts, signal=signal or current.signal)

@@ -54,10 +54,12 @@ class LineageLog:
         ordered["actor"] = ordered["actor"] or ACTOR
         ordered.update({k: v for k, v in entry.items() if k not in PACK_FIELDS})
         line = (json.dumps(ordered, separators=(",", ":"), default=str) + "\n").encode("utf-8")
-        with self._lock, open(self.path, "ab") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        with self._lock:
+            self._repair_torn_tail()  # a write cut short earlier (disk full) must not swallow this one
+            with open(self.path, "ab") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
         return ordered
 
     def read(self, agent: str | None = None, since: str | None = None, incident_id: str | None = None) -> LineageRead:

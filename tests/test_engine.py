@@ -1,0 +1,812 @@
+"""RemediationEngine, built by create_app/init_app, with fake Prometheus and Alertmanager and real loopback agents.
+
+The engine runs synchronously (START_ENGINE False, engine.process(incident_id)); the agents' action endpoints
+and the escalation endpoint are a small Flask app served on a loopback port.
+"""
+import copy
+import json
+import re
+import threading
+import time
+from datetime import datetime, timezone
+
+import pytest
+import yaml
+from flask import Flask, jsonify, request
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client.parser import text_string_to_metric_families
+
+from autonomy.local_stack import ServedApp, free_port
+from autonomy.settings import Secret, Settings
+from autonomy.signal_contract import Signal
+from exporter.agent_metrics import AGENT_METRICS
+from webhook_receiver.agent_view import FLEET_SPEND
+from webhook_receiver.app import create_app, shutdown
+from webhook_receiver.engine import Upstreams
+from webhook_receiver.lineage import LINEAGE_FILE, PACK_FIELDS
+from webhook_receiver.playbooks import DEFAULT_PATH, parse_playbooks
+from webhook_receiver.upstreams import UpstreamError
+
+WEBHOOK_TOKEN = "whk-SECRET-9f1c2b7e"
+ESCALATION_TOKEN = "esc-SECRET-4d8a6e31"
+PUBLIC_URL = "http://receiver.test"
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def healthy_doc(agent: str, domain: str) -> dict:
+    return {"agent": agent, "domain": domain, "status": "healthy", "lastReport": "ok",
+            "metrics": {"successRate": 0.99, "alignment": 0.99, "backlogAgeMinutes": 1, "costBurnRatePerHour": 0.1},
+            "context": {}, "checks": {"lastTaskSucceeded": True, "inputsValid": True, "configHealthy": True}}
+
+
+# ------------------------------------------------------------------ fake Prometheus
+
+class FakePrometheus:
+    """A simple state object: each agent's current signal document, exposed as the exporter's series.
+
+    The agents keep reporting (heartbeat): every sample is stamped with the time of the query, so a sample is
+    fresh as soon as the action is over. Queries it does not know answer [] and are kept in `unanswered`."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.docs: dict[str, dict] = {}
+        self.down = False
+        self.queries: list[str] = []
+        self.unanswered: list[str] = []
+
+    # state
+    def add(self, agent: str, domain: str, status="healthy", errorCode=None, directiveId=None, **changes):
+        with self.lock:
+            self.docs[agent] = healthy_doc(agent, domain)
+        self.set(agent, status=status, errorCode=errorCode, directiveId=directiveId, **changes)
+
+    def set(self, agent: str, **changes):
+        """status, errorCode / directiveId / conflictId (None clears), metrics keys, checks keys (None drops)."""
+        with self.lock:
+            doc = self.docs[agent]
+            for key, value in changes.items():
+                if key == "status":
+                    doc["status"] = value
+                elif key in ("errorCode", "directiveId", "conflictId"):
+                    doc["context"].pop(key, None) if value is None else doc["context"].update({key: value})
+                elif key in doc["metrics"]:
+                    doc["metrics"][key] = value
+                elif value is None:
+                    doc["checks"].pop(key, None)
+                else:
+                    doc["checks"][key] = value
+
+    def signal(self, agent: str) -> Signal:
+        with self.lock:
+            doc = copy.deepcopy(self.docs[agent])
+        return Signal.from_document({**doc, "ts": iso(time.time())})
+
+    def _rows(self, now: float) -> list[dict]:
+        rows = []
+        for agent in sorted(self.docs):
+            sig = self.signal(agent)
+            for metric in AGENT_METRICS:
+                for extra, value in metric.samples(sig):
+                    labels = {"__name__": metric.name, "agent": agent, **dict(zip(metric.labels, extra))}
+                    rows.append({"metric": labels, "value": [now, repr(value)]})
+        return rows
+
+    def _select(self, name=None, agent=None, where=lambda v: True, now=None, **labels):
+        return [r for r in self._rows(now or time.time())
+                if (name is None or r["metric"]["__name__"] == name) and (agent is None or r["metric"]["agent"] == agent)
+                and all(r["metric"].get(k) == v for k, v in labels.items()) and where(float(r["value"][1]))]
+
+    @staticmethod
+    def _strip(rows):  # comparison results of PromQL drop the metric name
+        return [{"metric": {k: v for k, v in r["metric"].items() if k != "__name__"}, "value": r["value"]}
+                for r in rows]
+
+    # the API the engine uses
+    def query(self, promql: str) -> list[dict]:
+        self.queries.append(promql)
+        if self.down:
+            raise UpstreamError("http://127.0.0.1:9/api/v1/query: ConnectionError")
+        now = time.time()
+        one = lambda v: v == 1.0  # noqa: E731
+        m = re.fullmatch(r'\{__name__=~"autonomy_agent_\.\+", agent="([^"]+)"\}', promql)
+        if m:
+            return self._select(agent=m[1], now=now)
+        m = re.fullmatch(r'\{__name__=~"([a-z_|]+)", agent="([^"]+)"\}', promql)
+        if m:
+            return [r for name in m[1].split("|") for r in self._select(name, m[2], now=now)]
+        m = re.fullmatch(r'autonomy_agent_last_signal_timestamp_seconds\{agent="([^"]+)"\} > ([0-9.]+) and '
+                         r'timestamp\(autonomy_agent_last_signal_timestamp_seconds\{agent="\1"\}\) > \2', promql)
+        if m:
+            return self._strip(self._select("autonomy_agent_last_signal_timestamp_seconds", m[1], now=now)) \
+                if now > float(m[2]) else []
+        m = re.fullmatch(r'autonomy_agent_(last_task_succeeded|inputs_valid|config_healthy)\{agent="([^"]+)"\} == 1',
+                         promql)
+        if m:
+            return self._strip(self._select(f"autonomy_agent_{m[1]}", m[2], one, now))
+        m = re.fullmatch(r'autonomy_agent_alignment_ratio\{agent="([^"]+)"\} >= ([0-9.]+)', promql)
+        if m:
+            return self._strip(self._select("autonomy_agent_alignment_ratio", m[1], lambda v: v >= float(m[2]), now))
+        m = re.fullmatch(r'autonomy_agent_backlog_age_seconds\{agent="([^"]+)"\} <= ([0-9.]+) \* 60', promql)
+        if m:
+            return self._strip(self._select("autonomy_agent_backlog_age_seconds", m[1],
+                                            lambda v: v <= float(m[2]) * 60, now))
+        m = re.match(r'\(autonomy_agent_conflict\{agent="([^"]+)"\} == 1\)', promql)
+        if m:
+            sig = self.signal(m[1])
+            claimants = sum(1 for a in self.docs if sig.directive_id
+                            and self.signal(a).directive_id == sig.directive_id)
+            open_ = sig.conflict_id or (sig.open_conflicts or 0) > 0 or claimants >= 2
+            return [{"metric": {"agent": m[1]}, "value": [now, "1"]}] if open_ else []
+        m = re.fullmatch(r'count\(max by \(agent\) \(autonomy_agent_directive_claim\{directive_id="([^"]+)"\} == 1\)\)',
+                         promql)
+        if m:
+            count = len(self._select("autonomy_agent_directive_claim", directive_id=m[1], where=one, now=now))
+            return [{"metric": {}, "value": [now, str(count)]}] if count else []
+        spend = sum(self.signal(a).cost_burn_dollars_per_hour for a in self.docs) * 24
+        if promql == FLEET_SPEND:
+            return [{"metric": {}, "value": [now, repr(spend)]}]
+        m = re.fullmatch(re.escape(FLEET_SPEND) + r" <= ([0-9.]+)", promql)
+        if m:
+            return [{"metric": {}, "value": [now, repr(spend)]}] if spend <= float(m[1]) else []
+        if promql == "autonomy_agent_info":
+            return self._select("autonomy_agent_info", now=now)
+        if promql == "autonomy_agent_status == 1":
+            return self._strip(self._select("autonomy_agent_status", where=one, now=now))
+        if promql == "max by (agent) (autonomy_agent_cost_burn_dollars_per_hour)":
+            return self._strip(self._select("autonomy_agent_cost_burn_dollars_per_hour", now=now))
+        if promql == "autonomy_agent_directive_claim == 1":
+            return self._strip(self._select("autonomy_agent_directive_claim", where=one, now=now))
+        self.unanswered.append(promql)
+        return []
+
+    def ready(self) -> bool:
+        return not self.down
+
+
+# ------------------------------------------------------------------ fake Alertmanager
+
+class FakeAlertmanager:
+    """The alerts Alertmanager holds per agent, its silences, and the alerts posted to it."""
+
+    def __init__(self):
+        self.alerts: dict[str, list[dict]] = {}
+        self.silences: list[dict] = []
+        self.posted: list[dict] = []
+
+    def fire(self, agent: str, cls: str, silenced_by=()):
+        self.alerts.setdefault(agent, []).append({
+            "labels": {"alertname": "AgentAlert", "agent": agent, "autonomy_class": cls},
+            "status": {"state": "suppressed" if silenced_by else "active", "silencedBy": list(silenced_by),
+                       "inhibitedBy": []},
+            "fingerprint": f"{agent}-{cls}"})
+
+    def agent_alerts(self, agent: str) -> list[dict]:
+        return copy.deepcopy(self.alerts.get(agent, []))
+
+    def silenced(self, labels) -> list[str]:
+        return [s["id"] for s in self.silences if all(labels.get(k) == v for k, v in s["matchers"].items())]
+
+    def post_alerts(self, alerts: list[dict]) -> None:
+        self.posted.extend(copy.deepcopy(alerts))
+
+    def ready(self) -> bool:
+        return True
+
+
+# ------------------------------------------------------------------ the agents' action endpoints
+
+class Agents:
+    """Action endpoints that change the fake Prometheus state as real agents would, plus an escalation sink."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.reset(FakePrometheus())
+        app = Flask("agents")
+
+        @app.post("/agents/<agent>/actions/<action>")
+        def act(agent, action):
+            body = request.get_json(silent=True) or {}
+            with self.lock:
+                self.calls.append((agent, action, body))
+            handler = self.handlers.get(action)
+            status = handler(agent, body) if handler else self.fix(agent, action)
+            return jsonify({"done": (status or 200) < 300}), status or 200
+
+        @app.post("/escalations")
+        def escalation():
+            with self.lock:
+                self.escalations.append((request.headers.get("Authorization"), request.get_json()))
+            return jsonify({"received": True})
+
+        self.served = ServedApp(app).start()
+        self.url = self.served.url
+
+    def reset(self, prom: FakePrometheus) -> None:
+        """A clean slate for the next test (the server itself is shared by the module)."""
+        self.prom = prom
+        self.calls: list[tuple[str, str, dict]] = []
+        self.escalations: list[tuple[str | None, dict]] = []
+        self.handlers: dict[str, object] = {}  # action -> fn(agent, body) -> HTTP status (None: 200)
+        self.unfixable: set[str] = set()
+        self.release = threading.Event()  # set at the end of a test: frees a hanging handler
+
+    def fix(self, agent: str, action: str) -> None:
+        if agent in self.unfixable or agent not in self.prom.docs:
+            return None
+        if action == "restartAgent":
+            self.prom.set(agent, status="healthy", errorCode=None)
+        elif action == "retryLastTask":
+            self.prom.set(agent, lastTaskSucceeded=True, successRate=0.98)
+        elif action == "checkSecrets":
+            self.prom.set(agent, status="healthy", errorCode=None, configHealthy=True)
+        elif action == "reallocateSlots":
+            self.prom.set(agent, backlogAgeMinutes=5)
+        return None
+
+    def actions(self) -> list[str]:
+        with self.lock:
+            return [action for _, action, _ in self.calls]
+
+    def stop(self):
+        self.release.set()
+        self.served.stop()
+
+
+# ------------------------------------------------------------------ the harness
+
+class Harness:
+    def __init__(self, tmp_path, agents: Agents):
+        self.tmp_path = tmp_path
+        self.prom = FakePrometheus()
+        self.am = FakeAlertmanager()
+        self.agents = agents
+        agents.reset(self.prom)
+        self.spans = InMemorySpanExporter()
+        self.app = None
+
+    def build(self, env: dict | None = None, playbooks=lambda doc: None):
+        settings = Settings.from_env({
+            "AUTOREM_PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
+            "AUTOREM_ALERTMANAGER_URL": f"http://127.0.0.1:{free_port()}",
+            "AUTOREM_ESCALATION_URL": self.agents.url + "/escalations",
+            "AUTOREM_ESCALATION_TOKEN": ESCALATION_TOKEN,
+            "AUTOREM_VERIFY_TIMEOUT_SECONDS": "0.5", "AUTOREM_VERIFY_INTERVAL_SECONDS": "0.05",
+            **(env or {})})
+        doc = yaml.safe_load(DEFAULT_PATH.read_text())
+        doc["actions"].update(baseUrl=self.agents.url, timeoutSeconds=2,
+                              retry={"attempts": 3, "backoffSeconds": 0.01, "maxBackoffSeconds": 0.02, "jitter": 0})
+        playbooks(doc)
+        self.app = create_app({"SETTINGS": settings, "WEBHOOK_TOKEN": Secret("AUTOREM_WEBHOOK_TOKEN", WEBHOOK_TOKEN),
+                               "DATA_DIR": self.tmp_path / "data", "START_ENGINE": False,
+                               "PLAYBOOKS": parse_playbooks(doc), "SPAN_EXPORTER": self.spans,
+                               "PUBLIC_URL": PUBLIC_URL})
+        self.state = self.app.extensions["autonomy_receiver"]
+        self.engine = self.state.engine
+        self.ledger = self.state.ledger
+        signals = self.state.signals
+        self.engine.up = Upstreams(prometheus=self.prom, alertmanager=self.am, latest_signal=signals.latest,
+                                   all_signals=lambda: [e.signal for e in signals.snapshot()])
+        self.web = self.app.test_client()
+        return self
+
+    def notify(self, agent="CMO", cls="TRANSIENT", status="firing", **labels) -> dict:
+        alert = {"status": status, "labels": {"alertname": "AgentAlert", "agent": agent, "autonomy_class": cls,
+                                              "severity": "warning", **labels},
+                 "annotations": {}, "startsAt": iso(time.time()), "endsAt": "0001-01-01T00:00:00Z",
+                 "fingerprint": f"{agent}-{cls}"}
+        reply = self.web.post("/api/v1/alerts", data=json.dumps({"version": "4", "status": status, "alerts": [alert]}),
+                              content_type="application/json",
+                              headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"})
+        assert reply.status_code == 200, reply.get_json()
+        return reply.get_json()
+
+    def fire(self, agent="CMO", cls="TRANSIENT", **labels) -> str:
+        """Alertmanager holds an active alert for AGENT and notifies the receiver; the incident's id."""
+        self.am.fire(agent, cls)
+        body = self.notify(agent, cls, **labels)
+        return (body["opened"] or body["queued"])[0]
+
+    def run(self, incident_id: str):
+        self.engine.process(incident_id)
+        return self.ledger.get(incident_id)
+
+    def lineage(self, event=None) -> list[dict]:
+        entries = self.state.lineage.read().entries
+        return [e for e in entries if event is None or e["event"] == event]
+
+    def metric(self, name: str, **labels) -> float:
+        text = self.web.get("/metrics").get_data(as_text=True)
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == name and s.labels == labels:
+                    return s.value
+        raise KeyError((name, labels))
+
+    def spans_by_name(self) -> dict[str, list]:
+        out: dict[str, list] = {}
+        for span in self.spans.get_finished_spans():
+            out.setdefault(span.name, []).append(span)
+        return out
+
+    def close(self):
+        self.agents.release.set()
+        if self.app is not None:
+            shutdown(self.app)
+
+
+@pytest.fixture(scope="module")
+def agents():
+    served = Agents()
+    yield served
+    served.stop()
+
+
+@pytest.fixture
+def h(tmp_path, agents):
+    harness = Harness(tmp_path, agents)
+    harness.prom.add("CRO", "Revenue")
+    harness.prom.add("Content", "Content")
+    yield harness
+    harness.close()
+
+
+def failing_cmo(h, **changes):
+    """CMO reports a TIMEOUT and a failed last task: TRANSIENT."""
+    h.prom.add("CMO", "Marketing", status="error", errorCode="TIMEOUT", lastTaskSucceeded=False, successRate=0.5,
+               **changes)
+
+
+# ------------------------------------------------------------------ a successful attempt
+
+def test_a_successful_attempt_writes_one_auto_remediation_line_with_before_after_steps_and_trace_id(h):
+    h.build()
+    failing_cmo(h)
+    incident = h.run(h.fire())
+    assert incident.state == "recovered" and incident.outcome == "auto_resolved"
+    assert incident.reason == "Resolved by CoS: RestartAndRetryTransient"
+    assert incident.attempts == 1 and incident.playbooks_run == ("RestartAndRetryTransient",)
+    assert h.agents.actions() == ["restartAgent", "retryLastTask"]
+    assert [(a, body) for a, _, body in h.agents.calls] == [("CMO", {"mode": "soft"}),
+                                                           ("CMO", {"backoffMs": 1500, "max": 2})]
+
+    [line] = h.lineage()
+    assert list(line)[:len(PACK_FIELDS)] == list(PACK_FIELDS)
+    assert (line["actor"], line["event"], line["agent"], line["classification"], line["playbook"], line["attempt"],
+            line["ok"]) == ("ChiefOfStaff", "auto_remediation", "CMO", "TRANSIENT", "RestartAndRetryTransient", 1, True)
+    assert line["before"] == {"successRate": 0.5, "alignment": 0.99, "backlogAgeMinutes": 1.0,
+                              "costBurnRatePerHour": 0.1}
+    assert line["after"] == {"successRate": 0.98, "alignment": 0.99, "backlogAgeMinutes": 1.0,
+                             "costBurnRatePerHour": 0.1}
+    assert [(s["action"], s["target"], s["ok"], s["status"]) for s in line["steps"]] == [
+        ("restartAgent", "CMO", True, 200), ("retryLastTask", "CMO", True, 200)]
+    assert line["steps"][0]["url"] == f"{h.agents.url}/agents/CMO/actions/restartAgent"
+    assert line["verification"]["ok"] is True and line["verification"]["checks"] == {"lastTaskSucceeded": True}
+    assert line["incident_id"] == incident.id
+    assert re.fullmatch(r"[0-9a-f]{32}", line["trace_id"]) and line["trace_id"] == incident.trace_id
+    assert "errorCode TIMEOUT" in line["reasons"]
+    assert h.prom.unanswered == []
+    assert h.agents.escalations == [] and h.am.posted == []
+    assert h.metric("autonomy_incident_outcomes_total", classification="TRANSIENT", outcome="auto_resolved") == 1
+    assert h.metric("autonomy_remediation_attempts_total", agent="CMO", classification="TRANSIENT",
+                    playbook="RestartAndRetryTransient", result="ok") == 1
+
+
+def test_the_spans_nest_incident_then_attempt_then_steps_and_verify(h):
+    h.build()
+    failing_cmo(h)
+    incident = h.run(h.fire())
+    spans = h.spans_by_name()
+    assert sorted(spans) == ["attempt", "incident", "step", "verify"]
+    [root], [attempt], steps, [verify] = spans["incident"], spans["attempt"], spans["step"], spans["verify"]
+    assert root.parent is None
+    assert attempt.parent.span_id == root.context.span_id
+    assert [s.attributes["autonomy.action"] for s in steps] == ["restartAgent", "retryLastTask"]
+    assert all(s.parent.span_id == attempt.context.span_id for s in steps)
+    assert verify.parent.span_id == attempt.context.span_id
+    assert {s.context.trace_id for s in [root, attempt, verify, *steps]} == {int(incident.trace_id, 16)}
+    assert root.attributes["autonomy.incident_id"] == incident.id
+    assert attempt.attributes["autonomy.playbook"] == "RestartAndRetryTransient"
+    assert verify.attributes["autonomy.ok"] is True
+
+
+def test_a_resolved_notification_during_remediation_closes_the_incident_on_recovery(h):
+    h.build()
+    failing_cmo(h)
+    incident_id = h.fire()
+    h.notify(status="resolved")
+    incident = h.run(incident_id)
+    assert incident.state == "closed" and incident.outcome == "auto_resolved"
+
+
+def test_nothing_to_fix_on_the_latest_metrics_records_no_action(h):
+    h.build()
+    h.prom.add("CMO", "Marketing")  # healthy again by the time a worker looks
+    incident = h.run(h.fire())
+    assert incident.state == "recovered" and h.agents.calls == []
+    [line] = h.lineage()
+    assert line["event"] == "no_action" and line["ok"] is True
+
+
+def test_an_alert_no_longer_held_by_alertmanager_closes_the_incident_without_acting(h):
+    h.build()
+    failing_cmo(h)
+    incident_id = h.fire()
+    h.am.alerts.clear()
+    incident = h.run(incident_id)
+    assert incident.state == "closed" and incident.outcome == "self_resolved"
+    assert h.agents.calls == []
+    assert h.lineage()[0]["gate"] == "not_firing"
+
+
+# ------------------------------------------------------------------ failing and escalating
+
+def test_failed_verification_escalates_after_exactly_max_attempts_with_the_section_7_payload(h):
+    h.build({"AUTOREM_MAX_ATTEMPTS": "2"})
+    failing_cmo(h, directiveId="D-1234")
+
+    def restart(agent, body):  # the restart clears the error but the backlog piles up: CAPACITY next
+        h.prom.set(agent, status="degraded", errorCode=None, lastTaskSucceeded=None, backlogAgeMinutes=41)
+
+    h.agents.handlers.update(restartAgent=restart, retryLastTask=lambda a, b: None,
+                             reallocateSlots=lambda a, b: None, splitDirective=lambda a, b: None)
+    incident = h.run(h.fire(directive_id="D-1234"))
+
+    attempts = h.lineage("auto_remediation")
+    assert [(e["attempt"], e["playbook"], e["ok"]) for e in attempts] == [
+        (1, "RestartAndRetryTransient", False), (2, "RebalanceCapacity", False)]
+    assert attempts[0]["verification"]["reason"] == "criteria not met on fresh samples: lastTaskSucceeded"
+    assert attempts[1]["verification"]["reason"] == "criteria not met on fresh samples: backlogAgeMaxMinutes"
+    assert h.agents.actions() == ["restartAgent", "retryLastTask", "reallocateSlots", "splitDirective"]
+    assert incident.state == "escalated" and incident.outcome == "escalated" and incident.attempts == 2
+
+    [(auth, payload)] = h.agents.escalations
+    assert auth == f"Bearer {ESCALATION_TOKEN}"
+    assert payload["to"] == "CEO"
+    assert payload["reason"] == "AutoRemediationFailed"
+    assert payload["agent"] == "CMO"
+    assert payload["context"] == {"directiveId": "D-1234"}
+    assert payload["lastTwoAttempts"] == ["RestartAndRetryTransient", "RebalanceCapacity"]
+    assert payload["recommendedOptions"] == [
+        {"name": "ReassignToCOO", "why": "capacity + higher ROI path"},
+        {"name": "ReduceScopeAndRetry", "why": "keeps SLA, lowers risk"}]
+    [escalation] = h.lineage("escalation")
+    assert payload["lineageRef"] == f"{LINEAGE_FILE}#{escalation['ts']}"
+    assert escalation["payload"] == payload
+
+    [alert] = h.am.posted
+    assert alert["labels"] == {"alertname": "AutonomyEscalated", "agent": "CMO", "severity": "critical",
+                               "escalated_class": "CAPACITY"}
+    assert alert["annotations"]["summary"] == "Escalated to CEO (attempts exhausted)"
+    assert alert["annotations"]["lineage_url"] == f"{PUBLIC_URL}/lineage?agent=CMO"
+    assert alert["annotations"]["incident_id"] == incident.id
+    assert h.metric("autonomy_escalations_total", reason="AutoRemediationFailed") == 1
+    assert h.lineage("escalation_delivery") == []
+
+
+@pytest.mark.parametrize("max_attempts", [1, 3])
+def test_the_number_of_attempts_before_escalating_is_autorem_max_attempts(h, max_attempts):
+    h.build({"AUTOREM_MAX_ATTEMPTS": str(max_attempts)})
+    failing_cmo(h)
+    h.agents.unfixable.add("CMO")
+    incident = h.run(h.fire())
+    assert [e["attempt"] for e in h.lineage("auto_remediation")] == list(range(1, max_attempts + 1))
+    assert h.agents.actions() == ["restartAgent", "retryLastTask"] * max_attempts
+    assert incident.state == "escalated" and incident.attempts == max_attempts
+    [(_, payload)] = h.agents.escalations
+    assert payload["lastTwoAttempts"] == ["RestartAndRetryTransient"] * min(2, max_attempts)
+
+
+def test_the_escalation_context_carries_the_agents_reported_context_on_the_alertmanager_path(h):
+    h.build({"AUTOREM_MAX_ATTEMPTS": "1"})
+    failing_cmo(h, directiveId="D-1234")
+    h.agents.unfixable.add("CMO")
+    h.run(h.fire())  # the alert itself carries no directive_id label
+    [(_, payload)] = h.agents.escalations
+    assert payload["context"].get("directiveId") == "D-1234"
+
+
+def test_an_action_endpoint_answering_500_is_retried_then_recorded_as_failed(h):
+    h.build({"AUTOREM_MAX_ATTEMPTS": "1"})
+    failing_cmo(h)
+    h.agents.handlers["restartAgent"] = lambda agent, body: 500
+    incident = h.run(h.fire())
+    assert h.agents.actions() == ["restartAgent"] * 3  # actions.retry.attempts, then the playbook stops
+    [line] = h.lineage("auto_remediation")
+    [step] = line["steps"]
+    assert (step["action"], step["ok"], step["status"], step["attempts"], step["error"]) == (
+        "restartAgent", False, 500, 3, "HTTP 500")
+    assert line["ok"] is False
+    assert line["verification"]["reason"] == "step restartAgent failed: HTTP 500"
+    assert incident.state == "escalated"
+
+
+def test_an_action_endpoint_refusing_with_4xx_is_not_retried(h):
+    h.build({"AUTOREM_MAX_ATTEMPTS": "1"})
+    failing_cmo(h)
+    h.agents.handlers["restartAgent"] = lambda agent, body: 409
+    h.run(h.fire())
+    assert h.agents.actions() == ["restartAgent"]
+    assert h.lineage("auto_remediation")[0]["steps"][0]["error"] == "HTTP 409"
+
+
+def test_a_hanging_action_endpoint_times_out(h):
+    def short(doc):
+        doc["actions"].update(timeoutSeconds=0.3, retry={"attempts": 1, "backoffSeconds": 0, "maxBackoffSeconds": 0})
+
+    h.build({"AUTOREM_MAX_ATTEMPTS": "1"}, playbooks=short)
+    failing_cmo(h)
+    h.agents.handlers["restartAgent"] = lambda agent, body: h.agents.release.wait(10) and None
+    started = time.monotonic()
+    incident = h.run(h.fire())
+    assert time.monotonic() - started < 5
+    [step] = h.lineage("auto_remediation")[0]["steps"]
+    assert step["ok"] is False and step["status"] is None
+    assert step["error"] == "timed out after 0.3s"
+    assert h.agents.actions() == ["restartAgent"]
+    assert incident.state == "escalated"
+
+
+def test_an_unreachable_prometheus_during_verification_fails_the_attempt_without_crashing(h):
+    h.build({"AUTOREM_MAX_ATTEMPTS": "1"})
+    failing_cmo(h)
+
+    def retry(agent, body):
+        h.prom.down = True
+
+    h.agents.handlers["retryLastTask"] = retry
+    incident = h.run(h.fire())
+    [line] = h.lineage("auto_remediation")
+    assert line["ok"] is False
+    assert line["verification"]["reason"].startswith("prometheus unreachable")
+    assert line["after"] == {}
+    assert incident.state == "escalated"
+
+
+def test_prometheus_unreachable_before_an_attempt_falls_back_to_the_alert_class(h):
+    h.build({"AUTOREM_MAX_ATTEMPTS": "1"})
+    failing_cmo(h)
+    h.prom.down = True
+    h.run(h.fire())
+    [line] = h.lineage("auto_remediation")
+    assert (line["classification"], line["playbook"]) == ("TRANSIENT", "RestartAndRetryTransient")
+    assert line["before"] == {}
+    assert "firing alert classed TRANSIENT" in line["reasons"]
+
+
+# ------------------------------------------------------------------ gates
+
+def test_the_kill_switch_refuses_and_runs_nothing(h):
+    h.build()
+    failing_cmo(h)
+    incident_id = h.fire()
+    h.engine.set_enabled(False, "incident review")
+    incident = h.run(incident_id)
+    assert h.agents.calls == []
+    assert incident.state == "skipped" and incident.reason.startswith("kill_switch:")
+    [line] = h.lineage()
+    assert (line["event"], line["gate"], line["ok"]) == ("remediation_refused", "kill_switch", False)
+    assert h.metric("autonomy_remediation_refusals_total", gate="kill_switch") == 1
+    assert h.metric("autonomy_incident_outcomes_total", classification="TRANSIENT", outcome="skipped") == 1
+
+
+def test_switching_remediation_back_on_resumes_the_incidents_the_kill_switch_held_back(h):
+    h.build({"AUTOREM_CANARY_AGENTS": "CMO,CRO"})
+    failing_cmo(h)
+    held = h.fire()
+    h.prom.set("Content", status="error", errorCode="TIMEOUT", lastTaskSucceeded=False)
+    observed = h.fire("Content")  # skipped by the canary gate, not by the kill switch
+    h.run(observed)
+    h.engine.set_enabled(False, "incident review")
+    h.run(held)
+    assert h.ledger.get(held).state == "skipped"
+    h.engine.set_enabled(True, "")
+    assert h.ledger.get(held).state == "open"
+    assert h.ledger.get(observed).state == "skipped"
+    assert h.run(held).state == "recovered"
+    assert h.agents.actions() == ["restartAgent", "retryLastTask"]
+
+
+def test_the_canary_gate_refuses_agents_outside_the_canary(h):
+    h.build({"AUTOREM_CANARY_AGENTS": "Content"})
+    failing_cmo(h)
+    incident = h.run(h.fire())
+    assert h.agents.calls == []
+    assert incident.state == "skipped"
+    assert h.lineage()[0]["gate"] == "canary"
+
+
+def test_a_canary_agent_is_remediated(h):
+    h.build({"AUTOREM_CANARY_AGENTS": "Content,CMO"})
+    failing_cmo(h)
+    assert h.run(h.fire()).state == "recovered"
+
+
+def test_dry_run_records_what_would_run_and_calls_no_action_endpoint(h):
+    h.build({"AUTOREM_DRY_RUN": "true"})
+    failing_cmo(h)
+    incident = h.run(h.fire())
+    assert h.agents.calls == []
+    [line] = h.lineage()
+    assert (line["event"], line["gate"]) == ("remediation_refused", "dry_run")
+    assert line["would_run"] == [
+        {"action": "restartAgent", "target": "CMO", "url": f"{h.agents.url}/agents/CMO/actions/restartAgent",
+         "body": {"mode": "soft"}},
+        {"action": "retryLastTask", "target": "CMO", "url": f"{h.agents.url}/agents/CMO/actions/retryLastTask",
+         "body": {"backoffMs": 1500, "max": 2}}]
+    assert incident.state == "skipped"
+
+
+def test_a_silenced_alert_is_not_remediated(h):
+    h.build()
+    failing_cmo(h)
+    incident_id = h.fire()
+    h.am.alerts.clear()
+    h.am.fire("CMO", "TRANSIENT", silenced_by=["silence-42"])
+    incident = h.run(incident_id)
+    assert h.agents.calls == []
+    assert incident.state == "skipped"
+    [line] = h.lineage()
+    assert line["gate"] == "silenced" and "silence-42" in line["reason"]
+
+
+def test_a_high_risk_step_escalates_with_high_risk_step_and_runs_nothing(h):
+    def risky(doc):
+        fix_config = next(p for p in doc["playbooks"] if p["name"] == "FixConfig")
+        fix_config["steps"][1]["highRisk"] = True
+
+    h.build(playbooks=risky)
+    h.prom.add("CMO", "Marketing", status="error", errorCode="CONFIG_MISSING", configHealthy=False)
+    incident = h.run(h.fire(cls="CONFIG"))
+    assert h.agents.calls == []
+    assert incident.state == "escalated" and incident.reason == "HighRiskStep"
+    refused, escalation = h.lineage()
+    assert (refused["gate"], refused["playbook"]) == ("high_risk", "FixConfig")
+    assert "schemaMigrateIfNeeded" in refused["reason"]
+    [(_, payload)] = h.agents.escalations
+    assert payload["reason"] == "HighRiskStep" and payload["lastTwoAttempts"] == []
+    assert escalation["payload"] == payload
+    [alert] = h.am.posted
+    assert alert["annotations"]["summary"] == "Escalated to a human: HighRiskStep"
+    assert h.metric("autonomy_escalations_total", reason="HighRiskStep") == 1
+
+
+def test_the_budget_cap_refuses_a_playbook_that_increases_spend(h):
+    h.build({"AUTOREM_BUDGET_CAP_DAILY_USD": "25"})
+    h.prom.add("CMO", "Marketing", status="degraded", backlogAgeMinutes=41, costBurnRatePerHour=2.0)
+    incident = h.run(h.fire(cls="CAPACITY"))
+    assert h.agents.calls == []
+    refused, _ = h.lineage()
+    assert (refused["gate"], refused["playbook"]) == ("budget_cap", "RebalanceCapacity")
+    assert "over the 25 cap" in refused["reason"]
+    assert incident.state == "escalated" and incident.reason == "BudgetCap"
+    assert h.agents.escalations[0][1]["reason"] == "BudgetCap"
+
+
+def test_under_the_budget_cap_a_spend_increasing_playbook_runs(h):
+    h.build({"AUTOREM_BUDGET_CAP_DAILY_USD": "25"})
+    h.prom.add("CMO", "Marketing", status="degraded", backlogAgeMinutes=41, costBurnRatePerHour=0.5,
+               directiveId="D-7")
+    incident = h.run(h.fire(cls="CAPACITY"))
+    assert h.agents.actions() == ["reallocateSlots", "splitDirective"]
+    assert h.agents.calls[0][2] == {"from": "Content", "to": "CMO", "slots": 2}  # lowest-priority healthy donor
+    assert incident.state == "recovered"
+
+
+def test_the_kill_switch_flipped_during_a_playbook_stops_before_the_next_step(h):
+    h.build()
+    failing_cmo(h)
+
+    def restart(agent, body):
+        h.engine.set_enabled(False, "operator pulled the switch")
+
+    h.agents.handlers["restartAgent"] = restart
+    incident = h.run(h.fire())
+    assert h.agents.actions() == ["restartAgent"]
+    [line] = h.lineage()
+    assert (line["event"], line["gate"], line["attempt"]) == ("remediation_refused", "kill_switch", 1)
+    assert "stopped before step retryLastTask" in line["reason"]
+    assert [s["action"] for s in line["steps"]] == ["restartAgent"]
+    assert incident.state == "skipped"
+    assert h.lineage("auto_remediation") == []
+
+
+# ------------------------------------------------------------------ secrets
+
+def test_no_secret_value_appears_in_the_lineage_or_the_escalation_payload(h):
+    h.build({"AUTOREM_MAX_ATTEMPTS": "1"})
+    failing_cmo(h)
+    h.agents.unfixable.add("CMO")
+    incident = h.run(h.fire())
+    assert incident.state == "escalated"
+    [(auth, payload)] = h.agents.escalations
+    assert auth == f"Bearer {ESCALATION_TOKEN}"  # the token was in use...
+    lineage_text = (h.tmp_path / "data" / LINEAGE_FILE).read_text()
+    for secret in (WEBHOOK_TOKEN, ESCALATION_TOKEN):
+        assert secret not in lineage_text  # ...but is written nowhere
+        assert secret not in json.dumps(payload)
+        assert secret not in json.dumps(h.am.posted)
+        assert secret not in json.dumps(h.web.get(f"/api/v1/incidents/{incident.id}").get_json())
+    assert "SECRET" not in lineage_text
+
+
+def test_an_unreachable_escalation_endpoint_is_recorded_without_leaking_the_token(h):
+    h.build({"AUTOREM_MAX_ATTEMPTS": "1", "AUTOREM_ESCALATION_URL": f"http://127.0.0.1:{free_port()}/x"})
+    failing_cmo(h)
+    h.agents.unfixable.add("CMO")
+    incident = h.run(h.fire())
+    [delivery] = h.lineage("escalation_delivery")
+    assert delivery["reason"].startswith("escalation endpoint unreachable")
+    assert ESCALATION_TOKEN not in json.dumps(delivery)
+    assert incident.state == "escalated" and "delivery:" in incident.reason
+    assert len(h.am.posted) == 1  # Alertmanager still gets the AutonomyEscalated alert
+
+
+# ------------------------------------------------------------------ the direct signal path
+
+def test_a_signal_incident_is_verified_on_the_next_reported_signal_and_closed(h):
+    h.build()
+    h.prom.add("CMO", "Marketing")  # unused on this path
+
+    def doc(ts=None, **changes):
+        d = healthy_doc("CMO", "Marketing")
+        d.update(changes.pop("top", {}))
+        d["checks"].update(changes)
+        d["ts"] = iso(ts or time.time())
+        return d
+
+    failing = doc(top={"status": "error", "context": {"errorCode": "TIMEOUT"}}, lastTaskSucceeded=False)
+    reply = h.web.post("/api/v1/signals", data=json.dumps(failing), content_type="application/json",
+                       headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"})
+    [incident_id] = reply.get_json()["opened"]
+
+    def retry(agent, body):  # the agent's next heartbeat, stamped after the action ends
+        h.state.signals.put(Signal.from_document(doc(ts=time.time() + 1)))
+
+    h.agents.handlers["retryLastTask"] = retry
+    incident = h.run(incident_id)
+    assert h.agents.actions() == ["restartAgent", "retryLastTask"]
+    assert incident.state == "closed" and incident.outcome == "auto_resolved"
+    [line] = h.lineage("auto_remediation")
+    assert line["ok"] is True and line["verification"]["reason"] == "criteria held on a fresh signal"
+
+
+# ------------------------------------------------------------------ reopening (see the ledger bug)
+
+def test_an_incident_reopened_after_a_skip_ends_recovered_while_its_alert_still_fires(h):
+    h.build()
+    failing_cmo(h)
+    incident_id = h.fire()
+    h.notify(status="resolved")  # the alert flapped while the incident was queued: resolved_at is set
+    h.am.alerts.clear()
+    h.am.fire("CMO", "TRANSIENT", silenced_by=["silence-1"])
+    assert h.run(incident_id).state == "skipped"  # held back by the silence
+    h.am.alerts.clear()
+    h.am.fire("CMO", "TRANSIENT")  # the silence expired; the alert fires again
+    assert h.notify()["queued"] == [incident_id]  # reopened
+    assert h.run(incident_id).state == "recovered"  # fails: closed, because resolved_at is stale
+    assert h.notify()["opened"] == []  # the alert catching up is absorbed by the reopen grace
+
+
+def test_a_step_whose_data_is_absent_is_skipped_and_verification_still_judges(h):
+    h.build({"AUTOREM_BUDGET_CAP_DAILY_USD": "25"})
+    h.prom.add("CMO", "Marketing", status="degraded", backlogAgeMinutes=41, costBurnRatePerHour=0.5)
+    incident = h.run(h.fire(cls="CAPACITY"))
+    assert h.agents.actions() == ["reallocateSlots"]  # no directive to split
+    [line] = h.lineage("auto_remediation")
+    split = line["steps"][1]
+    assert split["action"] == "splitDirective" and split["skipped"] is True
+    assert "context.directiveId" in split["error"]
+    assert line["ok"] is True and incident.state == "recovered"
+
+
+def test_an_incident_for_an_agent_being_remediated_waits_for_its_turn(h):
+    h.build()
+    failing_cmo(h)
+    first = h.fire()
+    h.engine._busy.add("CMO")  # as if a worker held CMO right now
+    h.engine.process(first)
+    assert h.agents.calls == [] and h.engine._deferred == {"CMO": [first]}
+    assert h.ledger.get(first).state == "open"
