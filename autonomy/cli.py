@@ -163,10 +163,46 @@ def cmd_rules_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Run the demo on the real Prometheus (see autonomy.demo)."""
+    """Run the fleet, the whole layer and every drill (see autonomy.demo)."""
     from .demo import run_demo
 
     return run_demo(keep_running=args.keep_running)
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    """Run the drills against a fresh stack; exit 0 only if all passed."""
+    from .demo import run_drill
+    from .drills import DRILLS
+
+    unknown = [n for n in args.scenario if n not in DRILLS]
+    if unknown:
+        print(f"unknown scenario(s): {', '.join(unknown)}; choose from {', '.join(DRILLS)}", file=sys.stderr)
+        return 2
+    return run_drill(args.scenario, args.json)
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    """Run the simulated fleet: action endpoints and a heartbeat pushing to an exporter."""
+    import requests
+
+    from .fleet import Heartbeat, SimulatedFleet
+    from .http_edge import serve
+    from .settings import Settings
+
+    settings = Settings.from_env()
+    headers = {"Authorization": f"Bearer {settings.exporter_token.reveal()}"} if settings.exporter_token else {}
+
+    def push(signals: list) -> None:
+        requests.post(args.exporter_url.rstrip("/") + "/api/v1/signals", json=signals, headers=headers,
+                      timeout=10).raise_for_status()
+
+    fleet = SimulatedFleet(slo_backlog_minutes=settings.slo_backlog_min)
+    beat = Heartbeat(fleet, push, interval=args.interval).start()
+    try:
+        serve(fleet.app, args.host, args.port)
+    finally:
+        beat.stop()
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,9 +258,22 @@ def build_parser() -> argparse.ArgumentParser:
     diff = rules_sub.add_parser("diff", help="exit 1 if the committed rules differ from a fresh rendering")
     diff.set_defaults(func=cmd_rules_diff)
 
-    demo = sub.add_parser("demo", help="run the layer on the real Prometheus with sample signals")
+    fleet = sub.add_parser("fleet", help="run the simulated fleet (agents, action endpoints, fault injection)")
+    fleet.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    fleet.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    fleet.add_argument("--exporter-url", default="http://127.0.0.1:9817", help="where to push the signals")
+    fleet.add_argument("--interval", type=float, default=15.0, help="heartbeat, in seconds (default 15)")
+    fleet.set_defaults(func=cmd_fleet)
+
+    demo = sub.add_parser("demo", help="start the fleet and the whole layer, run every drill, show the KPIs")
     demo.add_argument("--keep-running", action="store_true", help="leave the stack up until Ctrl-C")
     demo.set_defaults(func=cmd_demo)
+
+    drill = sub.add_parser("drill", help="run the chaos drills against a fresh stack")
+    drill.add_argument("--json", action="store_true", help="end with one JSON line: the report")
+    drill.add_argument("--scenario", action="append", default=[], metavar="NAME",
+                       help="run only this drill (repeatable)")
+    drill.set_defaults(func=cmd_drill)
     return parser
 
 
@@ -232,6 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not args.verbose:
+        logging.getLogger("waitress").setLevel(logging.WARNING)  # we print where we serve ourselves
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import requests
 
 from .local_stack import AlertmanagerProcess, PrometheusProcess, ServedApp, free_port
-from .rule_render import render_rules
+from .rule_render import format_duration, render_rules
 from .settings import Secret, Settings
 from .stack_config import alertmanager_config, prometheus_config
 
@@ -78,8 +78,10 @@ class LayerStack:
             # The rules scale their own durations; they start from the unscaled settings.
             rules = render_rules(Settings.from_env(self.env), self.workdir / "rules", time_factor=self.time_factor)
             targets = {"autonomy-exporter": [self.exporter.url[7:]], "autonomy-receiver": [self.receiver.url[7:]]}
+            interval = format_duration(15 * self.time_factor)  # the repo's 15 s, compressed like the rest
             self.prometheus = self._keep(PrometheusProcess(self.workdir / "prometheus", prometheus_config(
-                targets, rule_files=rules, alertmanagers=[self.alertmanager.url[7:]])).start(port=prometheus_port))
+                targets, interval=interval, rule_files=rules, alertmanagers=[self.alertmanager.url[7:]])).start(
+                port=prometheus_port))
         except BaseException:
             self.stop()
             raise

@@ -183,22 +183,29 @@ class ServedApp:
 
         self.server = create_server(app, host="127.0.0.1", port=0, threads=threads, ident="autonomy")
         self.port = self.server.effective_port
-        self.thread = threading.Thread(target=self.server.run, name=f"waitress-{self.port}", daemon=True)
+        self._stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, name=f"waitress-{self.port}", daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        from waitress import wasyncore
+
+        sockets = getattr(self.server, "map", None) or self.server._map
+        while not self._stopping.is_set():
+            wasyncore.loop(timeout=0.1, map=sockets, count=1)
+        # Closed here, in the loop's own thread, so no select() sees a socket vanish under it.
+        self.server.task_dispatcher.shutdown()
+        wasyncore.close_all(sockets)
 
     def start(self) -> "ServedApp":
         self.thread.start()
         return self
 
     def stop(self) -> None:
-        from waitress import wasyncore
-
-        # Closing only the listener would leave kept-alive client channels holding the loop open.
-        self.server.task_dispatcher.shutdown()
-        wasyncore.close_all(getattr(self.server, "map", None) or self.server._map)
+        self._stopping.set()
         self.thread.join(timeout=10)
 
     def __enter__(self) -> "ServedApp":

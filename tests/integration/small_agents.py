@@ -1,4 +1,4 @@
-"""Small HTTP agents for the integration tests: state, action endpoints, and a heartbeat to the exporter."""
+"""Small HTTP agents for the integration tests: state the test sets, and action endpoints that change it."""
 from __future__ import annotations
 
 import copy
@@ -41,6 +41,9 @@ class SmallAgents:
                 else:
                     s["checks"][key] = value
 
+    def tick(self) -> None:
+        """Nothing evolves on its own here; the test changes the state."""
+
     def signals(self) -> list[dict]:
         now = datetime.now(timezone.utc).isoformat()
         with self.lock:
@@ -66,28 +69,3 @@ class SmallAgents:
                 s["context"].pop("errorCode", None)
                 s["status"] = "healthy"
         return jsonify({"done": True})
-
-
-class Heartbeat:
-    """Pushes every agent's current signal to the exporter until stopped."""
-
-    def __init__(self, agents: SmallAgents, push, interval: float = 0.3):
-        self.agents, self.push, self.interval = agents, push, interval
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop_event.is_set():
-            try:
-                self.push(self.agents.signals())
-            except Exception:  # the exporter may be stopping; the next beat tries again
-                pass
-            self.stop_event.wait(self.interval)
-
-    def start(self) -> "Heartbeat":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.thread.join(timeout=10)

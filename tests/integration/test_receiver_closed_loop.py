@@ -11,7 +11,8 @@ from autonomy.layer_stack import LayerStack
 from autonomy.local_stack import ServedApp
 from autonomy.polling import wait_until
 from tests.conftest import real_binary
-from tests.integration.small_agents import Heartbeat, SmallAgents
+from autonomy.fleet import Heartbeat
+from tests.integration.small_agents import SmallAgents
 
 pytestmark = pytest.mark.integration
 AGENTS = {"CEO": "Executive", "CRO": "Revenue", "CMO": "Marketing", "COO": "Operations", "Content": "Content"}
@@ -43,7 +44,7 @@ def loop(tmp_path_factory):
         env = {"AUTOREM_ESCALATION_URL": inbox_server.url + "/escalations", "AUTOREM_VERIFY_TIMEOUT_SECONDS": "3",
                "AUTOREM_ESCALATION_TOKEN": "escalation-secret-value"}
         with LayerStack(tmp_path_factory.mktemp("layer"), agents_server.url, env=env, span_exporter=spans) as stack:
-            beat = Heartbeat(agents, stack.push).start()
+            beat = Heartbeat(agents, stack.push, interval=0.3).start()
             try:
                 yield stack, agents, inbox, spans
             finally:

@@ -1,0 +1,313 @@
+"""A simulated fleet of agents: §2 signals on a heartbeat, the pack's action primitives, and fault injection."""
+from __future__ import annotations
+
+import copy
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+from flask import Flask, jsonify, request
+
+FAULTS = ("timeout", "overlap", "missing-secret", "backlog", "source-down", "cost-spike")
+REQUIRED_SECRETS = ("GOOGLE_PROJECT_ID", "SERVICE_ACCOUNT", "API_BASE")
+DRAIN_MINUTES_PER_SLOT = 5.0  # per heartbeat: two extra slots and a split directive drain 45 min in a few beats
+
+
+@dataclass
+class SimAgent:
+    """One simulated agent's state; its signal is derived from it on every heartbeat."""
+
+    name: str
+    domain: str
+    directive: str | None
+    cost: float
+    dependencies: tuple[str, ...] = ()
+    faults: dict[str, bool] = field(default_factory=dict)  # fault -> fixable by the layer
+    backlog_minutes: float = 2.0
+    queue_depth: int = 1
+    extra_slots: int = 0
+    split: bool = False
+    throttled: bool = False
+    last_task_ok: bool = True
+    inputs_valid: bool = True
+    missing_secrets: tuple[str, ...] = ()
+    alignment: float = 0.98
+    claimed_from: str | None = None
+
+
+def default_agents() -> list[SimAgent]:
+    return [
+        SimAgent("CEO", "Executive", "D-EXEC-1", 0.1),
+        SimAgent("CRO", "Revenue", "D-REV-1", 0.1),
+        SimAgent("CMO", "Marketing", "D-MKT-1", 0.1),
+        SimAgent("COO", "Operations", "D-OPS-1", 0.1),
+        SimAgent("Content", "Content", "D-CNT-1", 0.1, ("MarketIntel",)),
+        SimAgent("MarketIntel", "Data", None, 0.0),
+    ]
+
+
+class SimulatedFleet:
+    """The agents, their action endpoints (/agents/<name>/actions/<primitive>) and /fleet/faults."""
+
+    def __init__(self, agents: list[SimAgent] | None = None, slo_backlog_minutes: float = 15.0):
+        self.lock = threading.RLock()
+        self.agents = {a.name: a for a in (agents or default_agents())}
+        self.slo_backlog_minutes = slo_backlog_minutes
+        self.calls: list[tuple[float, str, str, dict]] = []
+        self.escalations: list[dict] = []
+        self.priority_order: list[str] = []
+        self.app = self._build_app()
+
+    # -- faults ------------------------------------------------------------------------------------------
+    def inject(self, agent: str, fault: str, fixable: bool = True) -> None:
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; one of {', '.join(FAULTS)}")
+        with self.lock:
+            a = self.agents[agent]
+            a.faults[fault] = fixable
+            if fault == "timeout":
+                a.last_task_ok = False
+            elif fault == "overlap":
+                victim = next(x for x in self.agents.values() if x.domain == "Revenue" and x.name != agent)
+                a.claimed_from, a.directive = a.directive, victim.directive
+                a.alignment = victim.alignment = 0.85
+            elif fault == "missing-secret":
+                a.missing_secrets = ("API_BASE",)
+            elif fault == "backlog":
+                a.backlog_minutes, a.queue_depth = 45.0, 12
+
+    def clear(self, agent: str, fault: str | None = None) -> None:
+        """Heal FAULT (or every fault) of AGENT, as an operator would."""
+        with self.lock:
+            a = self.agents[agent]
+            for name in [fault] if fault else list(a.faults):
+                a.faults.pop(name, None)
+                if name == "timeout":
+                    a.last_task_ok = True
+                elif name == "overlap":
+                    self._resolve_overlap(a)
+                elif name == "missing-secret":
+                    a.missing_secrets = ()
+                elif name == "backlog":
+                    a.backlog_minutes, a.queue_depth = 2.0, 1
+            if not any(f == "cost-spike" for f in a.faults):
+                a.throttled = False
+
+    def _resolve_overlap(self, a: SimAgent) -> None:
+        a.directive, a.claimed_from = a.claimed_from or f"D-{a.name.upper()}-2", None
+        for x in self.agents.values():
+            x.alignment = 0.98
+
+    # -- the heartbeat -------------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Advance the simulation by one heartbeat: backlogs drain, dependents notice failing sources."""
+        with self.lock:
+            for a in self.agents.values():
+                if "backlog" in a.faults:
+                    drain = DRAIN_MINUTES_PER_SLOT * (a.extra_slots + (2 if a.split else 0))
+                    a.backlog_minutes = max(2.0, a.backlog_minutes - drain)
+                    a.queue_depth = max(1, a.queue_depth - (a.extra_slots + (2 if a.split else 0)))
+                    if a.backlog_minutes <= 5:
+                        a.faults.pop("backlog")
+                for dep in a.dependencies:
+                    if "source-down" in self.agents[dep].faults:
+                        a.inputs_valid = False
+
+    def status_of(self, a: SimAgent) -> tuple[str, str | None]:
+        if "timeout" in a.faults:
+            return "error", "TIMEOUT"
+        if "missing-secret" in a.faults:
+            return "error", "CONFIG_MISSING"
+        if "source-down" in a.faults:
+            return "error", "OTHER"
+        if not a.inputs_valid:
+            return "degraded", "STALE_DATA"
+        if a.backlog_minutes > self.slo_backlog_minutes or "overlap" in a.faults:
+            return "degraded", None
+        return "healthy", None
+
+    def signals(self) -> list[dict]:
+        """Every agent's §2 signal, stamped now."""
+        now = datetime.now(timezone.utc).isoformat()
+        out = []
+        with self.lock:
+            for a in self.agents.values():
+                status, code = self.status_of(a)
+                cost = a.cost * (20 if "cost-spike" in a.faults else 1) * (0.1 if a.throttled else 1)
+                context = {"queueDepth": a.queue_depth}
+                if a.directive:
+                    context["directiveId"] = a.directive
+                if code:
+                    context["errorCode"] = code
+                if a.dependencies:
+                    context["dependencies"] = list(a.dependencies)
+                out.append({
+                    "agent": a.name, "domain": a.domain, "status": status,
+                    "lastReport": f"{a.name} {status}",
+                    "metrics": {"successRate": 0.98 if a.last_task_ok else 0.7, "alignment": a.alignment,
+                                "backlogAgeMinutes": round(a.backlog_minutes, 2),
+                                "costBurnRatePerHour": round(cost, 4)},
+                    "context": context,
+                    "checks": {"lastTaskSucceeded": a.last_task_ok, "inputsValid": a.inputs_valid,
+                               "configHealthy": not a.missing_secrets},
+                    "ts": now,
+                })
+        return out
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {name: {"faults": dict(a.faults), "directive": a.directive, "throttled": a.throttled,
+                           "backlogAgeMinutes": a.backlog_minutes, "inputsValid": a.inputs_valid,
+                           "missingSecrets": list(a.missing_secrets)} for name, a in self.agents.items()}
+
+    def calls_for(self, agent: str, since: float = 0.0) -> list[tuple[str, dict]]:
+        with self.lock:
+            return [(action, body) for ts, name, action, body in self.calls if name == agent and ts >= since]
+
+    # -- the action primitives -------------------------------------------------------------------------
+    def act(self, agent: str, action: str, body: dict, now: float) -> tuple[int, dict]:
+        with self.lock:
+            self.calls.append((now, agent, action, copy.deepcopy(body)))
+            if agent not in self.agents:
+                return 404, {"error": f"no agent {agent}"}
+            a = self.agents[agent]
+            handler: Callable[[SimAgent, dict], tuple[int, dict]] = getattr(
+                self, "_" + action, lambda a, b: (404, {"error": f"no action {action}"}))
+            return handler(a, body)
+
+    def _applyPriorityRules(self, a: SimAgent, body: dict) -> tuple[int, dict]:
+        self.priority_order = list(body.get("order") or [])
+        return 200, {"order": self.priority_order}
+
+    def _reassignOverlaps(self, a: SimAgent, body: dict) -> tuple[int, dict]:
+        directive, winner = body.get("directiveId"), body.get("winner")
+        moved = []
+        for x in self.agents.values():
+            if x.directive == directive and x.name != winner and "overlap" in x.faults:
+                if not x.faults["overlap"]:
+                    return 409, {"error": "overlap cannot be reassigned"}
+                x.faults.pop("overlap")
+                self._resolve_overlap(x)
+                moved.append(x.name)
+        return 200, {"winner": winner, "reassigned": moved}
+
+    def _throttleAgent(self, a: SimAgent, body: dict) -> tuple[int, dict]:
+        a.throttled = True
+        return 200, {"throttled": a.name, "maxConcurrent": body.get("maxConcurrent"), "minutes": body.get("minutes")}
+
+    def _restartAgent(self, a: SimAgent, body: dict) -> tuple[int, dict]:
+        for fault in ("timeout", "source-down"):
+            if a.faults.get(fault):
+                a.faults.pop(fault)
+        return 200, {"restarted": a.name, "mode": body.get("mode")}
+
+    def _retryLastTask(self, a: SimAgent, body: dict) -> tuple[int, dict]:
+        if "timeout" in a.faults:
+            return 503, {"error": "the task timed out again"}
+        a.last_task_ok = True
+        return 200, {"retried": a.name}
+
+    def _reallocateSlots(self, a: SimAgent, body: dict) -> tuple[int, dict]:
+        donor, target = self.agents.get(body.get("from")), self.agents.get(body.get("to"))
+        if donor is None or target is None:
+            return 422, {"error": "from and to must be agents of the fleet"}
+        target.extra_slots += int(body.get("slots", 1))
+        return 200, {"from": donor.name, "to": target.name, "slots": body.get("slots")}
+
+    def _splitDirective(self, a: SimAgent, body: dict) -> tuple[int, dict]:
+        a.split = True
+        return 200, {"split": body.get("directiveId"), "ratio": body.get("ratio")}
+
+    def _refreshCache(self, a: SimAgent, body: dict) -> tuple[int, dict]:
+        return 200, {"refreshed": a.name}
+
+    def _refetchSource(self, a: SimAgent, body: dict) -> tuple[int, dict]:
+        source = self.agents.get(body.get("source"))
+        if source is None:
+            return 422, {"error": "unknown source"}
+        if "source-down" in source.faults:
+            return 503, {"error": f"{source.name} is down"}
+        a.inputs_valid = True
+        return 200, {"refetched": source.name}
+
+    def _validateInputs(self, a: SimAgent, body: dict) -> tuple[int, dict]:
+        return 200, {"valid": a.inputs_valid}
+
+    def _checkSecrets(self, a: SimAgent, body: dict) -> tuple[int, dict]:
+        if a.missing_secrets and not a.faults.get("missing-secret", True):
+            return 409, {"missing": list(a.missing_secrets)}  # names only, never values
+        a.missing_secrets = ()
+        a.faults.pop("missing-secret", None)
+        return 200, {"missing": []}
+
+    def _schemaMigrateIfNeeded(self, a: SimAgent, body: dict) -> tuple[int, dict]:
+        return 200, {"migrated": False}
+
+    # -- HTTP ----------------------------------------------------------------------------------------------
+    def _build_app(self) -> Flask:
+        import time
+
+        app = Flask("fleet")
+
+        @app.post("/agents/<agent>/actions/<action>")
+        def action(agent: str, action: str):
+            status, body = self.act(agent, action, request.get_json(silent=True) or {}, time.time())
+            return jsonify(body), status
+
+        @app.post("/agents/CEO/escalations")
+        def escalation():
+            with self.lock:
+                self.escalations.append(request.get_json(silent=True) or {})
+            return jsonify({"received": True})
+
+        @app.post("/fleet/faults")
+        def inject():
+            doc = request.get_json(silent=True) or {}
+            if doc.get("agent") not in self.agents:
+                return jsonify({"error": f"agent: one of {', '.join(self.agents)}"}), 422
+            try:
+                self.inject(doc["agent"], doc.get("fault", ""), bool(doc.get("fixable", True)))
+            except ValueError as exc:
+                return jsonify({"error": f"fault: {exc}"}), 422
+            return jsonify(self.snapshot()[doc["agent"]])
+
+        @app.delete("/fleet/faults/<agent>")
+        def heal(agent: str):
+            if agent not in self.agents:
+                return jsonify({"error": "no such agent"}), 404
+            self.clear(agent, request.args.get("fault"))
+            return jsonify(self.snapshot()[agent])
+
+        @app.get("/fleet/state")
+        def state():
+            return jsonify(self.snapshot())
+
+        return app
+
+
+class Heartbeat:
+    """Ticks the fleet and pushes its signals every INTERVAL seconds until stopped."""
+
+    def __init__(self, fleet: SimulatedFleet, push: Callable[[list[dict]], object], interval: float = 0.5):
+        self.fleet, self.push, self.interval = fleet, push, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fleet-heartbeat", daemon=True)
+        self.errors = 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.fleet.tick()
+            try:
+                self.push(self.fleet.signals())
+            except Exception:  # the receiving side may be restarting; the next beat tries again
+                self.errors += 1
+            self._stop.wait(self.interval)
+
+    def start(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)

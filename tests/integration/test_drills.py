@@ -1,0 +1,64 @@
+"""`autonomy drill --json` end to end on the real binaries: every drill of issue 5 passes."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import real_binary
+
+pytestmark = pytest.mark.integration
+AUTONOMY = str(Path(sys.executable).with_name("autonomy"))
+REPO = Path(__file__).resolve().parent.parent.parent
+EXPECTED = {
+    "transient-timeout": ("TRANSIENT", "RestartAndRetryTransient", "resolved"),
+    "directive-overlap": ("CONFLICT", "ResolveInterAgentConflict", "resolved"),
+    "missing-secret": ("CONFIG", "FixConfig", "escalated"),
+    "backlog-surge": ("CAPACITY", "RebalanceCapacity", "resolved"),
+    "dependency-down": ("DATA_DEP", "RepairDataDependency", "resolved"),
+    "budget-spike": ("CAPACITY", "ThrottleForBudget", "resolved"),
+    "silenced": (None, None, "skipped"),
+    "kill-switch": ("TRANSIENT", "RestartAndRetryTransient", "skipped"),
+    "duplicate-delivery": ("TRANSIENT", "RestartAndRetryTransient", "resolved"),
+}
+
+
+def demo_processes() -> set[str]:
+    out = subprocess.run(["pgrep", "-f", "autonomy-demo-"], capture_output=True, text=True).stdout
+    return set(out.split())
+
+
+def test_every_drill_passes_and_the_report_is_one_json_line():
+    real_binary("prometheus")
+    real_binary("alertmanager")
+    before = demo_processes()
+    done = subprocess.run([AUTONOMY, "drill", "--json"], capture_output=True, text=True, timeout=600, cwd=REPO)
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0, (report, done.stderr[-3000:])
+    assert report["passed"] is True
+    got = {s["name"]: (s["classification"], s["playbook"], s["outcome"]) for s in report["scenarios"]}
+    assert got == EXPECTED
+    for scenario in report["scenarios"]:
+        assert set(scenario) == {"name", "passed", "classification", "playbook", "attempts", "outcome", "mttr_s",
+                                 "detail"}
+        assert scenario["passed"] is True
+        assert (scenario["mttr_s"] is not None) == (scenario["outcome"] == "resolved")
+    assert next(s for s in report["scenarios"] if s["name"] == "missing-secret")["attempts"] == 2
+    kpis = report["kpis"]
+    assert set(kpis) == {"auto_resolve_ratio", "mttr_s_by_class", "lineage_coverage", "escalations"}
+    assert kpis["lineage_coverage"] == 1.0
+    assert kpis["escalations"] >= 1 and 0 < kpis["auto_resolve_ratio"] < 1
+    assert {"TRANSIENT", "CONFLICT", "CAPACITY", "DATA_DEP"} <= set(kpis["mttr_s_by_class"])
+    assert demo_processes() == before, "the drill left processes behind"
+
+
+def test_a_selected_scenario_runs_alone_and_an_unknown_one_is_refused():
+    real_binary("prometheus")
+    real_binary("alertmanager")
+    done = subprocess.run([AUTONOMY, "drill", "--json", "--scenario", "transient-timeout"], capture_output=True,
+                          text=True, timeout=300, cwd=REPO)
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0 and [s["name"] for s in report["scenarios"]] == ["transient-timeout"]
+    refused = subprocess.run([AUTONOMY, "drill", "--scenario", "nope"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "unknown scenario(s): nope" in refused.stderr
