@@ -162,6 +162,16 @@ def cmd_rules_diff(args: argparse.Namespace) -> int:
     return 1 if stale else 0
 
 
+def cmd_dashboards_render(args: argparse.Namespace) -> int:
+    """Write grafana/dashboards/*.json from autonomy/dashboards.py and the current settings."""
+    from .dashboards import DASHBOARDS_DIR, write_all
+    from .settings import Settings
+
+    for path in write_all(Settings.from_env(), Path(args.out) if args.out else DASHBOARDS_DIR):
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the fleet, the whole layer and every drill (see autonomy.demo)."""
     from .demo import run_demo
@@ -257,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(func=cmd_rules_render)
     diff = rules_sub.add_parser("diff", help="exit 1 if the committed rules differ from a fresh rendering")
     diff.set_defaults(func=cmd_rules_diff)
+
+    boards = sub.add_parser("dashboards", help="render the Grafana dashboards")
+    boards_sub = boards.add_subparsers(dest="dashboards_command", metavar="SUBCOMMAND", required=True)
+    boards_render = boards_sub.add_parser("render", help="write grafana/dashboards/*.json")
+    boards_render.add_argument("--out", metavar="DIR", help="directory to write to (default grafana/dashboards/)")
+    boards_render.set_defaults(func=cmd_dashboards_render)
 
     fleet = sub.add_parser("fleet", help="run the simulated fleet (agents, action endpoints, fault injection)")
     fleet.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
