@@ -6,7 +6,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
@@ -66,8 +66,10 @@ class Incident:
         return frozenset(a.labels.get("autonomy_class", "") for a in self.alerts if a.status == "firing") - {""}
 
     def as_dict(self) -> dict:
-        out = asdict(self)
-        out["alerts"] = [asdict(a) for a in self.alerts]
+        """A JSON-ready view (shallow: the caller serialises it, never mutates it)."""
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        out["alerts"] = [{"fingerprint": a.fingerprint, "status": a.status, "labels": a.labels,
+                          "starts_at": a.starts_at} for a in self.alerts]
         out["playbooks_run"] = list(self.playbooks_run)
         return out
 
@@ -153,6 +155,41 @@ def _from_doc(doc: str) -> Incident:
     return Incident(**data)
 
 
+def _changed(incident: Incident, now: float, changes: dict) -> Incident:
+    unknown = set(changes) - set(Incident.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unknown incident fields {sorted(unknown)}")
+    if "state" in changes and changes["state"] not in STATES:
+        raise ValueError(f"unknown state {changes['state']!r}")
+    return Incident(**{**incident.__dict__, **changes, "updated_at": now})
+
+
+class _Batch:
+    """The rows one notification writes, applied together; later items see earlier ones' effects."""
+
+    def __init__(self, current: dict[str, Incident], now: float):
+        self.current, self.now = current, now
+        self.inserts: dict[str, Incident] = {}
+        self.updates: dict[str, Incident] = {}
+        self.to_run: list[str] = []
+        self.opened: list[str] = []
+        self.duplicates: list[str] = []
+        self.closed: list[Incident] = []
+
+    def add(self, incident: Incident) -> None:
+        self.inserts[incident.id] = incident
+        self.current[incident.agent] = incident
+
+    def change(self, incident: Incident, **changes: object) -> Incident:
+        updated = _changed(incident, self.now, changes)
+        (self.inserts if updated.id in self.inserts else self.updates)[updated.id] = updated
+        if updated.state == "closed":
+            self.current.pop(updated.agent, None)
+        else:
+            self.current[updated.agent] = updated
+        return updated
+
+
 class SqliteIncidentLedger:
     """The embedded ledger: WAL, synchronous=FULL, one connection serialised by a lock."""
 
@@ -166,6 +203,16 @@ class SqliteIncidentLedger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        # Write-through cache of the open incidents: the hot path never re-reads them from disk.
+        self._open = {i.agent: i for i in (_from_doc(doc) for (doc,) in self._db.execute(
+            "SELECT doc FROM incidents WHERE state != 'closed'"))}
+
+    def _remember(self, incident: Incident) -> None:
+        if incident.state == "closed":
+            if self._open.get(incident.agent, incident).id == incident.id:
+                self._open.pop(incident.agent, None)
+        else:
+            self._open[incident.agent] = incident
 
     def close(self) -> None:
         with self._lock:
@@ -178,6 +225,7 @@ class SqliteIncidentLedger:
         RESERVE(n) must grant n work-queue slots for the incidents to run; if it refuses, nothing is
         stored and the result says `refused` (the caller answers 503).
         """
+        items = list(per_agent)
         now = self._clock()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -185,72 +233,72 @@ class SqliteIncidentLedger:
                 cursor = self._db.execute("INSERT INTO notifications (received_at, source, body) VALUES (?, ?, ?)",
                                           (now, source, body))
                 notification_id = cursor.lastrowid
-                to_run: list[str] = []
-                opened: list[str] = []
-                duplicates: list[str] = []
-                closed: list[Incident] = []
-                for item in per_agent:
-                    self._apply(item, source, now, to_run, opened, duplicates, closed)
-                if to_run and not reserve(len(to_run)):
+                batch = _Batch(self._open_many([item.agent for item in items]), now)
+                for item in items:
+                    self._apply(item, source, now, batch)
+                if batch.to_run and not reserve(len(batch.to_run)):
                     self._db.execute("ROLLBACK")
                     return IngestResult(notification_id=0, refused=True)
+                # Updates first: a closed incident must leave the unique index before its successor enters.
+                self._db.executemany("UPDATE incidents SET state = ?, doc = ? WHERE id = ?",
+                                     [(i.state, json.dumps(i.as_dict()), i.id) for i in batch.updates.values()])
+                self._db.executemany("INSERT INTO incidents (id, agent, state, doc, opened_at) VALUES (?, ?, ?, ?, ?)",
+                                     [_to_row(i) for i in batch.inserts.values()])
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return IngestResult(notification_id, tuple(to_run), tuple(opened), tuple(duplicates), tuple(closed))
+            for incident in [*batch.updates.values(), *batch.inserts.values()]:
+                self._remember(incident)
+        return IngestResult(notification_id, tuple(batch.to_run), tuple(batch.opened), tuple(batch.duplicates),
+                            tuple(batch.closed))
 
-    def _apply(self, item: AgentNotification, source: str, now: float, to_run: list[str], opened: list[str],
-               duplicates: list[str], closed: list[Incident]) -> None:
-        current = self._open_for(item.agent)
+    def _apply(self, item: AgentNotification, source: str, now: float, batch: "_Batch") -> None:
+        current = batch.current.get(item.agent)
         signal = item.signal
         if current is not None and current.source != source:
             # The other path owns this agent's incident; its own notifications decide its fate.
-            duplicates.append(current.id)
+            batch.duplicates.append(current.id)
             return
         if not item.firing:
             if current is not None and current.state in RUNNABLE_STATES:
                 # A worker holds it: it closes the incident when its attempt ends.
-                self._write(current, alerts=item.alerts, resolved_at=now)
-                duplicates.append(current.id)
+                batch.change(current, alerts=item.alerts, resolved_at=now)
+                batch.duplicates.append(current.id)
             elif current is not None:
-                done = self._write(current, state="closed", closed_at=now, alerts=item.alerts,
-                                   outcome=current.outcome or "self_resolved",
-                                   reason=current.reason or "alert resolved")
-                closed.append(done)
+                batch.closed.append(batch.change(current, state="closed", closed_at=now, alerts=item.alerts,
+                                                 outcome=current.outcome or "self_resolved",
+                                                 reason=current.reason or "alert resolved"))
             return
         if current is None:
             incident = Incident(id=uuid.uuid4().hex, agent=item.agent, state="open", source=source,
                                 opened_at=now, updated_at=now, alerts=item.alerts, signal=signal)
-            self._db.execute("INSERT INTO incidents (id, agent, state, doc, opened_at) VALUES (?, ?, ?, ?, ?)",
-                             _to_row(incident))
-            to_run.append(incident.id)
-            opened.append(incident.id)
+            batch.add(incident)
+            batch.to_run.append(incident.id)
+            batch.opened.append(incident.id)
             return
         relapsed = current.state == "recovered" and now - (current.recovered_at or now) > self.reopen_grace_seconds
         if current.state == "skipped" or relapsed:
-            self._write(current, state="open", alerts=item.alerts, signal=signal or current.signal,
-                        attempts=0 if relapsed else current.attempts, outcome=None, reason=None,
-                        resolved_at=None, recovered_at=None if relapsed else current.recovered_at)
-            to_run.append(current.id)
+            batch.change(current, state="open", alerts=item.alerts, signal=signal or current.signal,
+                         attempts=0 if relapsed else current.attempts, outcome=None, reason=None,
+                         resolved_at=None, recovered_at=None if relapsed else current.recovered_at)
+            batch.to_run.append(current.id)
             return
-        self._write(current, alerts=item.alerts, signal=signal or current.signal)
-        duplicates.append(current.id)
+        if item.alerts != current.alerts or (signal and signal != current.signal):
+            batch.change(current, alerts=item.alerts, signal=signal or current.signal)
+        batch.duplicates.append(current.id)  # a repeat changes nothing; the notification row records it
 
     def _open_for(self, agent: str) -> Incident | None:
-        row = self._db.execute("SELECT doc FROM incidents WHERE agent = ? AND state != 'closed'", (agent,)).fetchone()
-        return _from_doc(row[0]) if row else None
+        return self._open.get(agent)
+
+    def _open_many(self, agents: list[str]) -> dict[str, Incident]:
+        return {agent: self._open[agent] for agent in agents if agent in self._open}
 
     def _write(self, incident: Incident, **changes: object) -> Incident:
-        unknown = set(changes) - set(Incident.__dataclass_fields__)
-        if unknown:
-            raise TypeError(f"unknown incident fields {sorted(unknown)}")
-        if "state" in changes and changes["state"] not in STATES:
-            raise ValueError(f"unknown state {changes['state']!r}")
-        data = {**incident.__dict__, **changes, "updated_at": self._clock()}
-        updated = Incident(**data)
+        updated = _changed(incident, self._clock(), changes)
         self._db.execute("UPDATE incidents SET state = ?, doc = ? WHERE id = ?",
                          (updated.state, json.dumps(updated.as_dict()), updated.id))
+        self._remember(updated)
         return updated
 
     def get(self, incident_id: str) -> Incident | None:
