@@ -810,3 +810,17 @@ def test_an_incident_for_an_agent_being_remediated_waits_for_its_turn(h):
     h.engine.process(first)
     assert h.agents.calls == [] and h.engine._deferred == {"CMO": [first]}
     assert h.ledger.get(first).state == "open"
+
+
+def test_an_attempt_interrupted_by_a_crash_is_run_again_after_a_restart(h):
+    from autonomy.polling import wait_until
+
+    h.build()
+    failing_cmo(h)
+    incident_id = h.fire()
+    # As a crash would leave it: attempt 1 started (state remediating), no lineage line written.
+    h.ledger.update(incident_id, state="remediating", attempts=1, playbooks_run=("RestartAndRetryTransient",))
+    h.engine.start(workers=1, sweeper=False)
+    done = wait_until(lambda: (i := h.ledger.get(incident_id)).state == "recovered" and i, 30, "the resumed attempt")
+    assert done.attempts == 1 and done.playbooks_run == ("RestartAndRetryTransient",)
+    assert [(e["attempt"], e["ok"]) for e in h.lineage("auto_remediation")] == [(1, True)]

@@ -108,7 +108,13 @@ class RemediationEngine:
 
     def start(self, workers: int | None = None, sweeper: bool = True) -> None:
         """Start the workers (and the sweeper), after re-queueing what was in flight before a restart."""
-        resumed = [i.id for i in self.ledger.runnable()]
+        resumed = []
+        for incident in self.ledger.runnable():
+            if incident.state == "remediating":
+                # The attempt a crash interrupted never finished (nor wrote its lineage line): run it again.
+                self.ledger.update(incident.id, state="open", attempts=max(0, incident.attempts - 1),
+                                   playbooks_run=incident.playbooks_run[:-1], reason="resumed after a restart")
+            resumed.append(incident.id)
         with self._slots_lock:
             self._free_slots -= len(resumed)
         self.enqueue(resumed)
