@@ -89,6 +89,11 @@ def _url(text: str) -> str:
     return value
 
 
+def _url_list(text: str) -> str:
+    urls = [part.strip() for part in text.split(",") if part.strip()]
+    return ",".join(_url(u) for u in urls)
+
+
 def _optional_url(text: str) -> str:
     return _url(text) if text.strip() else ""
 
@@ -147,8 +152,9 @@ class Settings:
         "AUTOREM_PROMETHEUS_URL", "http://localhost:9090", _url,
         "Prometheus the receiver queries to classify and to verify recovery.")
     alertmanager_url: str = setting(
-        "AUTOREM_ALERTMANAGER_URL", "http://localhost:9093", _optional_url,
-        "Alertmanager the receiver checks for silences and posts AutonomyEscalated to (empty: none, direct path only).")
+        "AUTOREM_ALERTMANAGER_URL", "http://localhost:9093", _url_list,
+        "Alertmanager(s), comma-separated for an HA cluster: silences are checked on one that answers, "
+        "AutonomyEscalated is posted to all (empty: none, direct path only).")
     escalation_url: str = setting(
         "AUTOREM_ESCALATION_URL", "", _optional_url,
         "Where the escalation payload (pack section 7) is posted; unset: recorded in the lineage only.")

@@ -95,7 +95,8 @@ class RemediationEngine:
     def reserve(self, count: int) -> bool:
         """Take COUNT queue slots, or none if that many are not free (the webhook then answers 503)."""
         with self._slots_lock:
-            if self._free_slots < count:
+            # A batch larger than the whole queue still gets in once the queue is empty, never 503 forever.
+            if self._free_slots < min(count, self.settings.queue_size):
                 return False
             self._free_slots -= count
             return True

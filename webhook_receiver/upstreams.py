@@ -64,22 +64,37 @@ def _matches(matcher: dict, labels: Mapping[str, str]) -> bool:
 
 
 class AlertmanagerApi:
-    """Alertmanager's v2 API: the state of an agent's alerts, silences, and posting alerts."""
+    """Alertmanager's v2 API across the instances of a cluster: reads from one that answers, posts to all."""
 
-    def __init__(self, base_url: str, session: requests.Session | None = None):
-        self.base_url = base_url.rstrip("/")
+    def __init__(self, base_urls: str | list[str], session: requests.Session | None = None):
+        urls = base_urls.split(",") if isinstance(base_urls, str) else list(base_urls)
+        self.base_urls = [u.strip().rstrip("/") for u in urls if u.strip()]
         self.session = session or requests.Session()
+
+    @property
+    def base_url(self) -> str:
+        return self.base_urls[0]
+
+    def _read(self, path: str, params: Mapping | None = None) -> object:
+        # Silences and alerts are gossiped across the cluster: any instance that answers will do.
+        problems = []
+        for base in self.base_urls:
+            try:
+                return _get_json(self.session, base + path, params)
+            except UpstreamError as exc:
+                problems.append(str(exc))
+        raise UpstreamError("; ".join(problems))
 
     def agent_alerts(self, agent: str) -> list[dict]:
         """Every alert Alertmanager holds for AGENT, silenced and inhibited ones included."""
         params = {"filter": f"agent={promql_string(agent)}", "active": "true", "silenced": "true",
                   "inhibited": "true", "unprocessed": "true"}
-        body = _get_json(self.session, self.base_url + "/api/v2/alerts", params)
+        body = self._read("/api/v2/alerts", params)
         return body if isinstance(body, list) else []
 
     def silenced(self, labels: Mapping[str, str]) -> list[str]:
         """Ids of active silences whose matchers all match LABELS."""
-        body = _get_json(self.session, self.base_url + "/api/v2/silences")
+        body = self._read("/api/v2/silences")
         hits = []
         for silence in body if isinstance(body, list) else []:
             if silence.get("status", {}).get("state") != "active":
@@ -89,15 +104,23 @@ class AlertmanagerApi:
         return hits
 
     def post_alerts(self, alerts: list[dict]) -> None:
-        try:
-            reply = self.session.post(self.base_url + "/api/v2/alerts", json=alerts, timeout=TIMEOUT_SECONDS)
-        except requests.RequestException as exc:
-            raise UpstreamError(f"{self.base_url}/api/v2/alerts: {type(exc).__name__}") from None
-        if reply.status_code != 200:
-            raise UpstreamError(f"{self.base_url}/api/v2/alerts: HTTP {reply.status_code}")
+        """Post to every instance (alerts are not gossiped); UpstreamError names the ones that failed."""
+        problems = []
+        for base in self.base_urls:
+            try:
+                reply = self.session.post(base + "/api/v2/alerts", json=alerts, timeout=TIMEOUT_SECONDS)
+                if reply.status_code != 200:
+                    problems.append(f"{base}/api/v2/alerts: HTTP {reply.status_code}")
+            except requests.RequestException as exc:
+                problems.append(f"{base}/api/v2/alerts: {type(exc).__name__}")
+        if problems:
+            raise UpstreamError("; ".join(problems))
 
     def ready(self) -> bool:
-        try:
-            return self.session.get(self.base_url + "/-/ready", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
+        for base in self.base_urls:
+            try:
+                if self.session.get(base + "/-/ready", timeout=2).status_code == 200:
+                    return True
+            except requests.RequestException:
+                continue
+        return False
