@@ -221,23 +221,30 @@ def test_200_comes_only_after_the_incident_is_recorded_in_the_ledger(app, web):
 
 
 def test_503_when_the_work_queue_is_full_and_nothing_of_that_request_is_stored(make_app):
-    app = make_app({"AUTOREM_QUEUE_SIZE": "1"})
+    app = make_app({"AUTOREM_QUEUE_SIZE": "2"})
     web = app.test_client()
+    assert post(web, payload(alert("COO"))).status_code == 200  # one of the two slots taken
     before = stored(app)
     reply = post(web, payload(alert("CMO"), alert("CRO", "CAPACITY", alertname="AgentBacklogTooOld")))
     assert reply.status_code == 503
     assert "nothing was stored" in reply.get_json()["error"]
-    assert stored(app) == before == (0, [])
+    assert stored(app) == before
     samples = metric_samples(web)
     assert samples[("autonomy_webhook_requests_total", (("code", "503"), ("endpoint", "alerts")))] == 1
-    assert samples[("autonomy_incidents_total", (("source", "alertmanager"),))] == 0
+    assert samples[("autonomy_incidents_total", (("source", "alertmanager"),))] == 1
     # one slot is still free: one agent fits
     assert post(web, payload(alert("CMO"))).status_code == 200
     # and now it is taken
     reply = post(web, payload(alert("CRO", "CAPACITY")))
     assert reply.status_code == 503
     count, incidents = stored(app)
-    assert count == 1 and [i["agent"] for i in incidents] == ["CMO"]
+    assert count == 2 and sorted(i["agent"] for i in incidents) == ["CMO", "COO"]
+
+
+def test_a_batch_larger_than_the_whole_queue_gets_in_once_the_queue_is_empty(make_app):
+    app = make_app({"AUTOREM_QUEUE_SIZE": "1"})
+    reply = post(app.test_client(), payload(alert("CMO"), alert("CRO", "CAPACITY")))
+    assert reply.status_code == 200 and len(reply.get_json()["opened"]) == 2
 
 
 def test_the_same_payload_three_times_gives_one_incident_and_two_duplicates(app, web):
@@ -666,10 +673,12 @@ def test_a_healthy_signal_after_a_failing_one_marks_the_queued_incident_resolved
 
 
 def test_a_full_queue_refuses_a_failing_signal_and_does_not_store_it(make_app):
-    app = make_app({"AUTOREM_QUEUE_SIZE": "1"})
+    app = make_app({"AUTOREM_QUEUE_SIZE": "2"})
     web = app.test_client()
+    assert post(web, [signal("COO", status="error", error_code="TIMEOUT")], path="/api/v1/signals").status_code == 200
+    before = stored(app)
     body = [signal("CMO", status="error", error_code="TIMEOUT"), signal("CRO", status="error", error_code="TIMEOUT")]
     reply = post(web, body, path="/api/v1/signals")
     assert reply.status_code == 503
-    assert stored(app) == (0, [])
-    assert state(app).signals.snapshot() == []
+    assert stored(app) == before
+    assert [e.signal.agent for e in state(app).signals.snapshot()] == ["COO"]
