@@ -397,7 +397,8 @@ class RemediationEngine:
             self.lineage.append({"event": "escalation_delivery", "agent": incident.agent,
                                  "classification": incident.classification, "playbook": incident.playbook,
                                  "attempt": incident.attempts, "ok": False, "before": {}, "after": {},
-                                 "incident_id": incident.id, "reason": "; ".join(problems)})
+                                 "incident_id": incident.id, "trace_id": incident.trace_id,
+                                 "reason": "; ".join(problems)})
             self.ledger.update(incident.id, reason=f"{reason}; delivery: {'; '.join(problems)}")
         self.metrics.escalations.labels(reason).inc()
         if incident.classification:
