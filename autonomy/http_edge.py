@@ -85,7 +85,11 @@ def json_body() -> bytes:
     limit = current_app.config.get("MAX_CONTENT_LENGTH") or MAX_BODY_BYTES
     if length is not None and length > limit:
         raise ApiError(413, f"body of {length} bytes is over the limit of {limit}")
-    data = request.get_data(cache=False)
+    if length is None and request.environ.get("wsgi.input_terminated"):
+        # A streamed (chunked) body: read one byte past the limit to tell a cut body from a whole one.
+        data = request.environ["wsgi.input"].read(limit + 1)
+    else:
+        data = request.get_data(cache=False)
     if len(data) > limit:
         raise ApiError(413, f"body is over the limit of {limit} bytes")
     return data

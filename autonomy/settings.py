@@ -86,6 +86,8 @@ def _url(text: str) -> str:
     value = text.strip().rstrip("/")
     if not value.startswith(("http://", "https://")) or "\n" in value:
         raise ValueError(f"{text!r} is not an http(s) URL")
+    if "@" in value.split("://", 1)[1].split("/", 1)[0]:
+        raise ValueError("must not carry credentials (user:password@); use the *_TOKEN settings")
     return value
 
 

@@ -117,6 +117,13 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _bounded_int(text: str) -> int:
+    digits = text.lstrip("-")
+    if len(digits) > 308:  # beyond what a float (every number here ends as one) can hold
+        raise SignalError([f"(body): number of {len(digits)} digits is out of range"])
+    return int(text)
+
+
 def _reject_constant(name: str) -> None:
     raise SignalError([f"(body): {name} is not valid JSON"])
 
@@ -131,11 +138,27 @@ def parse_json(data: bytes | str) -> Any:
     if not data.strip():
         raise SignalError(["(body): empty body, expected a JSON signal or a list of signals"])
     try:
-        return json.loads(data, parse_float=_finite_float, parse_constant=_reject_constant)
+        return json.loads(data, parse_float=_finite_float, parse_int=_bounded_int, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise SignalError([f"(body): not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]) from None
     except RecursionError:
         raise SignalError(["(body): JSON nested too deeply"]) from None
+
+
+MAX_DEPTH = 64
+
+
+def _too_deep(doc: Any) -> bool:
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return False
 
 
 def _render_path(prefix: str, path: Iterable[Any]) -> str:
@@ -176,6 +199,8 @@ def _describe(error: jsonschema.ValidationError, prefix: str) -> list[str]:
 
 def schema_errors(validator: jsonschema.protocols.Validator, doc: Any, prefix: str = "") -> list[str]:
     """Every violation of VALIDATOR's schema by DOC, as `path: reason` lines, sorted by path."""
+    if _too_deep(doc):  # describing such a document would exhaust the recursion limit
+        return [f"(body): JSON nested more than {MAX_DEPTH} levels deep"]
     errors: list[str] = []
     for error in sorted(validator.iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path]):
         errors.extend(_describe(error, prefix))

@@ -161,7 +161,7 @@ def test_after_closing_a_new_firing_notification_opens_a_new_incident(ledger):
 
 def test_a_skipped_incident_is_queued_again_by_a_new_firing_notification(ledger):
     incident_id = ingest(ledger, firing()).opened[0]
-    ledger.update(incident_id, state="skipped", attempts=1, outcome="skipped", reason="kill_switch: off")
+    ledger.update(incident_id, state="skipped", attempts=1, outcome="skipped", reason="silenced: by an SRE")
     result = ingest(ledger, firing())
     assert result.to_run == (incident_id,) and result.opened == () and result.duplicates == ()
     incident = ledger.get(incident_id)
@@ -173,7 +173,7 @@ def test_reopening_an_incident_clears_the_resolved_at_of_the_previous_episode(le
     incident_id = ingest(ledger, firing()).opened[0]
     clock.now += 1
     ingest(ledger, resolved())  # arrives while queued: only marks resolved_at
-    ledger.update(incident_id, state="skipped", outcome="skipped", reason="kill_switch: off")
+    ledger.update(incident_id, state="skipped", outcome="skipped", reason="silenced: by an SRE")
     clock.now += 60
     result = ingest(ledger, firing())  # the alert fires again
     assert result.to_run == (incident_id,)
@@ -307,3 +307,12 @@ def test_an_incident_round_trips_through_its_json_document(ledger):
     assert incident.metrics == {"successRate": 0.5}
     assert incident.playbooks_run == ("A", "B")
     assert incident.as_dict()["alerts"][0]["fingerprint"] == "fp-CMO-TRANSIENT"
+
+
+@pytest.mark.parametrize("gate", ["kill_switch", "canary", "dry_run"])
+def test_a_repeat_notification_does_not_requeue_what_only_a_setting_can_lift(ledger, gate):
+    incident_id = ingest(ledger, firing()).opened[0]
+    ledger.update(incident_id, state="skipped", outcome="skipped", reason=f"{gate}: refused")
+    result = ingest(ledger, firing())
+    assert result.to_run == () and result.duplicates == (incident_id,)
+    assert ledger.get(incident_id).state == "skipped"

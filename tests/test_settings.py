@@ -59,3 +59,14 @@ def test_the_readme_configuration_table_lists_every_setting_with_its_default():
         row = next((line for line in text.splitlines() if line.startswith(f"| `{name}`")), None)
         assert row is not None, f"{name} missing from the README configuration table"
         assert f"`{default}`" in row or (default == "" and "(unset)" in row), row
+
+
+def test_a_url_setting_with_credentials_is_refused_without_echoing_them():
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"AUTOREM_PROMETHEUS_URL": "http://user:hunter2@prometheus:9090"})
+    assert "must not carry credentials" in str(caught.value) and "hunter2" not in str(caught.value)
+
+
+def test_several_alertmanagers_are_accepted_comma_separated():
+    s = Settings.from_env({"AUTOREM_ALERTMANAGER_URL": "http://am-a:9093, http://am-b:9093/"})
+    assert s.alertmanager_url == "http://am-a:9093,http://am-b:9093"

@@ -24,7 +24,7 @@ VARIABLES = {
 
 
 def test_the_agent_name_pattern_is_the_signal_contracts():
-    assert AGENT_NAME.pattern == schema()["$defs"]["name"]["pattern"].strip("^$")
+    assert schema()["$defs"]["name"]["pattern"] == f"^{AGENT_NAME.pattern}(?!\\n)$"
 
 
 def test_the_roots():

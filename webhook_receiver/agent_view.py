@@ -106,10 +106,10 @@ def read_agent(prom: PrometheusApi, agent: str, alert_classes: frozenset[str], s
     claimants = 0
     silent = signal is None or clock() - signal.timestamp > silent_seconds
     if signal and signal.dependencies:
-        deps = _regex_alternatives(list(signal.dependencies))
-        for row in prom.query(f'autonomy_agent_status{{agent=~"{deps}",autonomy_agent_status="error"}} == 1'):
+        deps = promql_string(_regex_alternatives(list(signal.dependencies)))
+        for row in prom.query(f'autonomy_agent_status{{agent=~{deps},autonomy_agent_status="error"}} == 1'):
             failing.add(row["metric"]["agent"])
-        stale = f'time() - autonomy_agent_last_signal_timestamp_seconds{{agent=~"{deps}"}} > {silent_seconds:g}'
+        stale = f'time() - autonomy_agent_last_signal_timestamp_seconds{{agent=~{deps}}} > {silent_seconds:g}'
         for row in prom.query(stale):
             failing.add(row["metric"]["agent"])
     if signal and signal.directive_id:

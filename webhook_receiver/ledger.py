@@ -13,6 +13,9 @@ from typing import Callable, Iterable, Protocol
 OPEN_STATES = ("open", "remediating", "recovered", "escalated", "skipped")
 STATES = OPEN_STATES + ("closed",)
 RUNNABLE_STATES = ("open", "remediating")
+# Refusals a new notification may have lifted (a silence expired, Alertmanager came back). The kill
+# switch resumes its own incidents when switched on; canary and dry run only change with a restart.
+RECONSIDERED_REFUSALS = ("silenced", "alertmanager_unreachable", "not_firing", "agent_locked")
 
 
 @dataclass(frozen=True)
@@ -278,7 +281,8 @@ class SqliteIncidentLedger:
             batch.opened.append(incident.id)
             return
         relapsed = current.state == "recovered" and now - (current.recovered_at or now) > self.reopen_grace_seconds
-        if current.state == "skipped" or relapsed:
+        reconsider = current.state == "skipped" and (current.reason or "").split(":")[0] in RECONSIDERED_REFUSALS
+        if reconsider or relapsed:
             batch.change(current, state="open", alerts=item.alerts, signal=signal or current.signal,
                          attempts=0 if relapsed else current.attempts, outcome=None, reason=None,
                          resolved_at=None, recovered_at=None if relapsed else current.recovered_at)

@@ -67,12 +67,15 @@ class WebhookNotification:
     ignored: tuple[str, ...]
 
 
+_ONLY_STR = {str}
+
+
 def _strings(value: object) -> bool:
-    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    return isinstance(value, dict) and set(map(type, value.values())) <= _ONLY_STR
 
 
 def _optional_strings(item: dict, *keys: str) -> bool:
-    return all(isinstance(item[k], str) for k in keys if k in item)
+    return set(type(item[k]) for k in keys if k in item) <= _ONLY_STR
 
 
 def _well_formed(doc: object) -> bool:
@@ -107,7 +110,7 @@ def parse_webhook(body: bytes) -> WebhookNotification:
     if not _well_formed(doc):
         errors = schema_errors(_VALIDATOR, doc)
         if errors:
-            raise PayloadError(422, tuple(errors))
+            raise PayloadError(400 if all(e.startswith("(body)") for e in errors) else 422, tuple(errors))
     grouped: dict[str, list[AlertRef]] = {}
     ignored: list[str] = []
     for index, alert in enumerate(doc["alerts"]):
@@ -116,7 +119,7 @@ def parse_webhook(body: bytes) -> WebhookNotification:
         if agent is None:
             ignored.append(f"alerts[{index}] ({name}): no agent label")
             continue
-        if not AGENT_NAME.match(agent):
+        if not AGENT_NAME.fullmatch(agent):
             ignored.append(f"alerts[{index}] ({name}): agent label is not an agent name")
             continue
         if alert["labels"].get("autonomy_class") not in CLASSES:
