@@ -17,16 +17,22 @@ def _read_input(path: str) -> bytes:
     return Path(path).read_bytes()
 
 
-def cmd_signal_validate(args: argparse.Namespace) -> int:
-    """Validate one signal or a list of signals; errors one per line on stderr."""
+def _signals_or_report(path: str) -> list | None:
+    """The signals in PATH (or stdin), or None after printing why not, one problem per line on stderr."""
     try:
-        signals = load_signals(_read_input(args.file))
+        return load_signals(_read_input(path))
     except OSError as exc:
-        print(f"{args.file}: cannot read: {exc.strerror}", file=sys.stderr)
-        return 1
+        print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
     except SignalError as exc:
         for line in exc.errors:
             print(line, file=sys.stderr)
+    return None
+
+
+def cmd_signal_validate(args: argparse.Namespace) -> int:
+    """Validate one signal or a list of signals; errors one per line on stderr."""
+    signals = _signals_or_report(args.file)
+    if signals is None:
         return 1
     names = ", ".join(s.agent for s in signals)
     print(f"valid: {len(signals)} signal{'s' if len(signals) != 1 else ''} ({names})")
@@ -74,14 +80,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from .settings import Settings
 
     settings = Settings.from_env()
-    try:
-        signals = load_signals(_read_input(args.file))
-    except OSError as exc:
-        print(f"{args.file}: cannot read: {exc.strerror}", file=sys.stderr)
-        return 1
-    except SignalError as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
+    signals = _signals_or_report(args.file)
+    if signals is None:
         return 1
     try:
         playbooks = load_playbooks(Path(settings.playbooks_file))

@@ -53,6 +53,27 @@ def install_json_errors(app: Flask) -> None:
         return response
 
 
+def configure_app(app: Flask, test_config: dict[str, Any] | None, token_key: str, token_env: str,
+                  what: str) -> Any:
+    """Common config of the layer's apps: body limit, settings, and no start without TOKEN_KEY unless INSECURE.
+
+    Returns the Settings the app runs with.
+    """
+    from .settings import Settings, SettingsError
+
+    app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, INSECURE=False)
+    if test_config:
+        app.config.update(test_config)
+    settings = app.config.get("SETTINGS") or Settings.from_env()
+    app.config["SETTINGS"] = settings
+    app.config.setdefault(token_key, getattr(settings, token_env.removeprefix("AUTOREM_").lower()))
+    if app.config[token_key] is None and not app.config["INSECURE"]:
+        raise SettingsError([f"{token_env}: not set (nor {token_env}_FILE); set one, "
+                             f"or pass --insecure to accept unauthenticated {what}"])
+    install_json_errors(app)
+    return settings
+
+
 def bearer_ok(expected: Secret | None, header: str | None) -> bool:
     """Constant-time check of an `Authorization: Bearer` header against the expected token."""
     if expected is None:

@@ -14,7 +14,40 @@ from .settings import Secret, Settings
 from .stack_config import alertmanager_config, prometheus_config
 
 
-class LayerStack:
+class StackLifecycle:
+    """Keeps what a stack started and stops it in reverse, the receiver's engine included; a context manager."""
+
+    _started: list[Any]
+    receiver: Any = None
+    receiver_app: Any = None
+
+    def start(self) -> "StackLifecycle":
+        raise NotImplementedError
+
+    def _keep(self, thing: Any) -> Any:
+        self._started.append(thing)
+        return thing
+
+    def stop(self) -> None:
+        from webhook_receiver.app import shutdown
+
+        while self._started:
+            thing = self._started.pop()
+            try:
+                thing.stop()
+            except Exception:  # keep stopping the rest
+                pass
+            if thing is self.receiver and self.receiver_app is not None:
+                shutdown(self.receiver_app)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LayerStack(StackLifecycle):
     """Starts everything in order (ports first, so each side knows the other) and stops it in reverse.
 
     Durations in the rules, Alertmanager's route timings and the receiver's waits are compressed by
@@ -87,10 +120,6 @@ class LayerStack:
             raise
         return self
 
-    def _keep(self, thing: Any) -> Any:
-        self._started.append(thing)
-        return thing
-
     def push(self, signals: list[dict]) -> dict:
         """Push signals to the exporter as an agent would."""
         reply = requests.post(self.exporter.url + "/api/v1/signals", json=signals, timeout=10,
@@ -103,20 +132,3 @@ class LayerStack:
         headers = {"Authorization": f"Bearer {self.webhook_token.reveal()}", **kwargs.pop("headers", {})}
         return requests.request(method, self.receiver.url + path, headers=headers, timeout=10, **kwargs)
 
-    def stop(self) -> None:
-        from webhook_receiver.app import shutdown
-
-        while self._started:
-            thing = self._started.pop()
-            try:
-                thing.stop()
-            except Exception:  # keep stopping the rest
-                pass
-            if thing is self.receiver and self.receiver_app is not None:
-                shutdown(self.receiver_app)
-
-    def __enter__(self) -> "LayerStack":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

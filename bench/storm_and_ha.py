@@ -44,6 +44,7 @@ import requests
 from flask import Flask, jsonify
 from prometheus_client.parser import text_string_to_metric_families
 
+from autonomy.layer_stack import StackLifecycle
 from autonomy.local_stack import AlertmanagerProcess, PrometheusProcess, ServedApp, free_port
 from autonomy.polling import DeadlineExceeded, StopWaiting, wait_until
 from autonomy.stack_config import REPO_ROOT, alertmanager_config, prometheus_config
@@ -407,7 +408,7 @@ def storm(workdir: Path, alerts: int = 2000, agents: int = 200, per_webhook: int
 
 
 # -- two clustered Alertmanagers -----------------------------------------------------------------------------------
-class HaStack:
+class HaStack(StackLifecycle):
     """Fleet, exporter and receiver in-process; two clustered Alertmanagers and one Prometheus as processes."""
 
     def __init__(self, workdir: Path, time_factor: float = 1 / 30, peer_timeout_ms: int | None = None):
@@ -495,10 +496,6 @@ class HaStack:
     def cluster_ready(self) -> bool:
         return all(len(c.get("peers") or []) == 2 and c.get("status") == "ready" for c in self.cluster_status())
 
-    def _keep(self, thing: Any) -> Any:
-        self._started.append(thing)
-        return thing
-
     def push(self, signals: list[dict]) -> dict:
         reply = requests.post(self.exporter.url + "/api/v1/signals", json=signals, timeout=10,
                               headers={"Authorization": f"Bearer {self.push_token.reveal()}"})
@@ -532,23 +529,6 @@ class HaStack:
         reply.raise_for_status()
         return reply.json()
 
-    def stop(self) -> None:
-        from webhook_receiver.app import shutdown
-
-        while self._started:
-            thing = self._started.pop()
-            try:
-                thing.stop()
-            except Exception:  # keep stopping the rest
-                pass
-            if thing is self.receiver and self.receiver_app is not None:
-                shutdown(self.receiver_app)
-
-    def __enter__(self) -> "HaStack":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 @dataclass

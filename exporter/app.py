@@ -8,8 +8,8 @@ from flask import Blueprint, Flask, Response, current_app, jsonify
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from autonomy.http_edge import MAX_BODY_BYTES, ApiError, install_json_errors, json_body, require_token
-from autonomy.settings import Settings, SettingsError
+from autonomy.http_edge import ApiError, configure_app, json_body, require_token
+from autonomy.settings import Settings
 from autonomy.signal_contract import SignalError, load_signals
 
 from .signal_store import SignalStore
@@ -91,16 +91,7 @@ def healthz():
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the exporter app; without a push token it refuses to start unless INSECURE is set."""
     app = Flask(__name__)
-    app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, INSECURE=False)
-    if test_config:
-        app.config.update(test_config)
-    settings = app.config.get("SETTINGS") or Settings.from_env()
-    app.config["SETTINGS"] = settings
-    app.config.setdefault("EXPORTER_TOKEN", settings.exporter_token)
-    if app.config["EXPORTER_TOKEN"] is None and not app.config["INSECURE"]:
-        raise SettingsError(["AUTOREM_EXPORTER_TOKEN: not set (nor AUTOREM_EXPORTER_TOKEN_FILE); "
-                             "set one, or pass --insecure to accept unauthenticated pushes"])
-    install_json_errors(app)
+    configure_app(app, test_config, "EXPORTER_TOKEN", "AUTOREM_EXPORTER_TOKEN", "pushes")
     init_state(app, app.config.get("STORE"))
     app.register_blueprint(signals_bp)
     app.register_blueprint(metrics_bp)

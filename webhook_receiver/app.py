@@ -13,7 +13,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
 
-from autonomy.http_edge import MAX_BODY_BYTES, ApiError, install_json_errors
+from autonomy.http_edge import ApiError, configure_app
 from autonomy.settings import Settings, SettingsError
 from exporter.signal_store import SignalStore
 
@@ -122,18 +122,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .ops_api import ops_bp
 
     app = Flask(__name__)
-    app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, INSECURE=False)
-    if test_config:
-        app.config.update(test_config)
-    settings = app.config.get("SETTINGS") or Settings.from_env()
-    app.config["SETTINGS"] = settings
-    app.config.setdefault("WEBHOOK_TOKEN", settings.webhook_token)
+    settings = configure_app(app, test_config, "WEBHOOK_TOKEN", "AUTOREM_WEBHOOK_TOKEN", "webhooks")
     app.config.setdefault("READ_TOKEN", settings.read_token)
-    if app.config["WEBHOOK_TOKEN"] is None and not app.config["INSECURE"]:
-        raise SettingsError(["AUTOREM_WEBHOOK_TOKEN: not set (nor AUTOREM_WEBHOOK_TOKEN_FILE); set one, "
-                             "or pass --insecure to accept unauthenticated webhooks"])
     app.json.sort_keys = False  # lineage entries keep the pack's field order
-    install_json_errors(app)
     init_app(app)
     app.register_blueprint(alerts_bp)
     app.register_blueprint(incidents_bp)
