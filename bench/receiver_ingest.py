@@ -38,6 +38,30 @@ def healthz():
 serve(app, host="127.0.0.1", port=int(sys.argv[1]), threads=16, ident="autonomy")
 """
 
+# The floor of any durable receiver on this stack: the bare handler plus one SQLite commit of the body
+# (WAL, synchronous=FULL, like the ledger) and nothing else.
+STORE_ONLY_SERVER = """
+import json, sqlite3, sys, threading
+from flask import Flask, jsonify, request
+from waitress import serve
+app = Flask("store-only")
+db = sqlite3.connect(sys.argv[2], check_same_thread=False, isolation_level=None)
+db.execute("PRAGMA journal_mode=WAL")
+db.execute("PRAGMA synchronous=FULL")
+db.execute("CREATE TABLE notifications (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+lock = threading.Lock()
+@app.post("/api/v1/alerts")
+def alerts():
+    raw = request.get_data()
+    doc = json.loads(raw)
+    with lock:
+        db.execute("INSERT INTO notifications (body) VALUES (?)", (raw.decode("utf-8"),))
+    return jsonify({"alerts": len(doc["alerts"])})
+@app.get("/healthz")
+def healthz():
+    return jsonify({"status": "ok"})
+serve(app, host="127.0.0.1", port=int(sys.argv[1]), threads=16, ident="autonomy")
+"""
 
 def webhook(n: int, agents: int) -> bytes:
     """The n-th notification: 100 firing alerts over 100 agents of a fleet of AGENTS (repeats are duplicates)."""
@@ -120,6 +144,17 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait(timeout=30)
 
 
+def _measure(command: list[str], bodies: list[bytes], threads: int, *args: str) -> dict:
+    """Start a comparison server, warm it up, and drive the measured load against it."""
+    port = free_port()
+    server = _serve([*command, str(port), *args], port, dict(os.environ))
+    try:
+        _drive(port, bodies[:10], threads)
+        return _drive(port, bodies, threads)
+    finally:
+        _stop(server)
+
+
 def run(webhooks: int = 300, agents: int = 1000, threads: int = 4) -> dict:
     bodies = [webhook(n, agents) for n in range(webhooks)]
     with tempfile.TemporaryDirectory(prefix="autonomy-bench-") as tmp:
@@ -142,13 +177,10 @@ def run(webhooks: int = 300, agents: int = 1000, threads: int = 4) -> dict:
         open_per_agent = db.execute("SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM incidents "
                                     "WHERE state != 'closed' GROUP BY agent)").fetchone()[0]
         db.close()
-    bare_port = free_port()
-    bare = _serve([sys.executable, "-c", BARE_SERVER, str(bare_port)], bare_port, dict(os.environ))
-    try:
-        _drive(bare_port, bodies[:10], threads)
-        bare_result = _drive(bare_port, bodies, threads)
-    finally:
-        _stop(bare)
+    bare_result = _measure([sys.executable, "-c", BARE_SERVER], bodies, threads)
+    with tempfile.TemporaryDirectory(prefix="autonomy-bench-") as tmp:
+        store_only = _measure([sys.executable, "-c", STORE_ONLY_SERVER], bodies, threads,
+                              str(Path(tmp) / "store-only.sqlite3"))
     alerts = len(bodies) * ALERTS_PER_WEBHOOK
     acked_alerts = (len(acked) + 10) * ALERTS_PER_WEBHOOK  # the warm-up's alerts are in the ledger too
     latencies = sorted(measured["latencies"])
@@ -156,6 +188,7 @@ def run(webhooks: int = 300, agents: int = 1000, threads: int = 4) -> dict:
         "alerts_per_s": round(alerts / measured["seconds"], 1),
         "bare_alerts_per_s": round(alerts / bare_result["seconds"], 1),
         "ratio": round((alerts / measured["seconds"]) / (alerts / bare_result["seconds"]), 3),
+        "store_only_alerts_per_s": round(alerts / store_only["seconds"], 1),
         "p99_ack_ms": round(latencies[int(0.99 * (len(latencies) - 1))] * 1000, 1),
         "median_ack_ms": round(statistics.median(latencies) * 1000, 1),
         "lost": max(0, acked_alerts - stored),

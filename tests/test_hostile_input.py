@@ -40,6 +40,7 @@ import exporter.app as exporter_app
 from autonomy.fleet import REQUIRED_SECRETS, SimulatedFleet
 from autonomy.local_stack import ServedApp, free_port
 from autonomy.settings import Secret, Settings
+from autonomy.signal_contract import schema_errors
 from webhook_receiver.actions import ActionRunner
 from webhook_receiver.app import create_app, shutdown
 from webhook_receiver.classifier import CLASSES
@@ -48,6 +49,7 @@ from webhook_receiver.lineage import LINEAGE_FILE
 from webhook_receiver.playbooks import DEFAULT_PATH, parse_playbooks
 from webhook_receiver.templating import AGENT_NAME, TEMPLATE_ROOTS, UnsafeTarget, action_url
 from webhook_receiver.upstreams import promql_string
+from webhook_receiver.webhook_payload import _VALIDATOR, PayloadError, parse_webhook
 
 from .test_engine import FakeAlertmanager, FakePrometheus
 
@@ -309,6 +311,56 @@ def test_the_alert_webhook_survives_1000_generated_bodies(receiver):
     web = receiver.test_client()
     fuzz(bodies(webhook_docs, dumps(valid_body(ALERTS))), lambda body: post(web, ALERTS, body),
          lambda: receiver_stored(receiver))
+
+
+def _reference_grouping(doc: dict) -> tuple[dict, list]:
+    """The webhook's alerts per agent, as the schema and the README describe them, written plainly."""
+    grouped, ignored = {}, []
+    for index, alert in enumerate(doc["alerts"]):
+        labels, name = alert["labels"], alert["labels"].get("alertname", "?")
+        agent = labels.get("agent")
+        if agent is None or not AGENT_NAME.fullmatch(agent) or labels.get("autonomy_class") not in CLASSES:
+            reason = ("no agent label" if agent is None else "agent label is not an agent name"
+                      if not AGENT_NAME.fullmatch(agent) else "no remediable autonomy_class")
+            ignored.append(f"alerts[{index}] ({name}): {reason}")
+            continue
+        fingerprint = alert.get("fingerprint") or "|".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        grouped.setdefault(agent, []).append((fingerprint, alert["status"], labels, alert.get("startsAt", "")))
+    return grouped, ignored
+
+
+def test_the_webhooks_hand_checks_agree_with_its_json_schema_on_1000_generated_documents():
+    """The hot path checks by hand; it must refuse exactly what jsonschema refuses and group like the spec."""
+    seen = {"accepted": 0, "refused": 0}
+
+    @FUZZ
+    @given(doc=webhook_docs)
+    def one(doc):
+        errors = schema_errors(_VALIDATOR, doc)
+        try:
+            notification = parse_webhook(dumps(doc))
+        except PayloadError as exc:
+            assert errors, (exc.errors, doc)
+            assert list(exc.errors) == errors
+            seen["refused"] += 1
+            return
+        assert not errors, (errors, doc)
+        grouped, ignored = _reference_grouping(doc)
+        assert {n.agent: [tuple(a) for a in n.alerts] for n in notification.per_agent} == grouped
+        assert [n.agent for n in notification.per_agent] == sorted(grouped)
+        assert list(notification.ignored) == ignored
+        seen["accepted"] += 1
+
+    one()
+    assert seen["accepted"] > 100 and seen["refused"] > 100, seen
+
+
+def test_a_payload_the_hand_checks_doubt_but_the_schema_accepts_is_grouped_all_the_same():
+    # JSON Schema counts 2.0 as an integer; the hand check does not, so jsonschema decides.
+    body = {"version": "4", "status": "firing", "truncatedAlerts": 2.0, "alerts": [
+        {"status": "firing", "labels": {"agent": "CMO", "autonomy_class": "TRANSIENT"}, "fingerprint": "f1"}]}
+    notification = parse_webhook(dumps(body))
+    assert [(n.agent, [a.fingerprint for a in n.alerts]) for n in notification.per_agent] == [("CMO", ["f1"])]
 
 
 def test_the_receivers_signal_endpoint_survives_1000_generated_bodies(receiver):

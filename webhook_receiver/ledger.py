@@ -8,19 +8,20 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, NamedTuple, Protocol
 
 OPEN_STATES = ("open", "remediating", "recovered", "escalated", "skipped")
 STATES = OPEN_STATES + ("closed",)
 RUNNABLE_STATES = ("open", "remediating")
+# States in which a repeated firing notification changes nothing (recovered and skipped may reopen: _apply).
+_QUIET_STATES = frozenset(("open", "remediating", "escalated"))
 # Refusals a new notification may have lifted (a silence expired, Alertmanager came back). The kill
 # switch resumes its own incidents when switched on; canary and dry run only change with a restart.
 RECONSIDERED_REFUSALS = ("silenced", "alertmanager_unreachable", "not_firing", "agent_locked")
 
 
-@dataclass(frozen=True)
-class AlertRef:
-    """One alert of a notification, as the ledger keeps it."""
+class AlertRef(NamedTuple):
+    """One alert of a notification, as the ledger keeps it (a tuple: built and compared in C on the hot path)."""
 
     fingerprint: str
     status: str
@@ -77,8 +78,7 @@ class Incident:
         return out
 
 
-@dataclass(frozen=True)
-class AgentNotification:
+class AgentNotification(NamedTuple):
     """The alerts of one agent in one webhook notification."""
 
     agent: str
@@ -87,7 +87,10 @@ class AgentNotification:
 
     @property
     def firing(self) -> bool:
-        return any(a.status == "firing" for a in self.alerts)
+        for alert in self.alerts:  # a loop, not any(genexpr): this runs once per agent per notification
+            if alert.status == "firing":
+                return True
+        return False
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_open_incident_per_agent ON incidents(agent
 CREATE INDEX IF NOT EXISTS incidents_by_state ON incidents(state);
 CREATE TABLE IF NOT EXISTS flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+_INSERT_NOTIFICATION = "INSERT INTO notifications (received_at, source, body) VALUES (?, ?, ?)"
 
 
 def _to_row(incident: Incident) -> tuple:
@@ -231,30 +237,41 @@ class SqliteIncidentLedger:
         items = list(per_agent)
         now = self._clock()
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cursor = self._db.execute("INSERT INTO notifications (received_at, source, body) VALUES (?, ?, ?)",
-                                          (now, source, body))
-                notification_id = cursor.lastrowid
-                batch = _Batch(self._open_many([item.agent for item in items]), now)
-                for item in items:
+            batch = _Batch(self._open_many([item.agent for item in items]), now)
+            for item in items:
+                current = batch.current.get(item.agent)
+                # The common case of a storm, Alertmanager repeating itself: nothing changes.
+                if (current is not None and current.state in _QUIET_STATES and current.source == source
+                        and item.signal is None and item.alerts == current.alerts and item.firing):
+                    batch.duplicates.append(current.id)
+                else:
                     self._apply(item, source, now, batch)
-                if batch.to_run and not reserve(len(batch.to_run)):
-                    self._db.execute("ROLLBACK")
-                    return IngestResult(notification_id=0, refused=True)
-                # Updates first: a closed incident must leave the unique index before its successor enters.
-                self._db.executemany("UPDATE incidents SET state = ?, doc = ? WHERE id = ?",
-                                     [(i.state, json.dumps(i.as_dict()), i.id) for i in batch.updates.values()])
-                self._db.executemany("INSERT INTO incidents (id, agent, state, doc, opened_at) VALUES (?, ?, ?, ?, ?)",
-                                     [_to_row(i) for i in batch.inserts.values()])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            if batch.to_run and not reserve(len(batch.to_run)):
+                return IngestResult(notification_id=0, refused=True)
+            if batch.inserts or batch.updates:
+                notification_id = self._commit(batch, source, body, now)
+            else:
+                # One statement in its own transaction: one commit, one fsync (synchronous=FULL).
+                notification_id = self._db.execute(_INSERT_NOTIFICATION, (now, source, body)).lastrowid
             for incident in [*batch.updates.values(), *batch.inserts.values()]:
                 self._remember(incident)
         return IngestResult(notification_id, tuple(batch.to_run), tuple(batch.opened), tuple(batch.duplicates),
                             tuple(batch.closed))
+
+    def _commit(self, batch: "_Batch", source: str, body: str, now: float) -> int:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            notification_id = self._db.execute(_INSERT_NOTIFICATION, (now, source, body)).lastrowid
+            # Updates first: a closed incident must leave the unique index before its successor enters.
+            self._db.executemany("UPDATE incidents SET state = ?, doc = ? WHERE id = ?",
+                                 [(i.state, json.dumps(i.as_dict()), i.id) for i in batch.updates.values()])
+            self._db.executemany("INSERT INTO incidents (id, agent, state, doc, opened_at) VALUES (?, ?, ?, ?, ?)",
+                                 [_to_row(i) for i in batch.inserts.values()])
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return notification_id
 
     def _apply(self, item: AgentNotification, source: str, now: float, batch: "_Batch") -> None:
         current = batch.current.get(item.agent)

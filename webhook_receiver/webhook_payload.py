@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import partial
 
 import jsonschema
 
@@ -67,38 +68,66 @@ class WebhookNotification:
     ignored: tuple[str, ...]
 
 
-_ONLY_STR = {str}
+_STATUSES = frozenset(("firing", "resolved"))
+_REMEDIABLE = frozenset(CLASSES)
+_must_be_strings = "".join  # raises TypeError unless every item is a str: one C call instead of a loop
+# tuple.__new__ builds the named tuples without their Python-level __new__ (once per alert on the hot path).
+_alert_ref = partial(tuple.__new__, AlertRef)
+_agent_notification = partial(tuple.__new__, AgentNotification)
 
 
-def _strings(value: object) -> bool:
-    return isinstance(value, dict) and set(map(type, value.values())) <= _ONLY_STR
-
-
-def _optional_strings(item: dict, *keys: str) -> bool:
-    return set(type(item[k]) for k in keys if k in item) <= _ONLY_STR
-
-
-def _well_formed(doc: object) -> bool:
-    """The schema, checked by hand on the hot path; anything it doubts goes to jsonschema for the errors."""
-    if not isinstance(doc, dict) or doc.get("version") != "4" or doc.get("status") not in ("firing", "resolved"):
+def _top_level_ok(doc: object) -> bool:
+    """The schema's checks of everything but the alerts, by hand (the hot path)."""
+    if type(doc) is not dict or doc.get("version") != "4" or doc.get("status") not in ("firing", "resolved"):
         return False
     alerts = doc.get("alerts")
-    if not isinstance(alerts, list) or len(alerts) > 10000:
-        return False
-    if not all(_strings(doc[k]) for k in ("groupLabels", "commonLabels", "commonAnnotations") if k in doc):
+    if type(alerts) is not list or len(alerts) > 10000:
         return False
     truncated = doc.get("truncatedAlerts", 0)
-    if type(truncated) is not int or truncated < 0 or not _optional_strings(doc, "receiver", "groupKey",
-                                                                           "externalURL"):
+    if type(truncated) is not int or truncated < 0:
         return False
-    for alert in alerts:
-        if not isinstance(alert, dict) or alert.get("status") not in ("firing", "resolved"):
-            return False
-        if not _strings(alert.get("labels")) or ("annotations" in alert and not _strings(alert["annotations"])):
-            return False
-        if not _optional_strings(alert, "startsAt", "endsAt", "generatorURL", "fingerprint"):
-            return False
+    try:
+        for key in ("groupLabels", "commonLabels", "commonAnnotations"):
+            if key in doc:
+                _must_be_strings(doc[key].values())
+        _must_be_strings([doc.get("receiver", ""), doc.get("groupKey", ""), doc.get("externalURL", "")])
+    except (TypeError, AttributeError):
+        return False
     return True
+
+
+def _group(alerts: list) -> tuple[dict[str, list[AlertRef]], list[str]] | None:
+    """Check each alert against the schema and group it by agent, in one pass; None when in doubt."""
+    grouped: dict[str, list[AlertRef]] = {}
+    ignored: list[str] = []
+    agent_name = AGENT_NAME.fullmatch
+    try:
+        for index, alert in enumerate(alerts):
+            status, labels = alert["status"], alert["labels"]
+            _must_be_strings(labels.values())
+            if "annotations" in alert:
+                _must_be_strings(alert["annotations"].values())
+            get = alert.get
+            starts_at, fingerprint = get("startsAt", ""), get("fingerprint", "")
+            _must_be_strings((starts_at, fingerprint, get("endsAt", ""), get("generatorURL", "")))
+            if status not in _STATUSES:
+                return None
+            agent = labels.get("agent")
+            if agent is None or not agent_name(agent) or labels.get("autonomy_class") not in _REMEDIABLE:
+                name = labels.get("alertname", "?")
+                reason = ("no agent label" if agent is None else "agent label is not an agent name"
+                          if not agent_name(agent) else "no remediable autonomy_class")
+                ignored.append(f"alerts[{index}] ({name}): {reason}")
+                continue
+            ref = _alert_ref((fingerprint or "|".join(f"{k}={v}" for k, v in sorted(labels.items())),
+                              status, labels, starts_at))
+            if agent in grouped:
+                grouped[agent].append(ref)
+            else:
+                grouped[agent] = [ref]
+    except (TypeError, KeyError, AttributeError):
+        return None
+    return grouped, ignored
 
 
 def parse_webhook(body: bytes) -> WebhookNotification:
@@ -107,26 +136,15 @@ def parse_webhook(body: bytes) -> WebhookNotification:
         doc = parse_json(body)
     except SignalError as exc:
         raise PayloadError(400, exc.errors) from None
-    if not _well_formed(doc):
+    grouped = _group(doc["alerts"]) if _top_level_ok(doc) else None
+    if grouped is None:
+        # The hand checks doubt it: jsonschema decides, and names every problem if there are any.
         errors = schema_errors(_VALIDATOR, doc)
         if errors:
             raise PayloadError(400 if all(e.startswith("(body)") for e in errors) else 422, tuple(errors))
-    grouped: dict[str, list[AlertRef]] = {}
-    ignored: list[str] = []
-    for index, alert in enumerate(doc["alerts"]):
-        agent = alert["labels"].get("agent")
-        name = alert["labels"].get("alertname", "?")
-        if agent is None:
-            ignored.append(f"alerts[{index}] ({name}): no agent label")
-            continue
-        if not AGENT_NAME.fullmatch(agent):
-            ignored.append(f"alerts[{index}] ({name}): agent label is not an agent name")
-            continue
-        if alert["labels"].get("autonomy_class") not in CLASSES:
-            ignored.append(f"alerts[{index}] ({name}): no remediable autonomy_class")
-            continue
-        fingerprint = alert.get("fingerprint") or "|".join(f"{k}={v}" for k, v in sorted(alert["labels"].items()))
-        grouped.setdefault(agent, []).append(
-            AlertRef(fingerprint, alert["status"], dict(alert["labels"]), alert.get("startsAt", "")))
-    per_agent = tuple(AgentNotification(agent, tuple(alerts)) for agent, alerts in sorted(grouped.items()))
+        grouped = _group(doc["alerts"])
+        if grouped is None:  # the schema accepted what the hand checks refuse: refuse rather than guess
+            raise PayloadError(422, ("alerts: an alert the receiver cannot read",))
+    by_agent, ignored = grouped
+    per_agent = tuple(_agent_notification((agent, tuple(alerts), None)) for agent, alerts in sorted(by_agent.items()))
     return WebhookNotification(doc["status"], per_agent, tuple(ignored))
