@@ -192,7 +192,7 @@ class Settings:
         "After a verified recovery, firing notifications this soon are the alert catching up, not a relapse.")
     sweep_seconds: float = setting(
         "AUTOREM_SWEEP_SECONDS", "30", _number(0.1),
-        "How often the receiver re-checks escalated and recovered incidents against Prometheus.")
+        "How often the receiver re-checks escalated, recovered and skipped incidents against Prometheus.")
     webhook_token: Secret | None = secret_setting(
         "AUTOREM_WEBHOOK_TOKEN",
         "Bearer token for the webhook, the signals endpoint and the kill switch (or AUTOREM_WEBHOOK_TOKEN_FILE).")

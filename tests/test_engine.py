@@ -56,6 +56,7 @@ class FakePrometheus:
         self.down = False
         self.queries: list[str] = []
         self.unanswered: list[str] = []
+        self.firing_alerts: set[str] = set()  # agents with a firing ALERTS series (the sweeper's question)
 
     # state
     def add(self, agent: str, domain: str, status="healthy", errorCode=None, directiveId=None, **changes):
@@ -111,6 +112,10 @@ class FakePrometheus:
             raise UpstreamError("http://127.0.0.1:9/api/v1/query: ConnectionError")
         now = time.time()
         one = lambda v: v == 1.0  # noqa: E731
+        if promql == 'ALERTS{alertstate="firing", autonomy_class=~"CONFLICT|CONFIG|DATA_DEP|TRANSIENT|CAPACITY"}':
+            return [{"metric": {"__name__": "ALERTS", "alertstate": "firing", "agent": agent,
+                                "autonomy_class": "TRANSIENT"}, "value": [now, "1"]}
+                    for agent in sorted(self.firing_alerts)]
         m = re.fullmatch(r'\{__name__=~"autonomy_agent_\.\+", agent="([^"]+)"\}', promql)
         if m:
             return self._select(agent=m[1], now=now)
@@ -824,3 +829,33 @@ def test_an_attempt_interrupted_by_a_crash_is_run_again_after_a_restart(h):
     done = wait_until(lambda: (i := h.ledger.get(incident_id)).state == "recovered" and i, 30, "the resumed attempt")
     assert done.attempts == 1 and done.playbooks_run == ("RestartAndRetryTransient",)
     assert [(e["attempt"], e["ok"]) for e in h.lineage("auto_remediation")] == [(1, True)]
+
+
+def test_the_sweeper_asks_prometheus_once_and_closes_only_incidents_whose_alerts_are_gone(h):
+    h.build()
+    ids = {agent: h.fire(agent) for agent in ("CMO", "CRO", "Content", "COO")}
+    h.ledger.update(ids["CMO"], state="escalated", outcome="escalated", reason="verification failed")
+    h.ledger.update(ids["CRO"], state="skipped", outcome="skipped", reason="canary: not in the canary")
+    h.ledger.update(ids["Content"], state="recovered", outcome="auto_resolved", recovered_at=time.time())
+    # COO stays open: a worker owns it, the sweeper never touches it.
+    h.prom.firing_alerts = {"CMO", "Content"}
+    posted = len(h.am.posted)
+    h.engine.sweep()
+    assert [q for q in h.prom.queries if q.startswith("ALERTS")] == [
+        'ALERTS{alertstate="firing", autonomy_class=~"CONFLICT|CONFIG|DATA_DEP|TRANSIENT|CAPACITY"}']
+    assert {agent: h.ledger.get(i).state for agent, i in ids.items()} == {
+        "CMO": "escalated", "CRO": "closed", "Content": "recovered", "COO": "open"}
+    assert len(h.am.posted) == posted + 1  # the still-escalated CMO's AutonomyEscalated alert, re-posted
+    h.prom.firing_alerts = set()
+    h.engine.sweep()
+    assert {agent: h.ledger.get(i).state for agent, i in ids.items()} == {
+        "CMO": "closed", "CRO": "closed", "Content": "closed", "COO": "open"}
+
+
+def test_the_sweeper_changes_nothing_while_prometheus_is_down(h):
+    h.build()
+    incident_id = h.fire("CMO")
+    h.ledger.update(incident_id, state="escalated", outcome="escalated", reason="verification failed")
+    h.prom.down = True
+    h.engine.sweep()
+    assert h.ledger.get(incident_id).state == "escalated"

@@ -15,7 +15,7 @@ from autonomy.signal_contract import Signal
 
 from .actions import ActionRunner
 from .agent_view import AgentView, read_agent, view_from_signals
-from .classifier import Facts, SloThresholds, classify
+from .classifier import CLASSES, Facts, SloThresholds, classify
 from .escalation import escalated_alert, escalation_payload, post_escalated_alert, post_payload
 from .fleet_view import (Member, members_from_prometheus, members_from_signals, signal_context,
                          template_variables)
@@ -429,18 +429,23 @@ class RemediationEngine:
 
     def sweep(self) -> None:
         """Close incidents whose alerts are gone (muted after escalation, or a lost resolved notification)."""
-        for incident in self.ledger.list(limit=10_000):
-            if incident.state not in ("escalated", "recovered", "skipped") or incident.source != "alertmanager":
-                continue
-            try:
-                firing = self.up.prometheus.query(
-                    f'ALERTS{{alertstate="firing", agent={promql_string(incident.agent)}, '
-                    f'autonomy_class=~"CONFLICT|TRANSIENT|CAPACITY|DATA_DEP|CONFIG"}}')
-            except UpstreamError:
-                return
-            if not firing:
-                done = self.ledger.update(incident.id, state="closed", closed_at=time.time(),
-                                          reason=(incident.reason or "") + "; alerts resolved")
+        waiting = [incident for state in ("escalated", "recovered", "skipped")
+                   for incident in self.ledger.list(state=state, limit=10_000) if incident.source == "alertmanager"]
+        if not waiting:
+            return
+        try:  # one query for the whole fleet, not one per incident: a storm leaves thousands waiting
+            rows = self.up.prometheus.query(
+                f'ALERTS{{alertstate="firing", autonomy_class=~"{"|".join(CLASSES)}"}}')
+        except UpstreamError:
+            return
+        firing = {row.get("metric", {}).get("agent") for row in rows}
+        for incident in waiting:
+            if incident.agent not in firing:
+                try:
+                    done = self.ledger.update(incident.id, state="closed", closed_at=time.time(),
+                                              reason=(incident.reason or "") + "; alerts resolved")
+                except IncidentClosed:  # a resolved notification closed it since the list was read
+                    continue
                 self.on_closed([done])
             elif incident.state == "escalated" and self.up.alertmanager is not None:
                 post_escalated_alert(self.up.alertmanager, escalated_alert(
