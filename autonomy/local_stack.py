@@ -1,11 +1,13 @@
-"""Real Prometheus and Alertmanager processes and in-process WSGI apps, on loopback and free ports."""
+"""Real Prometheus, Alertmanager and receiver processes and in-process WSGI apps, on loopback and free ports."""
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Sequence
@@ -67,18 +69,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class ManagedProcess:
-    """A server binary on loopback, ready-checked at start and stopped for sure at stop."""
+class ServerProcess:
+    """A server child process on loopback: started on a free port (retried if it was taken), ready-checked,
+    and stopped for sure."""
 
     kind = ""
     ready_path = "/-/ready"
+    stop_signal = signal.SIGTERM
 
-    def __init__(self, workdir: Path, config_text: str, extra_args: Sequence[str] = ()):
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path = self.workdir / f"{self.kind}.yml"
-        self.config_path.write_text(config_text)
-        self.log_path = self.workdir / f"{self.kind}.log"
+    def __init__(self, log_path: Path, extra_args: Sequence[str] = ()):
+        self.log_path = Path(log_path)
         self.extra_args = list(extra_args)
         self.port = 0
         self.process: subprocess.Popen | None = None
@@ -87,28 +87,39 @@ class ManagedProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def executable(self) -> str:
+        return require_binary(self.kind)
+
     def command(self, binary: str) -> list[str]:
         raise NotImplementedError
 
-    def start(self, timeout: float = 60.0, port: int | None = None) -> "ManagedProcess":
+    def popen_options(self) -> dict:
+        """More subprocess.Popen arguments (env, cwd) for the subclass's process."""
+        return {}
+
+    def start(self, timeout: float = 60.0, port: int | None = None) -> "ServerProcess":
         """Start on PORT (or a free one) and wait until ready; retried on another port if it was taken."""
-        binary = require_binary(self.kind)
+        binary = self.executable()
         for _ in range(1 if port else 3):  # a free port can be taken between the probe and the bind
             self.port = port or free_port()
             with open(self.log_path, "ab") as log:
+                log.write(f"--- starting {self.kind} on port {self.port}\n".encode())
+                log.flush()
                 self.process = subprocess.Popen(self.command(binary) + self.extra_args, stdout=log,
-                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                **self.popen_options())
             try:
                 wait_until(self._ready, timeout, f"{self.kind} on {self.url} to be ready")
                 return self
             except ProcessExited:
                 self.stop()
-                if "address already in use" not in self.log_tail():
+                if "address already in use" not in self.log_tail().lower():
                     raise
             except BaseException:
                 self.stop()
                 raise
-        raise RuntimeError(f"{self.kind} could not bind a free port:\n{self.log_tail()}")
+        where = f"port {port}" if port else "a free port"
+        raise RuntimeError(f"{self.kind} could not bind {where}:\n{self.log_tail()}")
 
     def _ready(self) -> bool:
         assert self.process is not None
@@ -122,25 +133,79 @@ class ManagedProcess:
         except OSError:
             return ""
 
-    def reload(self) -> None:
-        """Ask the process to re-read its configuration (needs --web.enable-lifecycle)."""
-        requests.post(self.url + "/-/reload", timeout=10).raise_for_status()
-
     def stop(self) -> None:
+        """STOP_SIGNAL, then SIGKILL if the process has not exited within 30 s."""
         if self.process and self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(self.stop_signal)
             try:
-                self.process.wait(timeout=15)
+                self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=15)
         self.process = None
 
-    def __enter__(self) -> "ManagedProcess":
+    def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ManagedProcess(ServerProcess):
+    """A Prometheus-project binary with its configuration file in WORKDIR."""
+
+    def __init__(self, workdir: Path, config_text: str, extra_args: Sequence[str] = ()):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.workdir / f"{self.kind}.yml"
+        self.config_path.write_text(config_text)
+        super().__init__(self.workdir / f"{self.kind}.log", extra_args)
+
+    def reload(self) -> None:
+        """Ask the process to re-read its configuration (needs --web.enable-lifecycle)."""
+        requests.post(self.url + "/-/reload", timeout=10).raise_for_status()
+
+
+class ReceiverProcess(ServerProcess):
+    """`autonomy receiver` as a child process, as deployed: its own AUTOREM_* environment and data
+    directory; a restart keeps its port, SIGKILL is there for crash tests."""
+
+    kind = "receiver"
+    ready_path = "/healthz"
+    stop_signal = signal.SIGINT  # as Ctrl-C: the CLI stops its workers and closes the ledger
+
+    def __init__(self, data_dir: Path, env: dict[str, str], log_path: Path):
+        super().__init__(log_path)
+        self.data_dir = Path(data_dir)
+        self.env = dict(env)
+
+    @property
+    def token(self) -> str:
+        return self.env["AUTOREM_WEBHOOK_TOKEN"]
+
+    def executable(self) -> str:
+        return sys.executable
+
+    def command(self, python: str) -> list[str]:
+        return [python, "-m", "autonomy.cli", "receiver", "--host", "127.0.0.1", "--port", str(self.port),
+                "--data-dir", str(self.data_dir)]
+
+    def popen_options(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOREM_", "AUTO_REMEDIATE", "OTEL_"))}
+        env.update(self.env, PYTHONUNBUFFERED="1")
+        return {"env": env, "cwd": str(Path(__file__).resolve().parent.parent)}
+
+    def start(self, timeout: float = 60.0, port: int | None = None) -> "ReceiverProcess":
+        """Start on a free port the first time, on the same one after a stop or a kill."""
+        return super().start(timeout, port or self.port or None)
+
+    def kill(self) -> int:
+        """SIGKILL: no handler runs, nothing is flushed or closed by the process itself; the exit code."""
+        assert self.process is not None and self.process.poll() is None, "the receiver is not running"
+        self.process.send_signal(signal.SIGKILL)
+        code = self.process.wait(timeout=30)
+        self.process = None
+        return code
 
 
 class ProcessExited(StopWaiting):

@@ -25,10 +25,8 @@ import json
 import os
 import random
 import secrets
-import signal
 import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,8 +43,8 @@ from flask import Flask, jsonify
 from prometheus_client.parser import text_string_to_metric_families
 
 from autonomy.layer_stack import StackLifecycle
-from autonomy.local_stack import AlertmanagerProcess, PrometheusProcess, ServedApp, free_port
-from autonomy.polling import DeadlineExceeded, StopWaiting, wait_until
+from autonomy.local_stack import AlertmanagerProcess, PrometheusProcess, ReceiverProcess, ServedApp, free_port
+from autonomy.polling import DeadlineExceeded, wait_until
 from autonomy.stack_config import REPO_ROOT, alertmanager_config, prometheus_config
 
 LEDGER_FILE = "incidents.sqlite3"
@@ -173,75 +171,13 @@ class CountingAgents:
             return Counter({agent: n for (agent, action), n in self.calls.items() if action == "restartAgent"})
 
 
-class ReceiverProcess:
-    """`autonomy receiver` in a process of its own, as deployed, on a free loopback port."""
-
-    def __init__(self, workdir: Path, env: dict[str, str]):
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.data_dir = self.workdir / "receiver"
-        self.log_path = self.workdir / "receiver.log"
-        self.token = secrets.token_urlsafe(24)
-        self.env = dict(env)
-        self.port = 0
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 60.0) -> "ReceiverProcess":
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOREM_", "OTEL_"))}
-        env.update(self.env)
-        env.update(AUTOREM_WEBHOOK_TOKEN=self.token, AUTOREM_DATA_DIR=str(self.data_dir),
-                   AUTOREM_PLAYBOOKS_FILE=str(REPO_ROOT / "playbooks.yaml"), PYTHONUNBUFFERED="1")
-        for _ in range(3):  # a free port can be taken between the probe and the bind
-            self.port = free_port()
-            with open(self.log_path, "ab") as log:
-                self.process = subprocess.Popen(
-                    [sys.executable, "-m", "autonomy.cli", "receiver", "--host", "127.0.0.1",
-                     "--port", str(self.port), "--data-dir", str(self.data_dir)],
-                    cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            try:
-                wait_until(self._ready, timeout, f"the receiver on {self.url}")
-                return self
-            except StopWaiting:
-                self.stop()
-                if "address already in use" not in self.log_tail().lower():
-                    raise
-            except BaseException:
-                self.stop()
-                raise
-        raise RuntimeError(f"the receiver could not bind a free port:\n{self.log_tail()}")
-
-    def _ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise StopWaiting(f"the receiver exited with {self.process.returncode}:\n{self.log_tail()}")
-        return requests.get(self.url + "/healthz", timeout=2).status_code == 200
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        """Ctrl-C (the CLI then stops its workers and closes the ledger), killed if it does not exit."""
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
-        self.process = None
-
-    def __enter__(self) -> "ReceiverProcess":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+def bench_receiver(workdir: Path, env: dict[str, str]) -> ReceiverProcess:
+    """`autonomy receiver` in a process of its own, as deployed, with a fresh token and data directory."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**env, "AUTOREM_WEBHOOK_TOKEN": secrets.token_urlsafe(24),
+           "AUTOREM_PLAYBOOKS_FILE": str(REPO_ROOT / "playbooks.yaml")}
+    return ReceiverProcess(workdir / "receiver", env, workdir / "receiver.log")
 
 
 @dataclass
@@ -362,7 +298,7 @@ def storm(workdir: Path, alerts: int = 2000, agents: int = 200, per_webhook: int
                    "AUTOREM_PROMETHEUS_URL": f"http://127.0.0.1:{closed.getsockname()[1]}",
                    "AUTOREM_VERIFY_TIMEOUT_SECONDS": f"{verify_timeout:g}", "AUTOREM_VERIFY_INTERVAL_SECONDS": "0.05",
                    "AUTOREM_MAX_ATTEMPTS": "1", "AUTOREM_ACTIONS_BASE_URL": agents_server.url}
-            with ReceiverProcess(workdir, env) as receiver:
+            with bench_receiver(workdir, env) as receiver:
                 url = receiver.url + "/api/v1/alerts"
                 local = threading.local()
 

@@ -1,8 +1,9 @@
 """The receiver as a real child process (`autonomy receiver`) beside the real Prometheus and Alertmanager.
 
 `ProcessLayer` wires what `autonomy.layer_stack.LayerStack` wires (exporter, rules rendered with a time
-factor, the repo's Alertmanager routing), except that the receiver is a separate process started from the
-venv's `autonomy` script, so a test can SIGKILL it and start it again on the same port and data directory.
+factor, the repo's Alertmanager routing), except that the receiver is a separate process
+(`autonomy.local_stack.ReceiverProcess`), so a test can SIGKILL it and start it again on the same port and
+data directory.
 `ScriptedAgents` are the small test agents whose action endpoints can also block, hang or fail on cue, so a
 test knows where the receiver is in a playbook.
 """
@@ -10,9 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import sqlite3
-import subprocess
 import sys
 import threading
 from collections import Counter
@@ -24,7 +23,8 @@ import requests
 from flask import Flask, jsonify, request
 
 from autonomy.fleet import Heartbeat
-from autonomy.local_stack import AlertmanagerProcess, PrometheusProcess, ProcessExited, ServedApp, free_port
+from autonomy import local_stack
+from autonomy.local_stack import AlertmanagerProcess, PrometheusProcess, ServedApp, free_port
 from autonomy.polling import wait_until
 from autonomy.rule_render import format_duration, render_rules
 from autonomy.settings import Secret, Settings
@@ -38,20 +38,8 @@ LEDGER_FILE = "incidents.sqlite3"
 MAX_BLOCK_SECONDS = 120.0
 
 
-class ReceiverProcess:
-    """`autonomy receiver --port P --data-dir D` as a child process; SIGKILL and restart on the same port."""
-
-    def __init__(self, data_dir: Path, env: Mapping[str, str], log_path: Path):
-        self.data_dir = Path(data_dir)
-        self.env = dict(env)
-        self.log_path = Path(log_path)
-        self.port = 0
-        self.process: subprocess.Popen | None = None
-        self.token = self.env["AUTOREM_WEBHOOK_TOKEN"]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+class ReceiverProcess(local_stack.ReceiverProcess):
+    """The deployed receiver process, plus what the crash tests read of it."""
 
     @property
     def lineage_path(self) -> Path:
@@ -61,67 +49,8 @@ class ReceiverProcess:
     def ledger_path(self) -> Path:
         return self.data_dir / LEDGER_FILE
 
-    def start(self, timeout: float = 60.0) -> "ReceiverProcess":
-        """Start (the first time on a free port, afterwards on the same one) and wait for /healthz."""
-        if not AUTONOMY_SCRIPT.exists():
-            raise RuntimeError(f"{AUTONOMY_SCRIPT} is missing: install the project (make test does)")
-        fixed = bool(self.port)
-        for _ in range(1 if fixed else 3):  # a free port can be taken between the probe and the bind
-            if not fixed:
-                self.port = free_port()
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOREM_", "AUTO_REMEDIATE", "OTEL_"))}
-            env.update(self.env, PYTHONUNBUFFERED="1")
-            with open(self.log_path, "ab") as log:
-                log.write(f"--- starting the receiver on port {self.port}\n".encode())
-                log.flush()
-                self.process = subprocess.Popen(
-                    [str(AUTONOMY_SCRIPT), "receiver", "--host", "127.0.0.1", "--port", str(self.port),
-                     "--data-dir", str(self.data_dir)],
-                    env=env, cwd=str(REPO_ROOT), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            try:
-                wait_until(self._serving, timeout, f"the receiver process on {self.url} to serve")
-                return self
-            except ProcessExited:
-                self.process = None
-                if fixed or "address already in use" not in self.log_tail().lower():
-                    raise
-            except BaseException:
-                self.stop()
-                raise
-        raise RuntimeError(f"the receiver could not bind a free port:\n{self.log_tail()}")
-
-    def _serving(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise ProcessExited(f"the receiver exited with {self.process.returncode}:\n{self.log_tail()}")
-        return requests.get(self.url + "/healthz", timeout=2).status_code == 200
-
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> int:
-        """SIGKILL: no handler runs, nothing is flushed or closed by the process itself. Returns the exit code."""
-        assert self.process is not None and self.process.poll() is None, "the receiver is not running"
-        os.kill(self.process.pid, signal.SIGKILL)
-        code = self.process.wait(timeout=30)
-        self.process = None
-        return code
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
-        self.process = None
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
     # -- talking to it ------------------------------------------------------------------------------------
     def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
