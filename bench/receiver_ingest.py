@@ -63,6 +63,7 @@ def healthz():
 serve(app, host="127.0.0.1", port=int(sys.argv[1]), threads=16, ident="autonomy")
 """
 
+
 def webhook(n: int, agents: int) -> bytes:
     """The n-th notification: 100 firing alerts over 100 agents of a fleet of AGENTS (repeats are duplicates)."""
     base = (n * ALERTS_PER_WEBHOOK) % agents

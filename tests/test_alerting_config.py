@@ -1,7 +1,6 @@
 """The alert rules, recording rules and Alertmanager routing, checked with the real promtool and amtool."""
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml

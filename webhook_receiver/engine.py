@@ -24,7 +24,7 @@ from .ledger import Incident, IncidentClosed, SqliteIncidentLedger
 from .lineage import LINEAGE_FILE, LineageLog, utc_now_iso
 from .playbooks import PlaybookSet
 from .receiver_metrics import ReceiverMetrics
-from .upstreams import AlertmanagerApi, PrometheusApi, UpstreamError, promql_string
+from .upstreams import AlertmanagerApi, PrometheusApi, UpstreamError
 from .verification import VerifyResult, verify_on_signals, verify_recovery
 
 log = logging.getLogger("autonomy.engine")
