@@ -239,13 +239,7 @@ class SqliteIncidentLedger:
         with self._lock:
             batch = _Batch(self._open_many([item.agent for item in items]), now)
             for item in items:
-                current = batch.current.get(item.agent)
-                # The common case of a storm, Alertmanager repeating itself: nothing changes.
-                if (current is not None and current.state in _QUIET_STATES and current.source == source
-                        and item.signal is None and item.alerts == current.alerts and item.firing):
-                    batch.duplicates.append(current.id)
-                else:
-                    self._apply(item, source, now, batch)
+                self._apply(item, source, now, batch)
             if batch.to_run and not reserve(len(batch.to_run)):
                 return IngestResult(notification_id=0, refused=True)
             if batch.inserts or batch.updates:
@@ -276,6 +270,11 @@ class SqliteIncidentLedger:
     def _apply(self, item: AgentNotification, source: str, now: float, batch: "_Batch") -> None:
         current = batch.current.get(item.agent)
         signal = item.signal
+        if (current is not None and current.state in _QUIET_STATES and current.source == source
+                and signal is None and item.alerts == current.alerts and item.firing):
+            # First, as the cheapest test: the common case of a storm, Alertmanager repeating itself.
+            batch.duplicates.append(current.id)
+            return
         if current is not None and current.source != source:
             # The other path owns this agent's incident; its own notifications decide its fate.
             batch.duplicates.append(current.id)
