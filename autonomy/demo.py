@@ -22,7 +22,8 @@ DEMO_PRIORITY = "Executive,Revenue,Operations,Marketing,Content,Data"
 
 def layer_env(fleet_url: str) -> dict[str, str]:
     """The demo's settings: the pack's defaults, the fleet's priority domains, escalations to the CEO agent."""
-    return {"AUTOREM_ESCALATION_URL": fleet_url + "/agents/CEO/escalations", "AUTOREM_PRIORITY": DEMO_PRIORITY}
+    return {"AUTO_REMEDIATE": "true", "AUTOREM_ESCALATION_URL": fleet_url + "/agents/CEO/escalations",
+            "AUTOREM_PRIORITY": DEMO_PRIORITY}
 
 
 def kpis(ctx: DrillContext) -> dict:

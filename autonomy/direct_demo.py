@@ -37,7 +37,7 @@ def run_direct(out: TextIO) -> int:
     results: list[DrillResult] = []
     with tempfile.TemporaryDirectory(prefix="autonomy-direct-") as tmp, ServedApp(fleet.app) as fleet_server:
         settings = Settings.from_env({
-            "AUTOREM_ALERTMANAGER_URL": "", "AUTOREM_ACTIONS_BASE_URL": fleet_server.url,
+            "AUTO_REMEDIATE": "true", "AUTOREM_ATTEMPT_BACKOFF_SECONDS": "1", "AUTOREM_ALERTMANAGER_URL": "", "AUTOREM_ACTIONS_BASE_URL": fleet_server.url,
             "AUTOREM_ESCALATION_URL": fleet_server.url + "/agents/CEO/escalations", "AUTOREM_PRIORITY": DEMO_PRIORITY,
             "AUTOREM_VERIFY_TIMEOUT_SECONDS": "4", "AUTOREM_VERIFY_INTERVAL_SECONDS": "0.2",
             "AUTOREM_AGENT_SILENT_SECONDS": "10", "AUTOREM_DATA_DIR": str(Path(tmp) / "receiver")})

@@ -78,9 +78,11 @@ class LayerStack(StackLifecycle):
             "AUTOREM_SWEEP_SECONDS": max(0.5, 30 * self.time_factor),
             "AUTOREM_REOPEN_GRACE_SECONDS": 300 * self.time_factor,
             "AUTOREM_AGENT_SILENT_SECONDS": 120 * self.time_factor,
+            "AUTOREM_ATTEMPT_BACKOFF_SECONDS": 30 * self.time_factor,
         }
         env = {key: f"{value:g}" for key, value in scaled.items()}
         env.update({
+            "AUTO_REMEDIATE": "true",
             "AUTOREM_PROMETHEUS_URL": f"http://127.0.0.1:{prometheus_port}",
             "AUTOREM_ALERTMANAGER_URL": f"http://127.0.0.1:{alertmanager_port}",
             "AUTOREM_ACTIONS_BASE_URL": self.actions_base_url,

@@ -43,6 +43,15 @@ def _bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not a boolean (true or false)")
 
 
+def _exactly_true(text: str) -> bool:
+    # The pack's loop runs only when AUTO_REMEDIATE is exactly "true"; anything else is a mistake worth naming.
+    if text == "true":
+        return True
+    if text == "false":
+        return False
+    raise ValueError(f"{text!r} is neither true nor false (remediation runs only when it is exactly true)")
+
+
 def _number(low: float | None = None, high: float | None = None) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
@@ -115,11 +124,16 @@ class Settings:
     """Every setting of the layer; the pack's names are kept exactly."""
 
     auto_remediate: bool = setting(
-        "AUTO_REMEDIATE", "true", _bool,
-        "Feature flag: false starts the receiver with remediation disabled (observe only).")
+        "AUTO_REMEDIATE", "false", _exactly_true,
+        "Feature flag: remediation runs only when this is exactly true; otherwise the receiver observes and "
+        "records, and the kill switch cannot turn it on.")
     max_attempts: int = setting(
         "AUTOREM_MAX_ATTEMPTS", "2", _integer(1),
         "Remediation attempts per incident before escalating to a human.")
+    attempt_backoff_seconds: float = setting(
+        "AUTOREM_ATTEMPT_BACKOFF_SECONDS", "30", _number(0),
+        "Wait before attempt 2 (doubling for later attempts, capped at 4x), so the agent settles and is "
+        "re-read before the layer acts again.")
     slo_success: float = setting(
         "AUTOREM_SLO_SUCCESS", "0.94", _number(0, 1),
         "Success ratio below which an agent breaches its SLO.")

@@ -1,345 +1,15 @@
-"""RemediationEngine, built by create_app/init_app, with fake Prometheus and Alertmanager and real loopback agents.
-
-The engine runs synchronously (START_ENGINE False, engine.process(incident_id)); the agents' action endpoints
-and the escalation endpoint are a small Flask app served on a loopback port.
-"""
-import copy
+"""RemediationEngine, built by create_app/init_app, with fake Prometheus and Alertmanager and real loopback agents
+(tests/engine_harness.py). The engine runs synchronously: engine.process(incident_id)."""
 import json
 import re
-import threading
 import time
-from datetime import datetime, timezone
 
 import pytest
-import yaml
-from flask import Flask, jsonify, request
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client.parser import text_string_to_metric_families
 
-from autonomy.local_stack import ServedApp, free_port
-from autonomy.settings import Secret, Settings
+from autonomy.local_stack import free_port
 from autonomy.signal_contract import Signal
-from exporter.agent_metrics import AGENT_METRICS
-from webhook_receiver.agent_view import FLEET_SPEND
-from webhook_receiver.app import create_app, shutdown
-from webhook_receiver.engine import Upstreams
+from tests.engine_harness import ESCALATION_TOKEN, PUBLIC_URL, WEBHOOK_TOKEN, Agents, Harness, healthy_doc, iso
 from webhook_receiver.lineage import LINEAGE_FILE, PACK_FIELDS
-from webhook_receiver.playbooks import DEFAULT_PATH, parse_playbooks
-from webhook_receiver.upstreams import UpstreamError
-
-WEBHOOK_TOKEN = "whk-SECRET-9f1c2b7e"
-ESCALATION_TOKEN = "esc-SECRET-4d8a6e31"
-PUBLIC_URL = "http://receiver.test"
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def healthy_doc(agent: str, domain: str) -> dict:
-    return {"agent": agent, "domain": domain, "status": "healthy", "lastReport": "ok",
-            "metrics": {"successRate": 0.99, "alignment": 0.99, "backlogAgeMinutes": 1, "costBurnRatePerHour": 0.1},
-            "context": {}, "checks": {"lastTaskSucceeded": True, "inputsValid": True, "configHealthy": True}}
-
-
-# ------------------------------------------------------------------ fake Prometheus
-
-class FakePrometheus:
-    """A simple state object: each agent's current signal document, exposed as the exporter's series.
-
-    The agents keep reporting (heartbeat): every sample is stamped with the time of the query, so a sample is
-    fresh as soon as the action is over. Queries it does not know answer [] and are kept in `unanswered`."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.docs: dict[str, dict] = {}
-        self.down = False
-        self.queries: list[str] = []
-        self.unanswered: list[str] = []
-        self.firing_alerts: set[str] = set()  # agents with a firing ALERTS series (the sweeper's question)
-
-    # state
-    def add(self, agent: str, domain: str, status="healthy", errorCode=None, directiveId=None, **changes):
-        with self.lock:
-            self.docs[agent] = healthy_doc(agent, domain)
-        self.set(agent, status=status, errorCode=errorCode, directiveId=directiveId, **changes)
-
-    def set(self, agent: str, **changes):
-        """status, errorCode / directiveId / conflictId (None clears), metrics keys, checks keys (None drops)."""
-        with self.lock:
-            doc = self.docs[agent]
-            for key, value in changes.items():
-                if key == "status":
-                    doc["status"] = value
-                elif key in ("errorCode", "directiveId", "conflictId"):
-                    doc["context"].pop(key, None) if value is None else doc["context"].update({key: value})
-                elif key in doc["metrics"]:
-                    doc["metrics"][key] = value
-                elif value is None:
-                    doc["checks"].pop(key, None)
-                else:
-                    doc["checks"][key] = value
-
-    def signal(self, agent: str) -> Signal:
-        with self.lock:
-            doc = copy.deepcopy(self.docs[agent])
-        return Signal.from_document({**doc, "ts": iso(time.time())})
-
-    def _rows(self, now: float) -> list[dict]:
-        rows = []
-        for agent in sorted(self.docs):
-            sig = self.signal(agent)
-            for metric in AGENT_METRICS:
-                for extra, value in metric.samples(sig):
-                    labels = {"__name__": metric.name, "agent": agent, **dict(zip(metric.labels, extra))}
-                    rows.append({"metric": labels, "value": [now, repr(value)]})
-        return rows
-
-    def _select(self, name=None, agent=None, where=lambda v: True, now=None, **labels):
-        return [r for r in self._rows(now or time.time())
-                if (name is None or r["metric"]["__name__"] == name) and (agent is None or r["metric"]["agent"] == agent)
-                and all(r["metric"].get(k) == v for k, v in labels.items()) and where(float(r["value"][1]))]
-
-    @staticmethod
-    def _strip(rows):  # comparison results of PromQL drop the metric name
-        return [{"metric": {k: v for k, v in r["metric"].items() if k != "__name__"}, "value": r["value"]}
-                for r in rows]
-
-    # the API the engine uses
-    def query(self, promql: str) -> list[dict]:
-        self.queries.append(promql)
-        if self.down:
-            raise UpstreamError("http://127.0.0.1:9/api/v1/query: ConnectionError")
-        now = time.time()
-        one = lambda v: v == 1.0  # noqa: E731
-        if promql == 'ALERTS{alertstate="firing", autonomy_class=~"CONFLICT|CONFIG|DATA_DEP|TRANSIENT|CAPACITY"}':
-            return [{"metric": {"__name__": "ALERTS", "alertstate": "firing", "agent": agent,
-                                "autonomy_class": "TRANSIENT"}, "value": [now, "1"]}
-                    for agent in sorted(self.firing_alerts)]
-        m = re.fullmatch(r'\{__name__=~"autonomy_agent_\.\+", agent="([^"]+)"\}', promql)
-        if m:
-            return self._select(agent=m[1], now=now)
-        m = re.fullmatch(r'\{__name__=~"([a-z_|]+)", agent="([^"]+)"\}', promql)
-        if m:
-            return [r for name in m[1].split("|") for r in self._select(name, m[2], now=now)]
-        m = re.fullmatch(r'autonomy_agent_last_signal_timestamp_seconds\{agent="([^"]+)"\} > ([0-9.]+) and '
-                         r'timestamp\(autonomy_agent_last_signal_timestamp_seconds\{agent="\1"\}\) > \2', promql)
-        if m:
-            return self._strip(self._select("autonomy_agent_last_signal_timestamp_seconds", m[1], now=now)) \
-                if now > float(m[2]) else []
-        m = re.fullmatch(r'autonomy_agent_(last_task_succeeded|inputs_valid|config_healthy)\{agent="([^"]+)"\} == 1',
-                         promql)
-        if m:
-            return self._strip(self._select(f"autonomy_agent_{m[1]}", m[2], one, now))
-        m = re.fullmatch(r'autonomy_agent_alignment_ratio\{agent="([^"]+)"\} >= ([0-9.]+)', promql)
-        if m:
-            return self._strip(self._select("autonomy_agent_alignment_ratio", m[1], lambda v: v >= float(m[2]), now))
-        m = re.fullmatch(r'autonomy_agent_backlog_age_seconds\{agent="([^"]+)"\} <= ([0-9.]+) \* 60', promql)
-        if m:
-            return self._strip(self._select("autonomy_agent_backlog_age_seconds", m[1],
-                                            lambda v: v <= float(m[2]) * 60, now))
-        m = re.match(r'\(autonomy_agent_conflict\{agent="([^"]+)"\} == 1\)', promql)
-        if m:
-            sig = self.signal(m[1])
-            claimants = sum(1 for a in self.docs if sig.directive_id
-                            and self.signal(a).directive_id == sig.directive_id)
-            open_ = sig.conflict_id or (sig.open_conflicts or 0) > 0 or claimants >= 2
-            return [{"metric": {"agent": m[1]}, "value": [now, "1"]}] if open_ else []
-        m = re.fullmatch(r'count\(max by \(agent\) \(autonomy_agent_directive_claim\{directive_id="([^"]+)"\} == 1\)\)',
-                         promql)
-        if m:
-            count = len(self._select("autonomy_agent_directive_claim", directive_id=m[1], where=one, now=now))
-            return [{"metric": {}, "value": [now, str(count)]}] if count else []
-        spend = sum(self.signal(a).cost_burn_dollars_per_hour for a in self.docs) * 24
-        if promql == FLEET_SPEND:
-            return [{"metric": {}, "value": [now, repr(spend)]}]
-        m = re.fullmatch(re.escape(FLEET_SPEND) + r" <= ([0-9.]+)", promql)
-        if m:
-            return [{"metric": {}, "value": [now, repr(spend)]}] if spend <= float(m[1]) else []
-        if promql == "autonomy_agent_info":
-            return self._select("autonomy_agent_info", now=now)
-        if promql == "autonomy_agent_status == 1":
-            return self._strip(self._select("autonomy_agent_status", where=one, now=now))
-        if promql == "max by (agent) (autonomy_agent_cost_burn_dollars_per_hour)":
-            return self._strip(self._select("autonomy_agent_cost_burn_dollars_per_hour", now=now))
-        if promql == "autonomy_agent_directive_claim == 1":
-            return self._strip(self._select("autonomy_agent_directive_claim", where=one, now=now))
-        self.unanswered.append(promql)
-        return []
-
-    def ready(self) -> bool:
-        return not self.down
-
-
-# ------------------------------------------------------------------ fake Alertmanager
-
-class FakeAlertmanager:
-    """The alerts Alertmanager holds per agent, its silences, and the alerts posted to it."""
-
-    def __init__(self):
-        self.alerts: dict[str, list[dict]] = {}
-        self.silences: list[dict] = []
-        self.posted: list[dict] = []
-
-    def fire(self, agent: str, cls: str, silenced_by=()):
-        self.alerts.setdefault(agent, []).append({
-            "labels": {"alertname": "AgentAlert", "agent": agent, "autonomy_class": cls},
-            "status": {"state": "suppressed" if silenced_by else "active", "silencedBy": list(silenced_by),
-                       "inhibitedBy": []},
-            "fingerprint": f"{agent}-{cls}"})
-
-    def agent_alerts(self, agent: str) -> list[dict]:
-        return copy.deepcopy(self.alerts.get(agent, []))
-
-    def silenced(self, labels) -> list[str]:
-        return [s["id"] for s in self.silences if all(labels.get(k) == v for k, v in s["matchers"].items())]
-
-    def post_alerts(self, alerts: list[dict]) -> None:
-        self.posted.extend(copy.deepcopy(alerts))
-
-    def ready(self) -> bool:
-        return True
-
-
-# ------------------------------------------------------------------ the agents' action endpoints
-
-class Agents:
-    """Action endpoints that change the fake Prometheus state as real agents would, plus an escalation sink."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.reset(FakePrometheus())
-        app = Flask("agents")
-
-        @app.post("/agents/<agent>/actions/<action>")
-        def act(agent, action):
-            body = request.get_json(silent=True) or {}
-            with self.lock:
-                self.calls.append((agent, action, body))
-            handler = self.handlers.get(action)
-            status = handler(agent, body) if handler else self.fix(agent, action)
-            return jsonify({"done": (status or 200) < 300}), status or 200
-
-        @app.post("/escalations")
-        def escalation():
-            with self.lock:
-                self.escalations.append((request.headers.get("Authorization"), request.get_json()))
-            return jsonify({"received": True})
-
-        self.served = ServedApp(app).start()
-        self.url = self.served.url
-
-    def reset(self, prom: FakePrometheus) -> None:
-        """A clean slate for the next test (the server itself is shared by the module)."""
-        self.prom = prom
-        self.calls: list[tuple[str, str, dict]] = []
-        self.escalations: list[tuple[str | None, dict]] = []
-        self.handlers: dict[str, object] = {}  # action -> fn(agent, body) -> HTTP status (None: 200)
-        self.unfixable: set[str] = set()
-        self.release = threading.Event()  # set at the end of a test: frees a hanging handler
-
-    def fix(self, agent: str, action: str) -> None:
-        if agent in self.unfixable or agent not in self.prom.docs:
-            return None
-        if action == "restartAgent":
-            self.prom.set(agent, status="healthy", errorCode=None)
-        elif action == "retryLastTask":
-            self.prom.set(agent, lastTaskSucceeded=True, successRate=0.98)
-        elif action == "checkSecrets":
-            self.prom.set(agent, status="healthy", errorCode=None, configHealthy=True)
-        elif action == "reallocateSlots":
-            self.prom.set(agent, backlogAgeMinutes=5)
-        return None
-
-    def actions(self) -> list[str]:
-        with self.lock:
-            return [action for _, action, _ in self.calls]
-
-    def stop(self):
-        self.release.set()
-        self.served.stop()
-
-
-# ------------------------------------------------------------------ the harness
-
-class Harness:
-    def __init__(self, tmp_path, agents: Agents):
-        self.tmp_path = tmp_path
-        self.prom = FakePrometheus()
-        self.am = FakeAlertmanager()
-        self.agents = agents
-        agents.reset(self.prom)
-        self.spans = InMemorySpanExporter()
-        self.app = None
-
-    def build(self, env: dict | None = None, playbooks=lambda doc: None):
-        settings = Settings.from_env({
-            "AUTOREM_PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
-            "AUTOREM_ALERTMANAGER_URL": f"http://127.0.0.1:{free_port()}",
-            "AUTOREM_ESCALATION_URL": self.agents.url + "/escalations",
-            "AUTOREM_ESCALATION_TOKEN": ESCALATION_TOKEN,
-            "AUTOREM_VERIFY_TIMEOUT_SECONDS": "0.5", "AUTOREM_VERIFY_INTERVAL_SECONDS": "0.05",
-            **(env or {})})
-        doc = yaml.safe_load(DEFAULT_PATH.read_text())
-        doc["actions"].update(baseUrl=self.agents.url, timeoutSeconds=2,
-                              retry={"attempts": 3, "backoffSeconds": 0.01, "maxBackoffSeconds": 0.02, "jitter": 0})
-        playbooks(doc)
-        self.app = create_app({"SETTINGS": settings, "WEBHOOK_TOKEN": Secret("AUTOREM_WEBHOOK_TOKEN", WEBHOOK_TOKEN),
-                               "DATA_DIR": self.tmp_path / "data", "START_ENGINE": False,
-                               "PLAYBOOKS": parse_playbooks(doc), "SPAN_EXPORTER": self.spans,
-                               "PUBLIC_URL": PUBLIC_URL})
-        self.state = self.app.extensions["autonomy_receiver"]
-        self.engine = self.state.engine
-        self.ledger = self.state.ledger
-        signals = self.state.signals
-        self.engine.up = Upstreams(prometheus=self.prom, alertmanager=self.am, latest_signal=signals.latest,
-                                   all_signals=lambda: [e.signal for e in signals.snapshot()])
-        self.web = self.app.test_client()
-        return self
-
-    def notify(self, agent="CMO", cls="TRANSIENT", status="firing", **labels) -> dict:
-        alert = {"status": status, "labels": {"alertname": "AgentAlert", "agent": agent, "autonomy_class": cls,
-                                              "severity": "warning", **labels},
-                 "annotations": {}, "startsAt": iso(time.time()), "endsAt": "0001-01-01T00:00:00Z",
-                 "fingerprint": f"{agent}-{cls}"}
-        reply = self.web.post("/api/v1/alerts", data=json.dumps({"version": "4", "status": status, "alerts": [alert]}),
-                              content_type="application/json",
-                              headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"})
-        assert reply.status_code == 200, reply.get_json()
-        return reply.get_json()
-
-    def fire(self, agent="CMO", cls="TRANSIENT", **labels) -> str:
-        """Alertmanager holds an active alert for AGENT and notifies the receiver; the incident's id."""
-        self.am.fire(agent, cls)
-        body = self.notify(agent, cls, **labels)
-        return (body["opened"] or body["queued"])[0]
-
-    def run(self, incident_id: str):
-        self.engine.process(incident_id)
-        return self.ledger.get(incident_id)
-
-    def lineage(self, event=None) -> list[dict]:
-        entries = self.state.lineage.read().entries
-        return [e for e in entries if event is None or e["event"] == event]
-
-    def metric(self, name: str, **labels) -> float:
-        text = self.web.get("/metrics").get_data(as_text=True)
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                if s.name == name and s.labels == labels:
-                    return s.value
-        raise KeyError((name, labels))
-
-    def spans_by_name(self) -> dict[str, list]:
-        out: dict[str, list] = {}
-        for span in self.spans.get_finished_spans():
-            out.setdefault(span.name, []).append(span)
-        return out
-
-    def close(self):
-        self.agents.release.set()
-        if self.app is not None:
-            shutdown(self.app)
 
 
 @pytest.fixture(scope="module")
@@ -462,8 +132,13 @@ def test_failed_verification_escalates_after_exactly_max_attempts_with_the_secti
     attempts = h.lineage("auto_remediation")
     assert [(e["attempt"], e["playbook"], e["ok"]) for e in attempts] == [
         (1, "RestartAndRetryTransient", False), (2, "RebalanceCapacity", False)]
-    assert attempts[0]["verification"]["reason"] == "criteria not met on fresh samples: lastTaskSucceeded"
-    assert attempts[1]["verification"]["reason"] == "criteria not met on fresh samples: backlogAgeMaxMinutes"
+    # The restart cleared the TIMEOUT (lastTaskSucceeded, inferred from the plain signal, holds) but the agent
+    # is still not well: a success criterion alone is not recovery.
+    assert attempts[0]["verification"]["reason"] == (
+        "criteria held but AgentBacklogAgeAboveSLO, AgentDegraded, AgentSuccessRatioBelowSLO still true")
+    assert attempts[1]["verification"]["reason"] == (
+        "criteria not met on fresh samples: backlogAgeMaxMinutes; "
+        "AgentBacklogAgeAboveSLO, AgentDegraded, AgentSuccessRatioBelowSLO still true")
     assert h.agents.actions() == ["restartAgent", "retryLastTask", "reallocateSlots", "splitDirective"]
     assert incident.state == "escalated" and incident.outcome == "escalated" and incident.attempts == 2
 
@@ -594,6 +269,9 @@ def test_the_kill_switch_refuses_and_runs_nothing(h):
     [line] = h.lineage()
     assert (line["event"], line["gate"], line["ok"]) == ("remediation_refused", "kill_switch", False)
     assert h.metric("autonomy_remediation_refusals_total", gate="kill_switch") == 1
+    # A skip is an outcome only once the incident ends as skipped (it may still be resumed and remediated).
+    assert h.metric("autonomy_incident_outcomes_total", classification="TRANSIENT", outcome="skipped") == 0
+    h.notify(status="resolved")
     assert h.metric("autonomy_incident_outcomes_total", classification="TRANSIENT", outcome="skipped") == 1
 
 
@@ -674,7 +352,7 @@ def test_a_high_risk_step_escalates_with_high_risk_step_and_runs_nothing(h):
     assert payload["reason"] == "HighRiskStep" and payload["lastTwoAttempts"] == []
     assert escalation["payload"] == payload
     [alert] = h.am.posted
-    assert alert["annotations"]["summary"] == "Escalated to a human: HighRiskStep"
+    assert alert["annotations"]["summary"] == "Escalated to CEO (a high-risk step needs a human)"
     assert h.metric("autonomy_escalations_total", reason="HighRiskStep") == 1
 
 
@@ -775,7 +453,8 @@ def test_a_signal_incident_is_verified_on_the_next_reported_signal_and_closed(h)
     assert h.agents.actions() == ["restartAgent", "retryLastTask"]
     assert incident.state == "closed" and incident.outcome == "auto_resolved"
     [line] = h.lineage("auto_remediation")
-    assert line["ok"] is True and line["verification"]["reason"] == "criteria held on a fresh signal"
+    assert line["ok"] is True
+    assert line["verification"]["reason"] == "criteria held and the incident's conditions cleared on fresh samples"
 
 
 # ------------------------------------------------------------------ reopening (see the ledger bug)

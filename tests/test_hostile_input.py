@@ -51,7 +51,7 @@ from webhook_receiver.templating import AGENT_NAME, TEMPLATE_ROOTS, UnsafeTarget
 from webhook_receiver.upstreams import promql_string
 from webhook_receiver.webhook_payload import _VALIDATOR, PayloadError, parse_webhook
 
-from .test_engine import FakeAlertmanager, FakePrometheus
+from .engine_harness import FakeAlertmanager, FakePrometheus
 
 MIB = 1024 * 1024
 TOKEN = "hostile-test-token-0d41"
@@ -67,7 +67,7 @@ def closed_url() -> str:
 
 def receiver_settings(**extra) -> Settings:
     env = {"AUTOREM_PROMETHEUS_URL": closed_url(), "AUTOREM_ALERTMANAGER_URL": closed_url(),
-           "AUTOREM_PLAYBOOKS_FILE": str(DEFAULT_PATH),
+           "AUTOREM_PLAYBOOKS_FILE": str(DEFAULT_PATH), "AUTO_REMEDIATE": "true",
            # The engine is not started, so reserved queue slots never come back: make room for every example.
            "AUTOREM_QUEUE_SIZE": "100000000"}
     env.update(extra)

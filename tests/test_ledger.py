@@ -316,3 +316,101 @@ def test_a_repeat_notification_does_not_requeue_what_only_a_setting_can_lift(led
     result = ingest(ledger, firing())
     assert result.to_run == () and result.duplicates == (incident_id,)
     assert ledger.get(incident_id).state == "skipped"
+
+
+# ------------------------------------------------------------------ conflicts: one incident per conflict
+
+def claim(agent, directive="D-REV-1", status="firing", *others: AlertRef) -> AgentNotification:
+    labels = {"alertname": "DirectiveClaimedByMultipleAgents", "agent": agent, "autonomy_class": "CONFLICT",
+              "directive_id": directive, "severity": "warning"}
+    return AgentNotification(agent, (AlertRef(f"fp-{agent}-claim", status, labels, "2025-08-18T15:02:11Z"),
+                                     *others))
+
+
+def symptom(agent) -> AlertRef:
+    labels = {"alertname": "AgentAlignmentBelowSLO", "agent": agent, "autonomy_class": "CAPACITY"}
+    return AlertRef(f"fp-{agent}-align", "firing", labels, "2025-08-18T15:02:15Z")
+
+
+def test_a_conflict_between_two_agents_is_one_incident_listing_both_claimants(ledger):
+    first = ingest(ledger, claim("CMO"))
+    second = ingest(ledger, claim("CRO"))
+    assert len(first.opened) == 1 and second.opened == () and second.to_run == ()
+    [conflict] = ledger.list()
+    assert conflict.conflict_key == "directive:D-REV-1" and conflict.claimants == ("CMO", "CRO")
+    assert {a.labels["agent"] for a in conflict.alerts} == {"CMO", "CRO"}
+    assert [i.id for i in ledger.list(agent="CRO")] == [conflict.id]  # listed under every claimant
+    assert ledger.open_for("CRO") is None and ledger.conflicts_of("CRO") == [conflict]
+
+
+def test_both_claimants_in_one_notification_open_one_conflict_incident(ledger):
+    result = ingest(ledger, claim("CMO"), claim("CRO"))
+    assert len(result.opened) == 1 and result.to_run == result.opened
+    assert ledger.get(result.opened[0]).claimants == ("CMO", "CRO")
+
+
+def test_a_claimants_other_alerts_are_its_own_incident(ledger):
+    result = ingest(ledger, claim("CRO", "D-REV-1", "firing", symptom("CRO")))
+    assert len(result.opened) == 2
+    own, conflict = ledger.open_for("CRO"), ledger.conflicts_of("CRO")[0]
+    assert [a.labels["alertname"] for a in own.alerts] == ["AgentAlignmentBelowSLO"]
+    assert [a.labels["alertname"] for a in conflict.alerts] == ["DirectiveClaimedByMultipleAgents"]
+
+
+def test_the_conflict_closes_only_when_no_claimant_has_its_alert_firing(ledger):
+    conflict_id = ingest(ledger, claim("CMO"), claim("CRO")).opened[0]
+    ledger.update(conflict_id, state="recovered", recovered_at=1.0, outcome="auto_resolved")
+    assert ingest(ledger, claim("CMO", status="resolved")).closed == ()
+    assert ledger.get(conflict_id).state == "recovered"
+    # CRO's next notification no longer carries the alert at all (resolved and gone): the conflict is over.
+    closed = ingest(ledger, AgentNotification("CRO", ())).closed
+    assert [i.id for i in closed] == [conflict_id]
+    assert ledger.get(conflict_id).outcome == "auto_resolved" and ledger.conflicts_of("CRO") == []
+
+
+def test_the_database_holds_one_open_incident_per_conflict(ledger):
+    ingest(ledger, claim("CMO"))
+    with pytest.raises(sqlite3.IntegrityError):
+        ledger._db.execute("INSERT INTO incidents (id, agent, state, doc, opened_at, conflict_key) "
+                           "VALUES (?, ?, ?, ?, ?, ?)", ("x", "CRO", "open", "{}", 1.0, "directive:D-REV-1"))
+
+
+def test_the_onset_of_an_incident_is_its_earliest_firing_alert(ledger):
+    incident = ledger.get(ingest(ledger, firing()).opened[0])
+    assert incident.onset_at == 1755529331.0  # 2025-08-18T15:02:11Z
+
+
+def test_a_ledger_of_schema_0_is_migrated_in_place_keeping_its_incidents(tmp_path):
+    path = tmp_path / "incidents.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE notifications (id INTEGER PRIMARY KEY AUTOINCREMENT, received_at REAL NOT NULL,
+                                    source TEXT NOT NULL, body TEXT NOT NULL);
+        CREATE TABLE incidents (id TEXT PRIMARY KEY, agent TEXT NOT NULL, state TEXT NOT NULL, doc TEXT NOT NULL,
+                                opened_at REAL NOT NULL);
+        CREATE UNIQUE INDEX one_open_incident_per_agent ON incidents(agent) WHERE state != 'closed';
+        CREATE TABLE flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """)
+    old.execute("INSERT INTO incidents VALUES (?, ?, ?, ?, ?)", ("old-1", "CMO", "escalated", (
+        '{"id": "old-1", "agent": "CMO", "state": "escalated", "source": "alertmanager", "opened_at": 1.0, '
+        '"updated_at": 1.0, "reason": "AutoRemediationFailed"}'), 1.0))
+    old.commit()
+    old.close()
+    ledger = SqliteIncidentLedger(path)
+    try:
+        assert ledger.get("old-1").state == "escalated" and ledger.get("old-1").claimants == ()
+        assert ledger._db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert ingest(ledger, claim("CRO")).opened  # the new columns and tables work
+    finally:
+        ledger.close()
+
+
+def test_a_ledger_written_by_a_newer_receiver_is_refused_with_what_to_do(tmp_path):
+    from webhook_receiver.ledger import LedgerError
+
+    path = tmp_path / "incidents.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 7")
+    db.close()
+    with pytest.raises(LedgerError, match="newer receiver.*schema 7.*knows up to 1"):
+        SqliteIncidentLedger(path)

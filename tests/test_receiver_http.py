@@ -26,7 +26,7 @@ def closed_url() -> str:
 def base_env(**extra) -> dict:
     env = {"AUTOREM_PROMETHEUS_URL": closed_url(), "AUTOREM_ALERTMANAGER_URL": closed_url(),
            "AUTOREM_PLAYBOOKS_FILE": str(DEFAULT_PATH), "AUTOREM_VERIFY_TIMEOUT_SECONDS": "0.5",
-           "AUTOREM_VERIFY_INTERVAL_SECONDS": "0.05"}
+           "AUTOREM_VERIFY_INTERVAL_SECONDS": "0.05", "AUTO_REMEDIATE": "true"}
     env.update(extra)
     return env
 
@@ -480,11 +480,22 @@ def test_the_kill_switch_persists_across_restarts_on_the_same_data_dir(make_app,
     assert make_app().test_client().get("/api/v1/remediation").get_json()["enabled"] is True
 
 
-def test_auto_remediate_false_starts_disabled(make_app):
-    web = make_app({"AUTO_REMEDIATE": "false"}).test_client()
+@pytest.mark.parametrize("value", ["false", None])
+def test_auto_remediate_not_exactly_true_starts_disabled_and_the_kill_switch_cannot_turn_it_on(make_app, value):
+    env = base_env()
+    if value is None:
+        env.pop("AUTO_REMEDIATE")
+    else:
+        env["AUTO_REMEDIATE"] = value
+    web = make_app(SETTINGS=Settings.from_env(env)).test_client()
     assert web.get("/api/v1/remediation").get_json() == {
-        "enabled": False, "reason": "AUTO_REMEDIATE=false", "dry_run": False, "canary_agents": []}
+        "enabled": False, "reason": "AUTO_REMEDIATE is not true (feature flag off)", "dry_run": False,
+        "canary_agents": []}
     assert metric_samples(web)[("autonomy_remediation_enabled", ())] == 0
+    reply = put_switch(web, {"enabled": True})
+    assert reply.status_code == 409
+    assert "AUTO_REMEDIATE is not true" in reply.get_json()["error"]
+    assert web.get("/api/v1/remediation").get_json()["enabled"] is False
 
 
 def test_kill_switch_requests_are_counted_by_status_code(web):

@@ -9,7 +9,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def test_defaults_are_the_packs_section_1_values():
     s = Settings.from_env({})
-    assert s.auto_remediate is True
+    assert s.auto_remediate is False  # the pack's loop: off unless AUTO_REMEDIATE is exactly "true"
     assert s.max_attempts == 2
     assert (s.slo_success, s.slo_align, s.slo_backlog_min) == (0.94, 0.95, 15)
     assert s.priority == ("Revenue", "Marketing", "Content")
@@ -27,12 +27,25 @@ def test_every_problem_is_reported_at_once_with_its_name():
         Settings.from_env({"AUTO_REMEDIATE": "maybe", "AUTOREM_SLO_SUCCESS": "1.5", "AUTOREM_MAX_ATTEMPTS": "0",
                            "AUTOREM_PRIORITY": ",", "AUTOREM_BUDGET_CAP_DAILY_USD": "lots"})
     assert caught.value.errors == (
-        "AUTO_REMEDIATE: 'maybe' is not a boolean (true or false)",
+        "AUTO_REMEDIATE: 'maybe' is neither true nor false (remediation runs only when it is exactly true)",
         "AUTOREM_MAX_ATTEMPTS: '0' is below the minimum of 1",
         "AUTOREM_SLO_SUCCESS: '1.5' is above the maximum of 1",
         "AUTOREM_PRIORITY: must list at least one name",
         "AUTOREM_BUDGET_CAP_DAILY_USD: 'lots' is not a number",
     )
+
+
+@pytest.mark.parametrize("value, on", [("true", True), ("false", False)])
+def test_auto_remediate_is_on_only_when_exactly_true(value, on):
+    assert Settings.from_env({"AUTO_REMEDIATE": value}).auto_remediate is on
+
+
+@pytest.mark.parametrize("value", ["True", "TRUE", "1", "yes", "on", " true", "true ", ""])
+def test_auto_remediate_values_that_look_like_true_are_refused_not_guessed(value):
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"AUTO_REMEDIATE": value})
+    assert caught.value.errors == (
+        f"AUTO_REMEDIATE: {value!r} is neither true nor false (remediation runs only when it is exactly true)",)
 
 
 def test_a_token_comes_from_a_file_and_prints_only_its_name(tmp_path):

@@ -27,6 +27,7 @@ class StepResult:
     error: str | None = None
     url: str | None = None
     skipped: bool = False
+    body: object = None  # the rendered request body, as sent (values from templates; secrets only by name)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -73,7 +74,7 @@ class ActionRunner:
                 status, error = reply.status_code, None
                 if 200 <= status < 300:
                     return StepResult(step.action, target, True, status, attempts,
-                                      round(time.monotonic() - started, 3), None, url)
+                                      round(time.monotonic() - started, 3), None, url, body=body)
                 error = f"HTTP {status}"
                 if status < 500 and status != 429:
                     break  # the agent refused the request itself; repeating it cannot help
@@ -85,4 +86,4 @@ class ActionRunner:
             if policy.exhausted or stop.wait(policy.backoff(self.rng)):
                 break
         return StepResult(step.action, target, False, status, attempts, round(time.monotonic() - started, 3),
-                          error, url)
+                          error, url, body=body)

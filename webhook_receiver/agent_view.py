@@ -31,6 +31,7 @@ class AgentView:
     signal: Signal | None
     facts: Facts
     metrics: dict  # the pack's section 8 `before`/`after` shape
+    problem: str | None = None  # why the view is empty (the upstream could not be read)
 
 
 def pack_metrics(prom: PrometheusApi, agent: str) -> dict:

@@ -9,6 +9,7 @@ from autonomy.signal_contract import SignalError, load_signals
 from .agent_view import view_from_signals
 from .app import counted, receiver
 from .classifier import SloThresholds, classify
+from .conflicts import conflict_key, signal_conflict_labels, without_conflicts
 from .ledger import AgentNotification, AlertRef, IngestResult
 from .webhook_payload import PayloadError, parse_webhook
 
@@ -45,6 +46,10 @@ def alertmanager_webhook():
     return jsonify({**_accept("alertmanager", result), "ignored": list(notification.ignored)})
 
 
+def _signal_and_facts(view):
+    return view.signal, view.facts
+
+
 @alerts_bp.post("/api/v1/signals")
 @counted("signals")
 @require_token("WEBHOOK_TOKEN")
@@ -68,10 +73,18 @@ def direct_signals():
         view = view_from_signals(signal.agent, everyone, state.settings.agent_silent_seconds)
         decision = classify(view.signal, view.facts, slo)
         decisions[signal.agent] = decision.as_dict()
-        labels = {"agent": signal.agent, "autonomy_class": decision.classification or "none"}
-        status = "firing" if decision.classification else "resolved"
-        alert = AlertRef(f"signal:{signal.agent}", status, labels, signal.document.get("ts", ""))
-        per_agent.append(AgentNotification(signal.agent, (alert,), signal.document))
+        ts = signal.document.get("ts", "")
+        alerts, rest = [], decision
+        conflict = signal_conflict_labels(signal, view.facts.directive_claimants) \
+            if decision.classification == "CONFLICT" else {}
+        if conflict:
+            # A conflict with other agents is its own incident; what else ails the agent is the agent's own.
+            labels = {"agent": signal.agent, "autonomy_class": "CONFLICT", **conflict}
+            alerts.append(AlertRef(f"signal:{signal.agent}:conflict", "firing", labels, ts))
+            rest = classify(*_signal_and_facts(without_conflicts(view, [conflict_key(labels)])), slo)
+        labels = {"agent": signal.agent, "autonomy_class": rest.classification or "none"}
+        alerts.append(AlertRef(f"signal:{signal.agent}", "firing" if rest.classification else "resolved", labels, ts))
+        per_agent.append(AgentNotification(signal.agent, tuple(alerts), signal.document))
     result = state.ledger.ingest("signal", body.decode("utf-8"), per_agent, state.engine.reserve)
     if not result.refused:
         state.signals.put_many(signals)

@@ -14,10 +14,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
 
 from autonomy.http_edge import ApiError, configure_app
-from autonomy.settings import Settings, SettingsError
+from autonomy.settings import Secret, Settings, SettingsError
 from exporter.signal_store import SignalStore
 
 from .actions import ActionRunner
+from .agent_states import AgentStateCollector
 from .engine import RemediationEngine, Upstreams
 from .ledger import SqliteIncidentLedger
 from .lineage import LINEAGE_FILE, LineageLog
@@ -94,7 +95,9 @@ def init_app(app: Flask) -> Receiver:
     playbooks = app.config.get("PLAYBOOKS") or load_playbooks(
         Path(settings.playbooks_file), actions_base_url=settings.actions_base_url or None)
     ledger = SqliteIncidentLedger(data_dir / "incidents.sqlite3", settings.reopen_grace_seconds)
-    lineage = LineageLog(data_dir / LINEAGE_FILE)
+    secrets = [settings.webhook_token, settings.read_token, settings.escalation_token, settings.exporter_token,
+               app.config.get("WEBHOOK_TOKEN")]
+    lineage = LineageLog(data_dir / LINEAGE_FILE, [s for s in secrets if isinstance(s, Secret)])
     metrics = ReceiverMetrics()
     signals = SignalStore(expiry_seconds=settings.agent_expiry_seconds)
     provider = _tracer_provider(app.config.get("SPAN_EXPORTER"))
@@ -108,6 +111,7 @@ def init_app(app: Flask) -> Receiver:
     engine = RemediationEngine(settings, ledger, lineage, metrics, playbooks, upstreams,
                                ActionRunner(playbooks), provider.get_tracer("autonomy.receiver"),
                                lineage_url=lambda agent: f"{public}/lineage?agent={quote(agent, safe='')}")
+    metrics.watch_states(AgentStateCollector(ledger.open_incidents, engine.running_agents))
     state = Receiver(settings, ledger, lineage, metrics, playbooks, signals, engine, provider)
     app.extensions["autonomy_receiver"] = state
     if app.config.get("START_ENGINE", True):

@@ -7,7 +7,8 @@ import requests
 
 from autonomy.settings import Secret
 
-from .ledger import Incident
+from .agent_states import ESCALATION_REASONS, REASON_TEXT
+from .incident import Incident
 from .playbooks import PlaybookSet
 from .upstreams import AlertmanagerApi, UpstreamError
 
@@ -32,6 +33,7 @@ def escalation_payload(incident: Incident, reason: str, playbooks: PlaybookSet, 
         "lineageRef": lineage_ref,
         "incidentId": incident.id,
         "classification": incident.classification,
+        **({"claimants": list(incident.claimants)} if incident.claimants else {}),
     }
 
 
@@ -47,7 +49,14 @@ def post_payload(url: str, payload: dict, token: Secret | None, timeout: float =
     return None
 
 
-def escalated_alert(incident: Incident, reason: str, lineage_url: str, resolved: bool = False) -> dict:
+def escalation_summary(reason: str, escalate_to: str) -> str:
+    """The pack's toast text where it is true (attempts exhausted), an honest one for the other reasons."""
+    text = REASON_TEXT.get(ESCALATION_REASONS.get(reason.split(";")[0].strip(), ""))
+    return text.replace("CEO", escalate_to, 1) if text else f"Escalated to {escalate_to}: {reason}"
+
+
+def escalated_alert(incident: Incident, reason: str, lineage_url: str, escalate_to: str = "CEO",
+                    resolved: bool = False) -> dict:
     """The AutonomyEscalated alert; people's routing, paging and silences apply to it."""
     now = datetime.now(timezone.utc)
     ends = now if resolved else now + ALERT_LIFETIME
@@ -55,8 +64,7 @@ def escalated_alert(incident: Incident, reason: str, lineage_url: str, resolved:
         "labels": {"alertname": ESCALATED_ALERT, "agent": incident.agent, "severity": "critical",
                    "escalated_class": incident.classification or "none"},
         "annotations": {
-            "summary": "Escalated to CEO (attempts exhausted)" if reason == "AutoRemediationFailed"
-            else f"Escalated to a human: {reason}",
+            "summary": escalation_summary(reason, escalate_to),
             "description": (f"{incident.agent}: {reason} after {incident.attempts} attempt(s); playbooks tried: "
                             f"{', '.join(incident.playbooks_run) or 'none'}."),
             "reason": reason,

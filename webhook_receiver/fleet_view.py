@@ -7,6 +7,7 @@ from typing import Iterable, Sequence
 from autonomy.signal_contract import Signal
 
 from .agent_view import AgentView
+from .conflicts import Arbitration
 from .playbooks import PlaybookSet
 from .upstreams import PrometheusApi
 
@@ -54,16 +55,29 @@ def signal_context(signal: Signal | None) -> dict:
         "dependencies": list(signal.dependencies) or None}.items() if v is not None}
 
 
-def template_variables(agent: str, view: AgentView, members: list[Member], playbooks: PlaybookSet,
-                       priority: Sequence[str], labels: dict, incident_id: str) -> dict:
-    """Everything a playbook template may name (see templating.TEMPLATE_ROOTS)."""
+def directive_claimants(agent: str, view: AgentView, members: list[Member]) -> list[Member]:
+    """The members claiming the agent's directive, the agent among them."""
     signal = view.signal
-    context = signal_context(signal)
     me = next((m for m in members if m.agent == agent), None)
     claimants = [m for m in members if signal and signal.directive_id and m.directive_id == signal.directive_id]
     if me is not None and me not in claimants:
         claimants.append(me)
-    ranked_claimants = _ranked(claimants, playbooks, priority) if claimants else []
+    return claimants
+
+
+def template_variables(agent: str, view: AgentView, members: list[Member], playbooks: PlaybookSet,
+                       priority: Sequence[str], labels: dict, incident_id: str,
+                       arbitration: Arbitration | None = None, directive_id: str | None = None) -> dict:
+    """Everything a playbook template may name (see templating.TEMPLATE_ROOTS); a conflict's winner and loser
+    come from its ARBITRATION."""
+    signal = view.signal
+    context = signal_context(signal)
+    if directive_id:
+        context["directiveId"] = directive_id
+    if arbitration is not None:
+        ranked = list(arbitration.claimants)
+    else:
+        ranked = [m.agent for m in _ranked(directive_claimants(agent, view, members), playbooks, priority)]
     others = [m for m in members if m.agent != agent]
     donors = [m for m in _ranked(others, playbooks, priority) if m.status == "healthy"]
     spenders = [m for m in members if m.cost_per_hour > 0]
@@ -78,8 +92,8 @@ def template_variables(agent: str, view: AgentView, members: list[Member], playb
             "configHealthy": signal.config_healthy if signal else None}.items() if v is not None},
         "labels": dict(labels),
         "priority": list(priority),
-        "winningAgent": ranked_claimants[0].agent if ranked_claimants else agent,
-        "losingAgent": ranked_claimants[-1].agent if ranked_claimants else agent,
+        "winningAgent": ranked[0] if ranked else agent,
+        "losingAgent": ranked[-1] if ranked else agent,
         "lowestPriorityAgent": _ranked(spenders, playbooks, priority)[-1].agent if spenders else agent,
         "slotDonorAgent": donors[-1].agent if donors else agent,
         "failingDependency": failing[0] if failing else agent,

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .classifier import CLASSES
-from .ledger import Incident
+from .conflicts import conflict_key
+from .incident import Incident
 from .playbooks import Playbook
 from .upstreams import AlertmanagerApi, UpstreamError
 
@@ -33,30 +34,39 @@ class GateInputs:
     budget_cap: float
 
 
+def _belongs(incident: Incident, alert: dict) -> bool:
+    """Whether an alert Alertmanager holds is this incident's: a conflict's own key, or an agent's other alerts."""
+    labels = alert.get("labels", {})
+    if labels.get("autonomy_class") not in REMEDIABLE:
+        return False
+    return conflict_key(labels) == incident.conflict_key
+
+
 def _alert_state(am: AlertmanagerApi, incident: Incident) -> Refusal | None:
-    """Refuse unless one of the agent's remediable alerts is still active and not silenced."""
+    """Refuse unless the incident's alerts are still active and none is silenced (a conflict: any claimant's)."""
     try:
-        alerts = am.agent_alerts(incident.agent)
+        alerts = [a for agent in incident.agents for a in am.agent_alerts(agent) if _belongs(incident, a)]
     except UpstreamError as exc:
         return Refusal("alertmanager_unreachable", f"cannot check the alert and its silences: {exc}")
-    remediable = [a for a in alerts if a.get("labels", {}).get("autonomy_class") in REMEDIABLE]
-    if any(a.get("status", {}).get("state") == "active" for a in remediable):
-        return None
-    silenced = sorted({s for a in remediable for s in a.get("status", {}).get("silencedBy") or []})
-    if silenced:
+    silenced = sorted({s for a in alerts for s in a.get("status", {}).get("silencedBy") or []})
+    # A silence on one claimant of a conflict stops the whole conflict: acting on the others changes it too.
+    if silenced and (incident.conflict_key or not any(a.get("status", {}).get("state") == "active" for a in alerts)):
         return Refusal("silenced", f"the agent's alerts are silenced in Alertmanager ({', '.join(silenced)})")
-    if remediable:
+    if any(a.get("status", {}).get("state") == "active" for a in alerts):
+        return None
+    if alerts:
         return Refusal("not_firing", "the agent's alerts are suppressed in Alertmanager")
     return Refusal("not_firing", "the alert is no longer firing", close=True)
 
 
 def _signal_silence(am: AlertmanagerApi, incident: Incident, classification: str) -> Refusal | None:
     try:
-        hits = am.silenced({"agent": incident.agent, "autonomy_class": classification})
+        hits = [h for agent in incident.agents
+                for h in am.silenced({"agent": agent, "autonomy_class": classification})]
     except UpstreamError as exc:
         return Refusal("alertmanager_unreachable", f"cannot check silences: {exc}")
     if hits:
-        return Refusal("silenced", f"a silence in Alertmanager covers the agent ({', '.join(hits)})")
+        return Refusal("silenced", f"a silence in Alertmanager covers the agent ({', '.join(sorted(set(hits)))})")
     return None
 
 
@@ -64,8 +74,9 @@ def check_gates(incident: Incident, classification: str, playbook: Playbook, inp
     """The first gate that refuses, in order: kill switch, canary, alert state and silences, high risk, budget."""
     if not inputs.enabled():
         return Refusal("kill_switch", "remediation is disabled (kill switch)")
-    if inputs.canary and incident.agent not in inputs.canary:
-        return Refusal("canary", f"{incident.agent} is not in AUTOREM_CANARY_AGENTS; observed only")
+    outside = [a for a in incident.agents if inputs.canary and a not in inputs.canary]
+    if outside:
+        return Refusal("canary", f"{', '.join(outside)} not in AUTOREM_CANARY_AGENTS; observed only")
     if inputs.alertmanager is not None:
         refusal = (_alert_state(inputs.alertmanager, incident) if incident.source == "alertmanager"
                    else _signal_silence(inputs.alertmanager, incident, classification))

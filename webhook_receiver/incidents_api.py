@@ -13,6 +13,7 @@ from autonomy.signal_contract import parse_timestamp
 from autonomy.stack_config import REPO_ROOT
 
 from .app import counted, receiver
+from .engine import FeatureFlagOff
 from .ledger import STATES
 
 incidents_bp = Blueprint("incidents", __name__)
@@ -131,7 +132,10 @@ def set_remediation():
     if errors:
         raise ApiError(422, "invalid kill switch request", errors)
     reason = (doc.get("reason") or "").strip()[:500] or "no reason given"
-    receiver().engine.set_enabled(doc["enabled"], reason)
+    try:
+        receiver().engine.set_enabled(doc["enabled"], reason)
+    except FeatureFlagOff as exc:
+        raise ApiError(409, str(exc)) from None
     return jsonify(receiver().engine.remediation_status())
 
 

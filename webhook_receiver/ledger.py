@@ -1,4 +1,5 @@
-"""The incident ledger: every notification recorded, one open incident per agent, durable in SQLite."""
+"""The incident ledger: every notification recorded, one open incident per agent (and per conflict), durable
+in SQLite."""
 from __future__ import annotations
 
 import json
@@ -6,77 +7,12 @@ import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Protocol
 
-OPEN_STATES = ("open", "remediating", "recovered", "escalated", "skipped")
-STATES = OPEN_STATES + ("closed",)
-RUNNABLE_STATES = ("open", "remediating")
-# States in which a repeated firing notification changes nothing (recovered and skipped may reopen: _apply).
-_QUIET_STATES = frozenset(("open", "remediating", "escalated"))
-# Refusals a new notification may have lifted (a silence expired, Alertmanager came back). The kill
-# switch resumes its own incidents when switched on; canary and dry run only change with a restart.
-RECONSIDERED_REFUSALS = ("silenced", "alertmanager_unreachable", "not_firing", "agent_locked")
-
-
-class AlertRef(NamedTuple):
-    """One alert of a notification, as the ledger keeps it (a tuple: built and compared in C on the hot path)."""
-
-    fingerprint: str
-    status: str
-    labels: dict
-    starts_at: str = ""
-
-
-@dataclass(frozen=True)
-class Incident:
-    """An agent's problem from its first alert (or signal) until it is closed."""
-
-    id: str
-    agent: str
-    state: str
-    source: str
-    opened_at: float
-    updated_at: float
-    classification: str | None = None
-    playbook: str | None = None
-    attempts: int = 0
-    recovered_at: float | None = None
-    resolved_at: float | None = None
-    closed_at: float | None = None
-    context: dict | None = None
-    outcome: str | None = None
-    reason: str | None = None
-    alerts: tuple[AlertRef, ...] = ()
-    playbooks_run: tuple[str, ...] = ()
-    signal: dict | None = field(default=None, repr=False)
-    metrics: dict | None = None
-    trace_id: str | None = None
-
-    @property
-    def labels(self) -> dict:
-        """Labels shared by every firing alert (what playbook label matchers see)."""
-        firing = [a.labels for a in self.alerts if a.status == "firing"]
-        if not firing:
-            return {}
-        common = dict(firing[0])
-        for labels in firing[1:]:
-            common = {k: v for k, v in common.items() if labels.get(k) == v}
-        return common
-
-    @property
-    def alert_classes(self) -> frozenset[str]:
-        return frozenset(a.labels.get("autonomy_class", "") for a in self.alerts if a.status == "firing") - {""}
-
-    def as_dict(self) -> dict:
-        """A JSON-ready view (shallow: the caller serialises it, never mutates it)."""
-        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        out["alerts"] = [{"fingerprint": a.fingerprint, "status": a.status, "labels": a.labels,
-                          "starts_at": a.starts_at} for a in self.alerts]
-        out["playbooks_run"] = list(self.playbooks_run)
-        return out
-
+from .conflicts import conflict_key
+from .incident import STATES, AlertRef, Incident, alert_onset, on_alerts
 
 class AgentNotification(NamedTuple):
     """The alerts of one agent in one webhook notification."""
@@ -109,6 +45,10 @@ class IncidentClosed(RuntimeError):
     """A change was asked of an incident that is already closed."""
 
 
+class LedgerError(RuntimeError):
+    """The ledger file cannot be used by this receiver (written by a newer one); the message says what to do."""
+
+
 class IncidentLedger(Protocol):
     """What the receiver needs from a ledger; SQLite here, a shared database could implement it later."""
 
@@ -118,6 +58,12 @@ class IncidentLedger(Protocol):
     def get(self, incident_id: str) -> Incident | None: ...
 
     def open_for(self, agent: str) -> Incident | None: ...
+
+    def open_incidents(self) -> list[Incident]: ...
+
+    def conflicts_of(self, agent: str) -> list[Incident]: ...
+
+    def open_conflict_keys(self) -> frozenset[str]: ...
 
     def list(self, agent: str | None = None, state: str | None = None, limit: int = 500) -> list[Incident]: ...
 
@@ -130,7 +76,8 @@ class IncidentLedger(Protocol):
     def set_flag(self, name: str, value: str) -> None: ...
 
 
-SCHEMA = """
+SCHEMA_VERSION = 1
+TABLES = """
 CREATE TABLE IF NOT EXISTS notifications (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     received_at REAL NOT NULL,
@@ -144,23 +91,40 @@ CREATE TABLE IF NOT EXISTS incidents (
     doc TEXT NOT NULL,
     opened_at REAL NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS one_open_incident_per_agent ON incidents(agent) WHERE state != 'closed';
 CREATE INDEX IF NOT EXISTS incidents_by_state ON incidents(state);
 CREATE TABLE IF NOT EXISTS flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+# Schema 1: conflicts are incidents of their own (one open incident per conflict key), listed under each of
+# their claimants; an agent still has at most one open incident of its own.
+MIGRATION_1 = """
+DROP INDEX IF EXISTS one_open_incident_per_agent;
+CREATE UNIQUE INDEX one_open_incident_per_agent ON incidents(agent) WHERE state != 'closed' AND conflict_key IS NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS one_open_incident_per_conflict ON incidents(conflict_key)
+    WHERE state != 'closed' AND conflict_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS incident_agents (
+    agent TEXT NOT NULL,
+    incident_id TEXT NOT NULL,
+    PRIMARY KEY (agent, incident_id)
+);
 """
 
 
 _INSERT_NOTIFICATION = "INSERT INTO notifications (received_at, source, body) VALUES (?, ?, ?)"
+_INSERT_INCIDENT = "INSERT INTO incidents (id, agent, state, doc, opened_at, conflict_key) VALUES (?, ?, ?, ?, ?, ?)"
+_UPDATE_INCIDENT = "UPDATE incidents SET state = ?, doc = ? WHERE id = ?"
+_INSERT_CLAIMANT = "INSERT OR IGNORE INTO incident_agents (agent, incident_id) VALUES (?, ?)"
 
 
 def _to_row(incident: Incident) -> tuple:
-    return (incident.id, incident.agent, incident.state, json.dumps(incident.as_dict()), incident.opened_at)
+    return (incident.id, incident.agent, incident.state, json.dumps(incident.as_dict()), incident.opened_at,
+            incident.conflict_key)
 
 
 def _from_doc(doc: str) -> Incident:
     data = json.loads(doc)
     data["alerts"] = tuple(AlertRef(**a) for a in data.get("alerts", ()))
     data["playbooks_run"] = tuple(data.get("playbooks_run", ()))
+    data["claimants"] = tuple(data.get("claimants", ()))
     return Incident(**data)
 
 
@@ -173,11 +137,24 @@ def _changed(incident: Incident, now: float, changes: dict) -> Incident:
     return Incident(**{**incident.__dict__, **changes, "updated_at": now})
 
 
+def split_alerts(alerts: Iterable[AlertRef]) -> tuple[tuple[AlertRef, ...], dict[str, tuple[AlertRef, ...]]]:
+    """An agent's alerts: its own, and those about a conflict with other agents, by conflict key."""
+    own: list[AlertRef] = []
+    by_key: dict[str, list[AlertRef]] = {}
+    for alert in alerts:
+        key = conflict_key(alert.labels) if alert.labels.get("autonomy_class") == "CONFLICT" else None
+        if key is None:
+            own.append(alert)
+        else:
+            by_key.setdefault(key, []).append(alert)
+    return tuple(own), {k: tuple(v) for k, v in by_key.items()}
+
+
 class _Batch:
     """The rows one notification writes, applied together; later items see earlier ones' effects."""
 
-    def __init__(self, current: dict[str, Incident], now: float):
-        self.current, self.now = current, now
+    def __init__(self, own: dict[str, Incident], conflicts: dict[str, Incident], now: float):
+        self.own, self.conflicts, self.now = own, conflicts, now
         self.inserts: dict[str, Incident] = {}
         self.updates: dict[str, Incident] = {}
         self.to_run: list[str] = []
@@ -185,17 +162,22 @@ class _Batch:
         self.duplicates: list[str] = []
         self.closed: list[Incident] = []
 
+    def _place(self, incident: Incident) -> None:
+        table = self.conflicts if incident.conflict_key else self.own
+        key = incident.conflict_key or incident.agent
+        if incident.state == "closed":
+            table.pop(key, None)
+        else:
+            table[key] = incident
+
     def add(self, incident: Incident) -> None:
         self.inserts[incident.id] = incident
-        self.current[incident.agent] = incident
+        self._place(incident)
 
     def change(self, incident: Incident, **changes: object) -> Incident:
         updated = _changed(incident, self.now, changes)
         (self.inserts if updated.id in self.inserts else self.updates)[updated.id] = updated
-        if updated.state == "closed":
-            self.current.pop(updated.agent, None)
-        else:
-            self.current[updated.agent] = updated
+        self._place(updated)
         return updated
 
 
@@ -211,13 +193,56 @@ class SqliteIncidentLedger:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
-        # Write-through cache of the open incidents: the hot path never re-reads them from disk.
-        self._open = {i.agent: i for i in (_from_doc(doc) for (doc,) in self._db.execute(
-            "SELECT doc FROM incidents WHERE state != 'closed'"))}
+        self._migrate()
+        # Write-through caches of the open incidents: the hot path never re-reads them from disk.
+        self._open: dict[str, Incident] = {}
+        self._conflicts: dict[str, Incident] = {}
+        self._claims: dict[str, set[str]] = {}  # agent -> keys of the open conflicts it claims
+        for (doc,) in self._db.execute("SELECT doc FROM incidents WHERE state != 'closed'"):
+            self._remember(_from_doc(doc))
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            self._db.close()
+            raise LedgerError(f"{self.path}: written by a newer receiver (ledger schema {version}; this receiver "
+                              f"knows up to {SCHEMA_VERSION}): run that version, or move the file aside")
+        if version == SCHEMA_VERSION:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in TABLES.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(incidents)")}
+            if "conflict_key" not in columns:
+                self._db.execute("ALTER TABLE incidents ADD COLUMN conflict_key TEXT")
+            for statement in MIGRATION_1.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def _remember(self, incident: Incident) -> None:
-        if incident.state == "closed":
+        if incident.conflict_key:
+            key = incident.conflict_key
+            for agent in incident.claimants:
+                keys = self._claims.setdefault(agent, set())
+                if incident.state == "closed":
+                    keys.discard(key)
+                    if not keys:
+                        self._claims.pop(agent, None)
+                else:
+                    keys.add(key)
+            if incident.state == "closed":
+                if self._conflicts.get(key, incident).id == incident.id:
+                    self._conflicts.pop(key, None)
+            else:
+                self._conflicts[key] = incident
+        elif incident.state == "closed":
             if self._open.get(incident.agent, incident).id == incident.id:
                 self._open.pop(incident.agent, None)
         else:
@@ -231,15 +256,24 @@ class SqliteIncidentLedger:
                reserve: Callable[[int], bool]) -> IngestResult:
         """Record a notification and open, update or close incidents in one transaction.
 
-        RESERVE(n) must grant n work-queue slots for the incidents to run; if it refuses, nothing is
-        stored and the result says `refused` (the caller answers 503).
+        Each agent's alerts go to its own incident, except those about a conflict with other agents, which go
+        to that conflict's incident (one per conflict, listing every claimant). RESERVE(n) must grant n
+        work-queue slots for the incidents to run; if it refuses, nothing is stored and the result says
+        `refused` (the caller answers 503).
         """
         items = list(per_agent)
         now = self._clock()
         with self._lock:
-            batch = _Batch(self._open_many([item.agent for item in items]), now)
-            for item in items:
-                self._apply(item, source, now, batch)
+            split = [(item, *split_alerts(item.alerts)) for item in items]
+            keys = {k for _, _, by_key in split for k in by_key} | {
+                k for item in items for k in self._claims.get(item.agent, ())}
+            batch = _Batch({item.agent: self._open[item.agent] for item in items if item.agent in self._open},
+                           {k: self._conflicts[k] for k in keys if k in self._conflicts}, now)
+            for item, own, by_key in split:
+                claimed = {k for k, c in batch.conflicts.items() if item.agent in c.claimants}
+                for key in sorted(set(by_key) | claimed):
+                    self._notify(batch, item.agent, by_key.get(key, ()), None, source, key)
+                self._notify(batch, item.agent, own, item.signal, source, None)
             if batch.to_run and not reserve(len(batch.to_run)):
                 return IngestResult(notification_id=0, refused=True)
             if batch.inserts or batch.updates:
@@ -252,72 +286,67 @@ class SqliteIncidentLedger:
         return IngestResult(notification_id, tuple(batch.to_run), tuple(batch.opened), tuple(batch.duplicates),
                             tuple(batch.closed))
 
-    def _commit(self, batch: "_Batch", source: str, body: str, now: float) -> int:
+    def _notify(self, batch: _Batch, agent: str, alerts: tuple[AlertRef, ...], signal: dict | None, source: str,
+                key: str | None) -> None:
+        """Apply AGENT's latest ALERTS to its own incident (KEY None) or to the conflict KEY's incident."""
+        current = batch.conflicts.get(key) if key else batch.own.get(agent)
+        extra: dict[str, object] = {}
+        sender_firing = any(a.status == "firing" for a in alerts)
+        if key and current is not None:
+            # The conflict's alerts: every claimant's latest, this agent's replaced by what it sent now.
+            alerts = tuple(a for a in current.alerts if a.labels.get("agent", current.agent) != agent) + alerts
+            if agent not in current.claimants:
+                extra["claimants"] = current.claimants + (agent,)
+        step = on_alerts(current, alerts, signal, source, batch.now, self.reopen_grace_seconds, sender_firing)
+        if step.action == "ignore":
+            return
+        if step.action == "open":
+            incident = Incident(id=uuid.uuid4().hex, agent=agent, state="open", source=source, opened_at=batch.now,
+                                updated_at=batch.now, alerts=alerts, signal=signal,
+                                onset_at=alert_onset(alerts, batch.now), conflict_key=key,
+                                claimants=(agent,) if key else ())
+            batch.add(incident)
+            batch.to_run.append(incident.id)
+            batch.opened.append(incident.id)
+            return
+        changes = {**step.changes, **extra}
+        if step.action == "close":
+            batch.closed.append(batch.change(current, **changes))
+            return
+        if changes:
+            current = batch.change(current, **changes)
+        (batch.to_run if step.action == "reopen" else batch.duplicates).append(current.id)
+
+    def _commit(self, batch: _Batch, source: str, body: str, now: float) -> int:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             notification_id = self._db.execute(_INSERT_NOTIFICATION, (now, source, body)).lastrowid
             # Updates first: a closed incident must leave the unique index before its successor enters.
-            self._db.executemany("UPDATE incidents SET state = ?, doc = ? WHERE id = ?",
-                                 [(i.state, json.dumps(i.as_dict()), i.id) for i in batch.updates.values()])
-            self._db.executemany("INSERT INTO incidents (id, agent, state, doc, opened_at) VALUES (?, ?, ?, ?, ?)",
-                                 [_to_row(i) for i in batch.inserts.values()])
+            self._db.executemany(_UPDATE_INCIDENT, [(i.state, json.dumps(i.as_dict()), i.id)
+                                                    for i in batch.updates.values()])
+            self._db.executemany(_INSERT_INCIDENT, [_to_row(i) for i in batch.inserts.values()])
+            self._db.executemany(_INSERT_CLAIMANT, [(a, i.id) for i in [*batch.updates.values(),
+                                                                        *batch.inserts.values()]
+                                                    for a in i.claimants])
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
         return notification_id
 
-    def _apply(self, item: AgentNotification, source: str, now: float, batch: "_Batch") -> None:
-        current = batch.current.get(item.agent)
-        signal = item.signal
-        if (current is not None and current.state in _QUIET_STATES and current.source == source
-                and signal is None and item.alerts == current.alerts and item.firing):
-            # First, as the cheapest test: the common case of a storm, Alertmanager repeating itself.
-            batch.duplicates.append(current.id)
-            return
-        if current is not None and current.source != source:
-            # The other path owns this agent's incident; its own notifications decide its fate.
-            batch.duplicates.append(current.id)
-            return
-        if not item.firing:
-            if current is not None and current.state in RUNNABLE_STATES:
-                # A worker holds it: it closes the incident when its attempt ends.
-                batch.change(current, alerts=item.alerts, resolved_at=now)
-                batch.duplicates.append(current.id)
-            elif current is not None:
-                batch.closed.append(batch.change(current, state="closed", closed_at=now, alerts=item.alerts,
-                                                 outcome=current.outcome or "self_resolved",
-                                                 reason=current.reason or "alert resolved"))
-            return
-        if current is None:
-            incident = Incident(id=uuid.uuid4().hex, agent=item.agent, state="open", source=source,
-                                opened_at=now, updated_at=now, alerts=item.alerts, signal=signal)
-            batch.add(incident)
-            batch.to_run.append(incident.id)
-            batch.opened.append(incident.id)
-            return
-        relapsed = current.state == "recovered" and now - (current.recovered_at or now) > self.reopen_grace_seconds
-        reconsider = current.state == "skipped" and (current.reason or "").split(":")[0] in RECONSIDERED_REFUSALS
-        if reconsider or relapsed:
-            batch.change(current, state="open", alerts=item.alerts, signal=signal or current.signal,
-                         attempts=0 if relapsed else current.attempts, outcome=None, reason=None,
-                         resolved_at=None, recovered_at=None if relapsed else current.recovered_at)
-            batch.to_run.append(current.id)
-            return
-        if item.alerts != current.alerts or (signal and signal != current.signal):
-            batch.change(current, alerts=item.alerts, signal=signal or current.signal)
-        batch.duplicates.append(current.id)  # a repeat changes nothing; the notification row records it
-
-    def _open_for(self, agent: str) -> Incident | None:
-        return self._open.get(agent)
-
-    def _open_many(self, agents: list[str]) -> dict[str, Incident]:
-        return {agent: self._open[agent] for agent in agents if agent in self._open}
-
     def _write(self, incident: Incident, **changes: object) -> Incident:
         updated = _changed(incident, self._clock(), changes)
-        self._db.execute("UPDATE incidents SET state = ?, doc = ? WHERE id = ?",
-                         (updated.state, json.dumps(updated.as_dict()), updated.id))
+        if updated.claimants != incident.claimants:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(_UPDATE_INCIDENT, (updated.state, json.dumps(updated.as_dict()), updated.id))
+                self._db.executemany(_INSERT_CLAIMANT, [(a, updated.id) for a in updated.claimants])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        else:
+            self._db.execute(_UPDATE_INCIDENT, (updated.state, json.dumps(updated.as_dict()), updated.id))
         self._remember(updated)
         return updated
 
@@ -327,14 +356,30 @@ class SqliteIncidentLedger:
         return _from_doc(row[0]) if row else None
 
     def open_for(self, agent: str) -> Incident | None:
+        """The agent's own open incident (not the conflicts it is a claimant of)."""
         with self._lock:
-            return self._open_for(agent)
+            return self._open.get(agent)
+
+    def open_incidents(self) -> list[Incident]:
+        """Every incident not closed yet, from memory (the tile states read this on every scrape)."""
+        with self._lock:
+            return [*self._open.values(), *self._conflicts.values()]
+
+    def conflicts_of(self, agent: str) -> list[Incident]:
+        """The open conflict incidents AGENT is a claimant of."""
+        with self._lock:
+            return [self._conflicts[k] for k in sorted(self._claims.get(agent, ())) if k in self._conflicts]
+
+    def open_conflict_keys(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._conflicts)
 
     def list(self, agent: str | None = None, state: str | None = None, limit: int = 500) -> list[Incident]:
+        """Incidents newest first; AGENT matches its own and the conflicts it claims."""
         query, args = "SELECT doc FROM incidents WHERE 1=1", []
         if agent:
-            query += " AND agent = ?"
-            args.append(agent)
+            query += " AND (agent = ? OR id IN (SELECT incident_id FROM incident_agents WHERE agent = ?))"
+            args += [agent, agent]
         if state:
             query += " AND state = ?"
             args.append(state)

@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 LINEAGE_FILE = "decision_lineage.jsonl"
 ACTOR = "ChiefOfStaff"
@@ -29,10 +29,13 @@ class LineageRead:
 class LineageLog:
     """Append-only JSONL; each entry has the pack's section 8 fields first, then the layer's own."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, secrets: Iterable = ()):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        # Defence in depth: should a configured secret's value ever reach an entry, only its name is written.
+        self._secrets = [(s.reveal(), f"<secret {s.name}>") for s in secrets
+                         if s is not None and len(s.reveal()) >= 8]
         self._repair_torn_tail()
 
     def _repair_torn_tail(self) -> None:
@@ -53,7 +56,11 @@ class LineageLog:
         ordered["ts"] = ordered["ts"] or utc_now_iso()
         ordered["actor"] = ordered["actor"] or ACTOR
         ordered.update({k: v for k, v in entry.items() if k not in PACK_FIELDS})
-        line = (json.dumps(ordered, separators=(",", ":"), default=str) + "\n").encode("utf-8")
+        text = json.dumps(ordered, separators=(",", ":"), default=str)
+        if any(json.dumps(value)[1:-1] in text for value, _ in self._secrets):
+            ordered = self._scrub(json.loads(text))
+            text = json.dumps(ordered, separators=(",", ":"))
+        line = (text + "\n").encode("utf-8")
         with self._lock:
             self._repair_torn_tail()  # a write cut short earlier (disk full) must not swallow this one
             with open(self.path, "ab") as f:
@@ -61,6 +68,17 @@ class LineageLog:
                 f.flush()
                 os.fsync(f.fileno())
         return ordered
+
+    def _scrub(self, value):
+        if isinstance(value, str):
+            for secret, name in self._secrets:
+                value = value.replace(secret, name)
+            return value
+        if isinstance(value, dict):
+            return {self._scrub(k): self._scrub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._scrub(v) for v in value]
+        return value
 
     def read(self, agent: str | None = None, since: str | None = None, incident_id: str | None = None) -> LineageRead:
         """Entries in file order, filtered; torn or invalid lines are skipped and reported."""

@@ -10,6 +10,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import yaml
 
+from .criteria import CRITERIA as _CRITERIA
 from .retry_policy import RetryPolicy
 from .templating import (AGENT_NAME, AGENT_NAME_RULE, UnsafeTarget, action_url, base_url_problem,
                          check_templates, path_template_problems)
@@ -18,13 +19,9 @@ API_VERSION = "autonomy-layer/v1"
 KIND = "PlaybookSet"
 CLASSIFICATIONS = ("CONFLICT", "TRANSIENT", "CAPACITY", "DATA_DEP", "CONFIG")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-# criterion -> (kind of value, lowest, highest)
+# criterion -> (kind of value, lowest, highest), from the one definition of each criterion
 CRITERIA: Mapping[str, tuple[str, float | None, float | None]] = {
-    "lastTaskSucceeded": ("bool", None, None), "conflictCleared": ("bool", None, None),
-    "inputsValid": ("bool", None, None), "configHealthy": ("bool", None, None),
-    "budgetWithinCap": ("bool", None, None), "alignmentMin": ("number", 0, 1),
-    "backlogAgeMaxMinutes": ("number", 0, None),
-}
+    c.name: (c.kind, c.low, c.high) for c in _CRITERIA.values()}
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "playbooks.yaml"
 _LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

@@ -1,56 +1,20 @@
 """The receiver's own metrics, for the Grafana tiles and the KPI recording rules."""
 from __future__ import annotations
 
-import threading
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, StateSetMetricFamily
 
-CLASSES = ("CONFLICT", "CONFIG", "DATA_DEP", "TRANSIENT", "CAPACITY")
-OUTCOMES = ("auto_resolved", "escalated", "skipped")
-ESCALATION_REASONS = ("AutoRemediationFailed", "HighRiskStep", "BudgetCap", "ActionTargetUnsafe")
+from .agent_states import AgentStateCollector
+from .classifier import CLASSES
+from .outcomes import OUTCOMES
+
+ESCALATION_REASONS = ("AutoRemediationFailed", "HighRiskStep", "BudgetCap", "ActionTargetUnsafe", "PriorityUnranked",
+                      "NoPlaybook")
 GATES = ("kill_switch", "canary", "dry_run", "budget_cap", "agent_locked", "not_firing", "silenced",
-         "alertmanager_unreachable", "high_risk")
-AGENT_STATES = ("healthy", "recovering", "escalated")
+         "alertmanager_unreachable", "high_risk", "priority_unranked", "stale_evidence", "no_playbook")
+DECISIONS = ("auto_remediation", "remediation_refused", "escalation", "no_action")
 RECOVERY_BUCKETS = (5, 10, 30, 60, 120, 180, 300, 480, 600, 900, 1800, 3600, 7200)
 ENDPOINTS = ("alerts", "signals", "remediation")
-CODES = ("200", "400", "401", "413", "415", "422", "503")
-
-
-class AgentStates:
-    """Per-agent state set (healthy / recovering / escalated) and remediation-in-progress flags."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._states: dict[str, str] = {}
-        self._running: dict[str, bool] = {}
-
-    def set(self, agent: str, state: str, running: bool | None = None) -> None:
-        with self._lock:
-            self._states[agent] = state
-            if running is not None:
-                self._running[agent] = running
-
-    def running(self, agent: str, value: bool) -> None:
-        with self._lock:
-            self._running[agent] = value
-            self._states.setdefault(agent, "recovering")
-
-    def snapshot(self) -> tuple[dict[str, str], dict[str, bool]]:
-        with self._lock:
-            return dict(self._states), dict(self._running)
-
-    def collect(self):
-        states, running = self.snapshot()
-        state_set = StateSetMetricFamily("autonomy_agent_state",
-                                         "The agent's tile state: healthy, recovering or escalated.",
-                                         labels=["agent"])
-        progress = GaugeMetricFamily("autonomy_remediation_in_progress",
-                                     "1 while a remediation of the agent is running.", labels=["agent"])
-        for agent in sorted(states):
-            state_set.add_metric([agent], {s: states[agent] == s for s in AGENT_STATES})
-            progress.add_metric([agent], 1.0 if running.get(agent) else 0.0)
-        return [state_set, progress]
+CODES = ("200", "400", "401", "409", "413", "415", "422", "503")
 
 
 class ReceiverMetrics:
@@ -59,15 +23,15 @@ class ReceiverMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.agent_states = AgentStates()
-        r.register(self.agent_states)
         self.remediation_enabled = Gauge("autonomy_remediation_enabled",
                                          "1 when automatic remediation is on (the kill switch).", registry=r)
         self.in_flight = Gauge("autonomy_remediations_in_flight", "Remediations running now.", registry=r)
         self.queue_depth = Gauge("autonomy_work_queue_depth", "Incidents waiting for a worker.", registry=r)
         self.queue_capacity = Gauge("autonomy_work_queue_capacity", "Size of the work queue.", registry=r)
         self.incidents = Counter("autonomy_incidents", "Incidents opened, by source.", ["source"], registry=r)
-        self.outcomes = Counter("autonomy_incident_outcomes", "How remediations ended, by class.",
+        self.outcomes = Counter("autonomy_incident_outcomes",
+                                "How incidents ended, once each: auto_resolved (verified), escalated, "
+                                "self_resolved_after_failure, self_resolved (before any attempt), skipped.",
                                 ["classification", "outcome"], registry=r)
         self.attempts = Counter("autonomy_remediation_attempts",
                                 "Remediation attempts by agent, class, playbook and result.",
@@ -76,13 +40,19 @@ class ReceiverMetrics:
                                 registry=r)
         self.escalations = Counter("autonomy_escalations", "Escalations to a human, by reason.", ["reason"],
                                    registry=r)
-        self.recovery = Histogram("autonomy_recovery_seconds", "Time from incident open to recovery, by class.",
+        self.recovery = Histogram("autonomy_recovery_seconds",
+                                  "Time from the fault's onset to verified recovery, auto-resolved incidents only.",
                                   ["classification"], buckets=RECOVERY_BUCKETS, registry=r)
         self.incident_cost = Counter("autonomy_incident_cost_dollars",
-                                     "Agent spend while in incident (burn rate x duration), by class.",
-                                     ["classification"], registry=r)
+                                     "Agent spend from onset to verified recovery (burn rate x duration), "
+                                     "auto-resolved incidents only.", ["classification"], registry=r)
+        self.decisions = Counter("autonomy_decisions", "Attempts, refusals, escalations and no-action endings "
+                                 "decided, by event.", ["event"], registry=r)
+        self.lineage_lines = Counter("autonomy_lineage_lines", "Decisions whose lineage line was written and "
+                                     "flushed, by event.", ["event"], registry=r)
         self.webhook_requests = Counter("autonomy_webhook_requests", "Requests to the write endpoints by code.",
                                         ["endpoint", "code"], registry=r)
+        self.agent_states: AgentStateCollector | None = None
         self.lineage_skipped = Gauge("autonomy_lineage_torn_lines",
                                      "Unreadable lines found in the lineage file on the last read.", registry=r)
         for source in ("alertmanager", "signal"):
@@ -92,6 +62,9 @@ class ReceiverMetrics:
             self.incident_cost.labels(cls)
             for outcome in OUTCOMES:
                 self.outcomes.labels(cls, outcome)
+        for event in DECISIONS:
+            self.decisions.labels(event)
+            self.lineage_lines.labels(event)
         for reason in ESCALATION_REASONS:
             self.escalations.labels(reason)
         for gate in GATES:
@@ -99,3 +72,8 @@ class ReceiverMetrics:
         for endpoint in ENDPOINTS:
             for code in CODES:
                 self.webhook_requests.labels(endpoint, code)
+
+    def watch_states(self, collector: AgentStateCollector) -> None:
+        """Export the tile states from COLLECTOR (which reads the ledger on every scrape)."""
+        self.agent_states = collector
+        self.registry.register(collector)

@@ -46,6 +46,14 @@ class PrometheusApi:
         result = body["data"]["result"]
         return result if isinstance(result, list) else []
 
+    def rules(self) -> list[dict]:
+        """The rule groups Prometheus evaluates (/api/v1/rules): what its alerts and recordings really are."""
+        body = _get_json(self.session, self.base_url + "/api/v1/rules")
+        if not isinstance(body, dict) or body.get("status") != "success" or not isinstance(body.get("data"), dict):
+            raise UpstreamError("prometheus rules: not a successful answer")
+        groups = body["data"].get("groups")
+        return groups if isinstance(groups, list) else []
+
     def ready(self) -> bool:
         try:
             return self.session.get(self.base_url + "/-/ready", timeout=2).status_code == 200

@@ -221,6 +221,8 @@ class ProcessLayer:
             "AUTOREM_SWEEP_SECONDS": f"{max(0.5, 30 * f):g}",
             "AUTOREM_REOPEN_GRACE_SECONDS": f"{300 * f:g}",
             "AUTOREM_AGENT_SILENT_SECONDS": f"{120 * f:g}",
+            "AUTOREM_ATTEMPT_BACKOFF_SECONDS": f"{30 * f:g}",
+            "AUTO_REMEDIATE": "true",
         }
         env.update(self.receiver_env)
         return env
