@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .rule_render import load_thresholds
 from .settings import Settings
 from .stack_config import REPO_ROOT
 
@@ -20,6 +21,10 @@ RUNNING_MAPPINGS = [{"type": "value", "options": {
     "1": {"text": "Auto-Resolve running", "color": "blue", "index": 1},
 }}]
 AGENT = 'agent=~"$agent"'
+# Tile reasons (webhook_receiver/agent_states.py): the layer's own escalations besides exhausted attempts, and
+# holds a person's decision (or a check the layer cannot make) put on an unhealthy agent.
+ESCALATED_BY_LAYER = "high_risk_step|budget_cap|action_target_unsafe|priority_unranked|no_playbook"
+HELD = "silenced|kill_switch|not_in_canary|dry_run|alertmanager_unreachable|suppressed|stale_evidence"
 
 
 def target(expr: str, legend: str = "", ref: str = "A") -> dict:
@@ -86,6 +91,12 @@ def agent_tiles() -> dict:
     timeline = panel("state-timeline", "Agent states over time", [
         target(f"agent:autonomy_agent_state:code{{{AGENT}}}", "{{agent}}")], (0, 5, 24, 8),
         options={"showValue": "never", "mergeValues": True}, defaults={"mappings": STATE_MAPPINGS})
+    # Why a tile is Recovering or Escalated (queued, running, attempts_exhausted, silenced, ...); "ok" otherwise.
+    reasons = panel("table", "Why: the reason behind each tile", [dict(target(
+        f'max by (agent, reason) (autonomy_agent_state_reason{{{AGENT}}} == 1) or on (agent) '
+        f'label_replace(max by (agent) (autonomy_agent_info{{{AGENT}}}) * 0, "reason", "ok", "", "")', "{{agent}}"),
+        format="table", instant=True, range=False)], (0, 19, 24, 6),
+        transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True}}}])
     incidents = panel("timeseries", "Remediations in progress", [
         target("sum(autonomy_remediations_in_flight)", "in flight", "A"),
         target("sum(autonomy_work_queue_depth)", "queued", "B")], (0, 13, 12, 6))
@@ -95,38 +106,53 @@ def agent_tiles() -> dict:
             "0": {"text": "DISABLED (kill switch)", "color": "red", "index": 0},
             "1": {"text": "enabled", "color": "green", "index": 1}}}]})
     ok_attempts = 'autonomy_remediation_attempts_total{result="ok"}'
+
+    def became(reasons: str) -> str:  # the moment an agent took on one of REASONS (a rising edge)
+        series = f'autonomy_agent_state_reason{{reason=~"{reasons}"}}'
+        return f"({series} == 1) unless ({series} offset 1m == 1)"
+
+    # The pack's texts only where they are true: an attempt verified on fresh samples, attempts exhausted.
     annotations = [
         {"name": "Resolved by CoS", "datasource": DATASOURCE, "enable": True, "iconColor": "green",
          "expr": f"(increase({ok_attempts}[1m]) > 0) or ({ok_attempts} unless {ok_attempts} offset 1m)",
          "titleFormat": "Resolved by CoS: {{playbook}}", "textFormat": "{{agent}} ({{classification}})",
          "tagKeys": "agent,classification", "step": "30s"},
         {"name": "Escalated to CEO", "datasource": DATASOURCE, "enable": True, "iconColor": "red",
-         "expr": 'ALERTS{alertname="AutonomyEscalationOpen", alertstate="firing"}',
-         "titleFormat": "Escalated to CEO (attempts exhausted)", "textFormat": "{{agent}}", "tagKeys": "agent",
-         "step": "30s"},
+         "expr": became("attempts_exhausted"), "titleFormat": "Escalated to CEO (attempts exhausted)",
+         "textFormat": "{{agent}}", "tagKeys": "agent", "step": "30s"},
+        {"name": "Escalated to CEO, other reasons", "datasource": DATASOURCE, "enable": True, "iconColor": "red",
+         "expr": became(ESCALATED_BY_LAYER), "titleFormat": "Escalated to CEO ({{reason}})",
+         "textFormat": "{{agent}}", "tagKeys": "agent,reason", "step": "30s"},
+        {"name": "Held for a human", "datasource": DATASOURCE, "enable": True, "iconColor": "orange",
+         "expr": became(HELD), "titleFormat": "Held for a human ({{reason}})", "textFormat": "{{agent}}",
+         "tagKeys": "agent,reason", "step": "30s"},
     ]
-    return dashboard("autonomy-agents", "Autonomy layer: agent tiles", [tile, timeline, incidents, switch],
+    return dashboard("autonomy-agents", "Autonomy layer: agent tiles", [tile, timeline, incidents, switch, reasons],
                      [agent_variable(), receiver], annotations)
 
 
 def kpis(settings: Settings) -> dict:
     """The pack's weekly KPIs (section 13) from the recording rules, with their goal lines."""
     ratio = {"min": 0, "max": 1}
+    goal_share = load_thresholds(settings).values["auto_resolve_goal"]
     panels = [
         panel("timeseries", "Auto-resolve % (7 days)", [
-            target("fleet:autonomy_auto_resolve:ratio7d", "auto-resolved"), goal(0.85, "goal 85 %", "B")],
+            target("fleet:autonomy_auto_resolve:ratio7d", "auto-resolved (verified) of the incidents handled"),
+            goal(goal_share, f"goal {goal_share * 100:g} %", "B")],
             (0, 0, 12, 8), "percentunit", defaults=ratio),
-        panel("timeseries", "MTTR per class (7 days)", [
+        panel("timeseries", "MTTR per class, from onset (7 days)", [
             target("classification:autonomy_recovery_seconds:mean7d", "{{classification}}"),
-            goal(180, "TRANSIENT goal 3 min", "B"), goal(480, "CAPACITY goal 8 min", "C"),
-            goal(600, "CONFLICT goal 10 min", "D")], (12, 0, 12, 8), "s"),
+            target("classification:autonomy_mttr_goal_seconds:constant", "{{classification}} goal", "B")],
+            (12, 0, 12, 8), "s"),
         panel("timeseries", "Conflict half-life (7 days)", [
             target("fleet:autonomy_conflict_recovery_seconds:p50_7d", "median time to clear a conflict")],
             (0, 8, 8, 8), "s"),
-        panel("timeseries", "Escalations per week", [
-            target("fleet:autonomy_escalations:increase7d", "escalations")], (8, 8, 8, 8), "short"),
+        panel("timeseries", "Escalations and holds per week", [
+            target("fleet:autonomy_escalations:increase7d", "escalations"),
+            target("fleet:autonomy_incidents_skipped:increase7d", "held (silence, kill switch, canary, dry run)",
+                   "B")], (8, 8, 8, 8), "short"),
         panel("timeseries", "Cost per resolved incident (7 days)", [
-            target("fleet:autonomy_incident_cost_dollars:per_incident7d", "dollars per incident")],
+            target("fleet:autonomy_incident_cost_dollars:per_resolved_incident7d", "dollars per resolved incident")],
             (16, 8, 8, 8), "currencyUSD"),
         panel("timeseries", "Alignment drift (7 days)", [
             target("fleet:autonomy_agent_alignment_ratio:avg7d", "fleet alignment"),
@@ -135,6 +161,9 @@ def kpis(settings: Settings) -> dict:
         panel("timeseries", "Projected daily spend", [
             target("fleet:autonomy_cost_projected_daily_dollars:sum", "projected"),
             goal(settings.budget_cap_daily_usd, "cap", "B")], (12, 16, 12, 8), "currencyUSD"),
+        panel("timeseries", "Lineage coverage (7 days)", [
+            target("fleet:autonomy_lineage_coverage:ratio7d", "decisions with their lineage line"),
+            goal(1, "goal 100 %", "B")], (0, 24, 12, 8), "percentunit", defaults=ratio),
     ]
     return dashboard("autonomy-kpis", "Autonomy layer: KPIs", panels, [], refresh="1m")
 

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections import Counter
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Sequence, TextIO
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from .drills import DRILLS, DrillContext, DrillResult
 from .fleet import Heartbeat, SimulatedFleet
@@ -26,32 +29,94 @@ def layer_env(fleet_url: str) -> dict[str, str]:
             "AUTOREM_PRIORITY": DEMO_PRIORITY}
 
 
+KPI_RULES = {"auto_resolve_ratio": "fleet:autonomy_auto_resolve:ratio7d",
+             "mttr_s_by_class": "classification:autonomy_recovery_seconds:mean7d",
+             "lineage_coverage": "fleet:autonomy_lineage_coverage:ratio7d",
+             "escalations": "fleet:autonomy_escalations:increase7d",
+             "skipped": "fleet:autonomy_incidents_skipped:increase7d"}
+
+
 def kpis(ctx: DrillContext) -> dict:
-    """Auto-resolve ratio, MTTR per class, lineage coverage and escalations, from the receiver's own records."""
+    """The pack's KPIs from the receiver's own records (its ledger and its lineage counters), defined as the
+    recording rules define them: each incident once, by how it really ended, MTTR from onset."""
     incidents = ctx.stack.receiver_call("GET", "/api/v1/incidents").json()["incidents"]
-    lines = ctx.lineage()
-    resolved = [i for i in incidents if i["outcome"] == "auto_resolved"]
-    escalated = [i for i in incidents if i["outcome"] == "escalated"]
+    # Verified recoveries and escalations count when they happen; the other endings once the incident closed.
+    ended = [i for i in incidents if i["outcome"] in ("auto_resolved", "escalated") or i["state"] == "closed"]
+    count = Counter(i["outcome"] for i in ended)
+    handled = count["auto_resolved"] + count["escalated"] + count["self_resolved_after_failure"]
     by_class: dict[str, list[float]] = {}
-    for i in resolved:
-        if i.get("recovered_at") and i.get("classification"):
-            by_class.setdefault(i["classification"], []).append(i["recovered_at"] - i["opened_at"])
-    expected = {(i["id"], n) for i in incidents for n in range(1, i["attempts"] + 1)}
-    written = {(e.get("incident_id"), e.get("attempt")) for e in lines if e.get("event") == "auto_remediation"}
-    handled = len(resolved) + len(escalated)
+    for i in ended:
+        if i["outcome"] == "auto_resolved" and i.get("classification"):
+            by_class.setdefault(i["classification"], []).append(i["recovered_at"] - (i.get("onset_at") or i["opened_at"]))
+    counters = receiver_counters(ctx)
+    decisions, lines = counters.get("autonomy_decisions_total", 0), counters.get("autonomy_lineage_lines_total", 0)
     return {
-        "auto_resolve_ratio": round(len(resolved) / handled, 4) if handled else None,
+        "auto_resolve_ratio": round(count["auto_resolved"] / handled, 4) if handled else None,
         "mttr_s_by_class": {c: round(statistics.mean(v), 2) for c, v in sorted(by_class.items())},
-        "lineage_coverage": round(len(expected & written) / len(expected), 4) if expected else 1.0,
-        "escalations": len([e for e in lines if e.get("event") == "escalation"]),
+        "lineage_coverage": round(lines / decisions, 4) if decisions else None,
+        "escalations": count["escalated"],
+        "skipped": count["skipped"],
     }
 
 
+def receiver_counters(ctx: DrillContext) -> dict[str, float]:
+    """The receiver's counters, summed over their labels."""
+    text = ctx.stack.receiver_call("GET", "/metrics").text
+    sums: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+    return sums
+
+
+def rule_kpis(ctx: DrillContext) -> dict:
+    """The same KPIs as Prometheus's recording rules have them now."""
+    def value(record: str):
+        rows = ctx.stack.prometheus.query(record)
+        return float(rows[0]["value"][1]) if rows else None
+    mttr = {r["metric"]["classification"]: round(float(r["value"][1]), 2)
+            for r in ctx.stack.prometheus.query(KPI_RULES["mttr_s_by_class"])}
+    out = {key: value(record) for key, record in KPI_RULES.items() if key != "mttr_s_by_class"}
+    out["auto_resolve_ratio"] = round(out["auto_resolve_ratio"], 4) if out["auto_resolve_ratio"] is not None else None
+    out["lineage_coverage"] = round(out["lineage_coverage"], 4) if out["lineage_coverage"] is not None else None
+    # increase() extrapolates counts by a fraction of a scrape interval over the session: whole numbers.
+    for key in ("escalations", "skipped"):
+        out[key] = round(out[key]) if out[key] is not None else 0
+    out["mttr_s_by_class"] = dict(sorted(mttr.items()))
+    return out
+
+
+def kpis_agree(report: dict, rules: dict) -> bool:
+    """Whether the rules' figures are the report's (ratios to 4 places, MTTR to 0.1 %, counts exactly)."""
+    if set(report["mttr_s_by_class"]) != set(rules["mttr_s_by_class"]):
+        return False
+    for cls, mean in report["mttr_s_by_class"].items():
+        if abs(rules["mttr_s_by_class"][cls] - mean) > max(0.01, 0.001 * mean):
+            return False
+    return all(report[k] == rules[k] for k in ("auto_resolve_ratio", "lineage_coverage", "escalations", "skipped"))
+
+
+def settled_kpis(ctx: DrillContext, timeout: float = 60.0) -> tuple[dict, dict, bool]:
+    """The report's KPIs and the rules' once these caught up with the last scrape (or the timeout passed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        report, rules = kpis(ctx), rule_kpis(ctx)
+        agree = kpis_agree(report, rules)
+        if agree or time.monotonic() >= deadline:
+            return report, rules, agree
+        threading.Event().wait(0.5)
+
+
 def summary_table(results: list[DrillResult]) -> str:
-    rows = [("drill", "class", "playbook", "attempts", "outcome", "time to recover", "passed")]
+    rows = [("drill", "class", "playbook", "attempts", "outcome", "recovered: from fault", "from onset",
+             "from webhook", "passed")]
+
+    def seconds(value: float | None) -> str:
+        return f"{value:.1f} s" if value is not None else "-"
     for r in results:
         rows.append((r.name, r.classification or "-", r.playbook or "-", str(r.attempts), r.outcome,
-                     f"{r.mttr_s:.1f} s" if r.mttr_s is not None else "-", "yes" if r.passed else "NO"))
+                     seconds(r.mttr_s), seconds(r.mttr_onset_s), seconds(r.mttr_webhook_s),
+                     "yes" if r.passed else "NO"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows)
 
@@ -92,12 +157,14 @@ def run_session(names: Sequence[str], out: TextIO, keep_running: bool = False,
                         f"{result.detail} ({'passed' if result.passed else 'FAILED'}, "
                         f"{time.monotonic() - started:.1f} s)")
                     results.append(result)
-                figures = kpis(ctx)
+                figures, from_rules, agree = settled_kpis(ctx)
+                figures = {**figures, "from_rules": from_rules, "agree_with_rules": agree}
                 lineage_file = stack.workdir / "receiver" / "decision_lineage.jsonl"
                 say("\n" + summary_table(results))
-                say(f"\nKPIs: auto-resolve {figures['auto_resolve_ratio']!r}, MTTR by class "
+                say(f"\nKPIs: auto-resolve {figures['auto_resolve_ratio']!r}, MTTR from onset by class "
                     f"{figures['mttr_s_by_class']}, lineage coverage {figures['lineage_coverage']}, "
-                    f"escalations {figures['escalations']}")
+                    f"escalations {figures['escalations']}, held {figures['skipped']}; the recording rules "
+                    f"{'agree' if agree else 'DISAGREE: ' + json.dumps(from_rules)}")
                 say(f"lineage file: {lineage_file}")
                 if keep_running:
                     say("\nthe stack stays up; Ctrl-C to stop it")

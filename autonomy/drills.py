@@ -26,8 +26,10 @@ class DrillResult:
     playbook: str | None
     attempts: int
     outcome: str  # resolved | escalated | skipped
-    mttr_s: float | None
+    mttr_s: float | None  # from the fault's injection (ground truth) to the verified recovery
     detail: str
+    mttr_onset_s: float | None = None  # from the onset the receiver recorded (Prometheus saw the condition hold)
+    mttr_webhook_s: float | None = None  # from the webhook's arrival (the incident opened)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -78,9 +80,13 @@ def _resolved(incident: dict) -> bool:
 
 def _result(name: str, incident: dict, t0: float, passed: bool, detail: str) -> DrillResult:
     outcome = {"auto_resolved": "resolved", "escalated": "escalated"}.get(incident.get("outcome"), "skipped")
-    mttr = round(incident["recovered_at"] - t0, 2) if incident.get("recovered_at") else None
+    recovered = incident.get("recovered_at") if outcome == "resolved" else None
+
+    def since(start: float | None) -> float | None:
+        return round(recovered - start, 2) if recovered and start is not None else None
     return DrillResult(name, passed, incident.get("classification"), incident.get("playbook"),
-                       incident.get("attempts", 0), outcome, mttr, detail)
+                       incident.get("attempts", 0), outcome, since(t0), detail, since(incident.get("onset_at")),
+                       since(incident.get("opened_at")))
 
 
 def transient_timeout(ctx: DrillContext) -> DrillResult:

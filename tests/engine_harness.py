@@ -201,13 +201,19 @@ class FakePrometheus:
         m = re.fullmatch(r'\(' + re.escape(FLEET_SPEND) + r'\) > ([0-9.]+)', promql)
         if m:
             return [{"metric": {}, "value": [now, repr(self.spend())]}] if self.spend() > float(m[1]) else []
+        m = re.fullmatch(r'ALERTS\{agent=~"([^"]+)"\}\[1s\] @ ([0-9.]+)', promql)
+        if m:  # the first evaluation that found each condition, within the second ALERTS_FOR_STATE gives
+            agents = set(m[1].split("|"))
+            return [{"metric": {"__name__": "ALERTS", "alertname": n, "agent": a}, "values": [[t, "1"]]}
+                    for (a, n), t in sorted(self.active_at.items()) if a in agents and t <= float(m[2])]
         m = re.fullmatch(r'(ALERTS|ALERTS_FOR_STATE)\{agent=~"([^"]+)"(, autonomy_class=~"[A-Z_|]+")?\}', promql)
         if m:
             agents = set(m[2].split("|"))
             if m[1] == "ALERTS":  # pending or firing: every rule whose condition holds now, as Prometheus has it
                 return [{"metric": self._alert_labels(a, n), "value": [now, "1"]}
                         for a in sorted(agents & set(self.docs)) for n in sorted(self._holding(a))]
-            return [{"metric": {"__name__": "ALERTS_FOR_STATE", "alertname": n, "agent": a}, "value": [now, repr(t)]}
+            return [{"metric": {"__name__": "ALERTS_FOR_STATE", "alertname": n, "agent": a},
+                     "value": [now, repr(float(int(t)))]}  # Prometheus keeps it in whole seconds
                     for (a, n), t in sorted(self.active_at.items()) if a in agents]
         m = re.fullmatch(r'(?:autonomy_agent_last_signal_timestamp_seconds\{agent=~"([^"]+)"\} > ([0-9.]+) and )?'
                          r'timestamp\(autonomy_agent_last_signal_timestamp_seconds\{agent=~"([^"]+)"\}\) > ([0-9.]+)',

@@ -83,6 +83,18 @@ def test_every_alert_has_the_labels_and_annotations_the_receiver_and_people_need
     assert (REPO_ROOT / "runbooks" / f"{rule['alert']}.md").is_file()
 
 
+def test_the_escalation_and_hold_alerts_use_exactly_the_receivers_reasons():
+    from webhook_receiver.agent_states import ESCALATION_REASONS, GATE_REASONS
+
+    by_name = {r["alert"]: r["expr"] for r in rules("alert")}
+
+    def listed(alert):
+        return set(re.search(r'reason=~"([a-z_|]+)"', by_name[alert]).group(1).split("|"))
+
+    assert listed("AutonomyEscalationOpen") == set(ESCALATION_REASONS.values())
+    assert listed("AutonomyIncidentHeld") == set(GATE_REASONS.values())
+
+
 def test_the_receivers_own_escalation_alert_has_a_runbook():
     assert (REPO_ROOT / "runbooks" / "AutonomyEscalated.md").is_file()
 

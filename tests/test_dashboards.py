@@ -88,18 +88,40 @@ def test_the_tile_links_to_the_agents_remediation_log():
     assert link["url"] == "${receiver_url}/lineage?agent=${agent}"
 
 
-def test_remediation_outcomes_are_annotations_with_the_packs_toasts():
-    titles = {a.get("titleFormat") for a in BOARDS["agent-tiles.json"]["annotations"]["list"]}
-    assert {"Resolved by CoS: {{playbook}}", "Escalated to CEO (attempts exhausted)"} <= titles
+def test_remediation_outcomes_are_annotations_with_the_packs_toasts_only_where_they_are_true():
+    by_title = {a.get("titleFormat"): a.get("expr", "") for a in BOARDS["agent-tiles.json"]["annotations"]["list"]}
+    assert {"Resolved by CoS: {{playbook}}", "Escalated to CEO (attempts exhausted)",
+            "Escalated to CEO ({{reason}})", "Held for a human ({{reason}})"} <= set(by_title)
+    assert 'reason=~"attempts_exhausted"' in by_title["Escalated to CEO (attempts exhausted)"]
+    assert "attempts_exhausted" not in by_title["Escalated to CEO ({{reason}})"]
+    assert "high_risk_step" in by_title["Escalated to CEO ({{reason}})"]
+    assert "silenced" in by_title["Held for a human ({{reason}})"]
+    assert 'result="ok"' in by_title["Resolved by CoS: {{playbook}}"]  # an attempt verified on fresh samples
+
+
+def test_the_dashboards_reason_lists_are_the_receivers():
+    from autonomy.dashboards import ESCALATED_BY_LAYER, HELD
+    from webhook_receiver.agent_states import ESCALATION_REASONS, GATE_REASONS
+
+    assert set(ESCALATED_BY_LAYER.split("|")) | {"attempts_exhausted"} == set(ESCALATION_REASONS.values())
+    assert set(HELD.split("|")) == set(GATE_REASONS.values())
+
+
+def test_the_tiles_board_says_why_each_tile_is_in_its_state():
+    panel = next(p for p in BOARDS["agent-tiles.json"]["panels"] if p["type"] == "table")
+    assert "autonomy_agent_state_reason" in panel["targets"][0]["expr"]
 
 
 def test_the_kpi_dashboard_has_every_kpi_and_its_goal_lines():
     exprs = {t["expr"] for p in BOARDS["kpis.json"]["panels"] for t in p["targets"]}
     for record in ("fleet:autonomy_auto_resolve:ratio7d", "classification:autonomy_recovery_seconds:mean7d",
+                   "classification:autonomy_mttr_goal_seconds:constant",
                    "fleet:autonomy_conflict_recovery_seconds:p50_7d", "fleet:autonomy_escalations:increase7d",
-                   "fleet:autonomy_incident_cost_dollars:per_incident7d", "fleet:autonomy_agent_alignment_ratio:avg7d"):
+                   "fleet:autonomy_incidents_skipped:increase7d", "fleet:autonomy_lineage_coverage:ratio7d",
+                   "fleet:autonomy_incident_cost_dollars:per_resolved_incident7d",
+                   "fleet:autonomy_agent_alignment_ratio:avg7d"):
         assert record in exprs
-    assert {"vector(0.85)", "vector(180)", "vector(480)", "vector(600)", "vector(0.95)"} <= exprs
+    assert {"vector(0.85)", "vector(0.95)", "vector(1)"} <= exprs
 
 
 def test_the_slo_dashboard_draws_each_threshold_from_the_settings():

@@ -106,12 +106,22 @@ class PrometheusObserver:
         return still_true(self.prom, self.catalog, {a: n for a, n in names.items() if n})
 
     def onset(self, incident: Incident) -> float | None:
-        """When Prometheus first saw the incident's conditions hold (the alerts' activeAt, before their `for:`)."""
-        agents = incident.claimants or (incident.agent,)
-        names = {n for ns in incident_alertnames(incident, agents).values() for n in ns}
-        rows = self.prom.query(f"ALERTS_FOR_STATE{{agent=~{_alternatives(agents)}}}")
+        """When Prometheus first saw the incident's conditions hold (the alerts' activeAt, before their `for:`).
+
+        ALERTS_FOR_STATE keeps activeAt in whole seconds; the first ALERTS sample of that second is the
+        evaluation that found the condition, to the millisecond.
+        """
+        agents = _alternatives(incident.agents)
+        names = {n for ns in incident_alertnames(incident, incident.agents).values() for n in ns}
+        rows = self.prom.query(f"ALERTS_FOR_STATE{{agent=~{agents}}}")
         active = [float(r["value"][1]) for r in rows if r.get("metric", {}).get("alertname") in names]
-        return min(active) if active else None
+        if not active:
+            return None
+        second = min(active)
+        rows = self.prom.query(f"ALERTS{{agent=~{agents}}}[1s] @ {second + 1:.3f}")
+        exact = [float(t) for r in rows if r.get("metric", {}).get("alertname") in names
+                 for t, _ in r.get("values", []) if float(t) >= second]
+        return min(exact) if exact else second
 
 
 class SignalObserver:

@@ -16,7 +16,10 @@ def healthy(agent: str, domain: str) -> dict:
 
 
 class SmallAgents:
-    """Agents whose state the test sets and whose action endpoints change it as real agents would."""
+    """Agents whose state the test sets and whose action endpoints change it as real agents would.
+
+    An agent in `frozen` keeps sending the signal it sent when it froze (its heartbeat stalls), whatever its
+    state becomes meanwhile; `plain` agents send only the pack's section 2 fields (no `checks`)."""
 
     def __init__(self, agents: dict[str, str]):
         self.lock = threading.Lock()
@@ -24,22 +27,36 @@ class SmallAgents:
         self.calls: Counter = Counter()
         self.call_log: list[tuple[str, str, dict]] = []
         self.unfixable: set[str] = set()
+        self.frozen: dict[str, dict] = {}
+        self._last: dict[str, dict] = {}
         self.app = Flask("small-agents")
         self.app.add_url_rule("/agents/<agent>/actions/<action>", view_func=self.action, methods=["POST"])
 
     def set(self, agent: str, **changes) -> None:
-        """Change an agent: status, errorCode (None clears), metrics and checks keys."""
+        """Change an agent: status, errorCode / directiveId (None clears), metrics and checks keys;
+        plain=True drops its checks for good."""
         with self.lock:
             s = self.state[agent]
             for key, value in changes.items():
                 if key == "status":
                     s["status"] = value
-                elif key == "errorCode":
-                    s["context"].pop("errorCode", None) if value is None else s["context"].update(errorCode=value)
+                elif key == "plain":
+                    s.pop("checks", None)
+                elif key in ("errorCode", "directiveId"):
+                    s["context"].pop(key, None) if value is None else s["context"].update({key: value})
                 elif key in s["metrics"]:
                     s["metrics"][key] = value
-                else:
+                elif "checks" in s:
                     s["checks"][key] = value
+
+    def freeze(self, agent: str) -> None:
+        """The agent's heartbeat stalls: it keeps sending its last signal, ts and all."""
+        with self.lock:
+            self.frozen[agent] = copy.deepcopy(self._last[agent])
+
+    def thaw(self, agent: str) -> None:
+        with self.lock:
+            self.frozen.pop(agent, None)
 
     def tick(self) -> None:
         """Nothing evolves on its own here; the test changes the state."""
@@ -47,7 +64,10 @@ class SmallAgents:
     def signals(self) -> list[dict]:
         now = datetime.now(timezone.utc).isoformat()
         with self.lock:
-            return [{**copy.deepcopy(s), "ts": now} for s in self.state.values()]
+            for name, s in self.state.items():
+                if name not in self.frozen:
+                    self._last[name] = {**copy.deepcopy(s), "ts": now}
+            return [copy.deepcopy(self.frozen.get(name, self._last[name])) for name in self.state]
 
     def action(self, agent: str, action: str):
         body = request.get_json(silent=True) or {}
@@ -59,13 +79,23 @@ class SmallAgents:
             s = self.state[agent]
             if agent in self.unfixable:
                 return jsonify({"done": False, "missing": ["API_BASE"]})
+            checks = s.get("checks", {})  # a plain agent reports none: its repair shows in its section 2 fields
             if action == "restartAgent":
                 s["context"].pop("errorCode", None)
                 s["status"] = "healthy"
             elif action == "retryLastTask":
-                s["checks"]["lastTaskSucceeded"] = True
+                checks["lastTaskSucceeded"] = True
             elif action == "checkSecrets":
-                s["checks"]["configHealthy"] = True
+                checks["configHealthy"] = True
                 s["context"].pop("errorCode", None)
                 s["status"] = "healthy"
+            elif action == "reallocateSlots":
+                s["metrics"]["backlogAgeMinutes"] = 5
+            elif action == "reassignOverlaps":
+                for name, other in self.state.items():  # everyone but the winner gives the directive back
+                    if name != body.get("winner") and other["context"].get("directiveId") == body.get("directiveId"):
+                        other["context"]["directiveId"] = f"D-{name}-own"
+                for other in self.state.values():
+                    if other["metrics"]["alignment"] < 0.95:
+                        other["metrics"]["alignment"] = 0.99
         return jsonify({"done": True})

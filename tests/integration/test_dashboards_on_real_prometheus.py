@@ -38,7 +38,8 @@ def test_every_panel_query_returns_data_for_the_expected_agents(tmp_path):
             for drill in (transient_timeout, directive_overlap, backlog_surge):
                 assert drill(ctx).passed
             for record in ("fleet:autonomy_conflict_recovery_seconds:p50_7d", "fleet:autonomy_auto_resolve:ratio7d",
-                           "fleet:autonomy_incident_cost_dollars:per_incident7d"):
+                           "fleet:autonomy_incident_cost_dollars:per_resolved_incident7d",
+                           "fleet:autonomy_lineage_coverage:ratio7d"):
                 wait_until(lambda: instant(stack.prometheus, record), 60, f"{record} to have a value")
 
             every = "|".join(agents)

@@ -41,15 +41,28 @@ def test_every_drill_passes_and_the_report_is_one_json_line():
     assert got == EXPECTED
     for scenario in report["scenarios"]:
         assert set(scenario) == {"name", "passed", "classification", "playbook", "attempts", "outcome", "mttr_s",
-                                 "detail"}
+                                 "mttr_onset_s", "mttr_webhook_s", "detail"}
         assert scenario["passed"] is True
-        assert (scenario["mttr_s"] is not None) == (scenario["outcome"] == "resolved")
+        resolved = scenario["outcome"] == "resolved"
+        assert (scenario["mttr_s"] is not None) == resolved == (scenario["mttr_onset_s"] is not None)
+        if resolved:  # the fault, then Prometheus seeing it hold (onset), then the webhook: each later
+            assert 0 < scenario["mttr_webhook_s"] <= scenario["mttr_onset_s"] + 0.01
+            assert scenario["mttr_onset_s"] <= scenario["mttr_s"] + 0.01
     assert next(s for s in report["scenarios"] if s["name"] == "missing-secret")["attempts"] == 2
     kpis = report["kpis"]
-    assert set(kpis) == {"auto_resolve_ratio", "mttr_s_by_class", "lineage_coverage", "escalations"}
+    assert set(kpis) == {"auto_resolve_ratio", "mttr_s_by_class", "lineage_coverage", "escalations", "skipped",
+                         "from_rules", "agree_with_rules"}
     assert kpis["lineage_coverage"] == 1.0
-    assert kpis["escalations"] >= 1 and 0 < kpis["auto_resolve_ratio"] < 1
+    # missing-secret escalates; the kill switch's incident is held (skipped) and outside the share.
+    assert kpis["escalations"] >= 1 and kpis["skipped"] >= 1 and 0 < kpis["auto_resolve_ratio"] < 1
     assert {"TRANSIENT", "CONFLICT", "CAPACITY", "DATA_DEP"} <= set(kpis["mttr_s_by_class"])
+    # The same figures as Prometheus's recording rules compute them from the receiver's metrics.
+    assert kpis["agree_with_rules"] is True, kpis
+    assert {k: v for k, v in kpis["from_rules"].items()} == {
+        k: kpis[k] for k in ("auto_resolve_ratio", "lineage_coverage", "escalations", "skipped")} | {
+        "mttr_s_by_class": kpis["from_rules"]["mttr_s_by_class"]}
+    for cls, mean in kpis["mttr_s_by_class"].items():
+        assert kpis["from_rules"]["mttr_s_by_class"][cls] == pytest.approx(mean, rel=1e-3, abs=0.01)
     assert demo_processes() == before, "the drill left processes behind"
 
 
