@@ -109,9 +109,13 @@ def test_a_restarted_receiver_exports_escalated_from_its_first_scrape(layer):
         return values or None
     samples = wait_until(scraped_since_restart, SETTLE, "Prometheus to scrape the restarted receiver")
     assert samples and all(v == "1" for _, v in samples), samples
-    tile = wait_until(lambda: [r for r in prometheus.query('agent:autonomy_agent_state:code{agent="Content"}')
-                               if float(r["value"][0]) > started], SETTLE, "the tile recording after the restart")
-    assert tile[0]["value"][1] == "2"
+    first_scrape = min(t for t, _ in samples)
+
+    def tile_since_first_scrape():
+        rows = prometheus.query('agent:autonomy_agent_state:code{agent="Content"}[1m]')
+        values = [v for row in rows for t, v in row.get("values", []) if float(t) >= first_scrape]
+        return values or None
+    assert set(wait_until(tile_since_first_scrape, SETTLE, "the tile recording after the restart")) == {"2"}
 
 
 def test_a_silence_lifted_after_a_manual_fix_leads_to_self_resolved_and_no_action(layer):
