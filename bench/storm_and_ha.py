@@ -297,7 +297,8 @@ def storm(workdir: Path, alerts: int = 2000, agents: int = 200, per_webhook: int
                    "AUTOREM_ALERTMANAGER_URL": "", "AUTOREM_ESCALATION_URL": "",
                    "AUTOREM_PROMETHEUS_URL": f"http://127.0.0.1:{closed.getsockname()[1]}",
                    "AUTOREM_VERIFY_TIMEOUT_SECONDS": f"{verify_timeout:g}", "AUTOREM_VERIFY_INTERVAL_SECONDS": "0.05",
-                   "AUTOREM_MAX_ATTEMPTS": "1", "AUTOREM_ACTIONS_BASE_URL": agents_server.url}
+                   "AUTOREM_MAX_ATTEMPTS": "1", "AUTOREM_ACTIONS_BASE_URL": agents_server.url,
+                   "AUTO_REMEDIATE": "true"}
             with bench_receiver(workdir, env) as receiver:
                 url = receiver.url + "/api/v1/alerts"
                 local = threading.local()

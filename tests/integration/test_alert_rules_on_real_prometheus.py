@@ -1,4 +1,5 @@
 """Every condition of the alert rules fires on the real Prometheus, fed by the exporter."""
+import itertools
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -37,20 +38,26 @@ def fleet():
     ]
 
 
-RECEIVER_METRICS = b"""\
+RECEIVER_METRICS = """\
 # TYPE autonomy_remediation_enabled gauge
 autonomy_remediation_enabled 0
 # TYPE autonomy_agent_state gauge
-autonomy_agent_state{agent="CMO",autonomy_agent_state="escalated"} 1
-autonomy_agent_state{agent="CRO",autonomy_agent_state="escalated"} 0
+autonomy_agent_state{{agent="CMO",autonomy_agent_state="escalated"}} 1
+autonomy_agent_state{{agent="CRO",autonomy_agent_state="escalated"}} 1
+# TYPE autonomy_agent_state_reason gauge
+autonomy_agent_state_reason{{agent="CMO",reason="attempts_exhausted"}} 1
+autonomy_agent_state_reason{{agent="CRO",reason="silenced"}} 1
 # TYPE autonomy_escalations_total counter
-autonomy_escalations_total{reason="AutoRemediationFailed"} 1
+autonomy_escalations_total{{reason="AutoRemediationFailed"}} {escalations}
 """
+SCRAPES = itertools.count(1)
 
 
 def fake_receiver_metrics(environ, start_response):
+    # An escalation a scrape: AutonomyEscalationsRaised keeps firing while the 15-minute hold of
+    # AutonomyIncidentHeld runs out.
     start_response("200 OK", [("Content-Type", "text/plain; version=0.0.4")])
-    return [RECEIVER_METRICS]
+    return [RECEIVER_METRICS.format(escalations=next(SCRAPES)).encode()]
 
 
 EXPECTED = {
@@ -64,7 +71,7 @@ EXPECTED = {
     ("FleetBudgetProjectedOverCap", "fleet"),
     ("Watchdog", "autonomy-layer"), ("AutonomyReceiverDown", "autonomy-layer"),
     ("AutonomyRemediationDisabled", "autonomy-layer"),
-    ("AutonomyEscalationOpen", "CMO"), ("AutonomyEscalationsRaised", "autonomy-layer"),
+    ("AutonomyEscalationOpen", "CMO"), ("AutonomyIncidentHeld", "CRO"), ("AutonomyEscalationsRaised", "autonomy-layer"),
 }
 
 

@@ -83,7 +83,8 @@ def test_a_conflict_between_cmo_and_cro_is_one_incident_and_the_loser_is_throttl
     throttled = [(agent, body) for agent, action, body in agents.call_log if action == "throttleAgent"]
     assert throttled == [("CMO", {"agent": "CMO", "maxConcurrent": 1, "minutes": 20})]
     assert agents.calls[("CMO", "reassignOverlaps")] + agents.calls[("CRO", "reassignOverlaps")] == 1
-    [line] = [e for e in events(rec, "CMO", "auto_remediation") if e["incident_id"] == conflict["id"]]
+    [line] = [e for e in rec.call("GET", "/api/v1/lineage", params={"incident": conflict["id"]}).json()["entries"]
+              if e["event"] == "auto_remediation"]
     assert (line["arbitration"]["winner"], line["arbitration"]["loser"]) == ("CRO", "CMO")
     # The claimants' alignment was the conflict's doing: no capacity playbook ran on either.
     assert not [c for c in agents.call_log if c[0] in ("CMO", "CRO") and c[1] == "reallocateSlots"]
