@@ -30,6 +30,28 @@ def auth():
     return {"Authorization": f"Bearer {TOKEN}"}
 
 
+@pytest.fixture(scope="module")
+def agents():
+    """The loopback agents the engine's actions reach (tests/engine_harness.py), one server per module."""
+    from tests.engine_harness import Agents
+
+    served = Agents()
+    yield served
+    served.stop()
+
+
+@pytest.fixture
+def h(tmp_path, agents):
+    """A receiver on fakes for one test: CRO and Content healthy; build() it with the settings the test needs."""
+    from tests.engine_harness import Harness
+
+    harness = Harness(tmp_path, agents)
+    harness.prom.add("CRO", "Revenue")
+    harness.prom.add("Content", "Content")
+    yield harness
+    harness.close()
+
+
 def real_binary(kind: str) -> str:
     """Path of a real binary; in CI a missing one fails the test, elsewhere it skips."""
     try:

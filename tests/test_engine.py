@@ -8,24 +8,8 @@ import pytest
 
 from autonomy.local_stack import free_port
 from autonomy.signal_contract import Signal
-from tests.engine_harness import ESCALATION_TOKEN, PUBLIC_URL, WEBHOOK_TOKEN, Agents, Harness, healthy_doc, iso
+from tests.engine_harness import ESCALATION_TOKEN, PUBLIC_URL, WEBHOOK_TOKEN, healthy_doc, iso
 from webhook_receiver.lineage import LINEAGE_FILE, PACK_FIELDS
-
-
-@pytest.fixture(scope="module")
-def agents():
-    served = Agents()
-    yield served
-    served.stop()
-
-
-@pytest.fixture
-def h(tmp_path, agents):
-    harness = Harness(tmp_path, agents)
-    harness.prom.add("CRO", "Revenue")
-    harness.prom.add("Content", "Content")
-    yield harness
-    harness.close()
 
 
 def failing_cmo(h, **changes):

@@ -6,25 +6,9 @@ import time
 import pytest
 
 from autonomy.signal_contract import Signal
-from tests.engine_harness import Agents, Harness, iso
+from tests.engine_harness import Harness, iso
 
 HISTOGRAM = "autonomy_recovery_seconds"
-
-
-@pytest.fixture(scope="module")
-def agents():
-    served = Agents()
-    yield served
-    served.stop()
-
-
-@pytest.fixture
-def h(tmp_path, agents):
-    harness = Harness(tmp_path, agents)
-    harness.prom.add("CRO", "Revenue")
-    harness.prom.add("Content", "Content")
-    yield harness
-    harness.close()
 
 
 def outcomes(h) -> dict[tuple[str, str], float]:

@@ -46,10 +46,6 @@ def alertmanager_webhook():
     return jsonify({**_accept("alertmanager", result), "ignored": list(notification.ignored)})
 
 
-def _signal_and_facts(view):
-    return view.signal, view.facts
-
-
 @alerts_bp.post("/api/v1/signals")
 @counted("signals")
 @require_token("WEBHOOK_TOKEN")
@@ -81,7 +77,8 @@ def direct_signals():
             # A conflict with other agents is its own incident; what else ails the agent is the agent's own.
             labels = {"agent": signal.agent, "autonomy_class": "CONFLICT", **conflict}
             alerts.append(AlertRef(f"signal:{signal.agent}:conflict", "firing", labels, ts))
-            rest = classify(*_signal_and_facts(without_conflicts(view, [conflict_key(labels)])), slo)
+            others = without_conflicts(view, [conflict_key(labels)])
+            rest = classify(others.signal, others.facts, slo)
         labels = {"agent": signal.agent, "autonomy_class": rest.classification or "none"}
         alerts.append(AlertRef(f"signal:{signal.agent}", "firing" if rest.classification else "resolved", labels, ts))
         per_agent.append(AgentNotification(signal.agent, tuple(alerts), signal.document))

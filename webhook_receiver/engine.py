@@ -449,14 +449,14 @@ class RemediationEngine:
             if stopped:
                 return
             if result.ok:
-                self._recovered(incident, decision.classification, playbook.name, result)
+                self._recovered(incident, decision.classification, playbook.name)
                 return
             incident = self.ledger.update(incident.id, state="open")  # between attempts: nothing is running
         self._escalate(incident, "AutoRemediationFailed", observer)
 
     def _variables(self, incident: Incident, plan: _Plan, observer: Observer) -> dict:
-        directive = key_parts(incident.conflict_key)[1] if incident.conflict_key and \
-            key_parts(incident.conflict_key)[0] == DIRECTIVE else None
+        kind, ident = key_parts(incident.conflict_key) if incident.conflict_key else (None, None)
+        directive = ident if kind == DIRECTIVE else None
         return template_variables(incident.agent, plan.view, self._members(observer), self.playbooks,
                                   self.settings.priority, incident.labels, incident.id, plan.arbitration, directive)
 
@@ -522,13 +522,15 @@ class RemediationEngine:
         self._record(entry)
         return verdict, False
 
-    def _after(self, incident: Incident, observer: Observer, since: float | None) -> tuple[dict, bool, str | None]:
-        """The agent's latest metrics, whether they are newer than SINCE, and what to say when they are not."""
+    def _after(self, incident: Incident, observer: Observer,
+               since: float | None) -> tuple[dict, bool | None, str | None]:
+        """The agent's latest metrics, whether they are newer than SINCE (None: no SINCE to compare with), and
+        what to say when they are not."""
         view = observer.view(incident.agent)
         if view.problem:
             return {}, False, view.problem
         if since is None or incident.agent == FLEET:
-            return view.metrics, since is None, None
+            return view.metrics, None, None
         try:
             fresh = not observer.stale([incident.agent], since)
         except UpstreamError as exc:
@@ -548,7 +550,7 @@ class RemediationEngine:
             return incident.classification
         return next((c for c in CLASSES if c in incident.alert_classes), "none")
 
-    def _recovered(self, incident: Incident, classification: str, playbook: str, verdict: VerifyResult) -> None:
+    def _recovered(self, incident: Incident, classification: str, playbook: str) -> None:
         now = time.time()
         incident = self.ledger.get(incident.id) or incident
         changes = dict(outcome=AUTO_RESOLVED, recovered_at=now, reason=f"Resolved by CoS: {playbook}",
@@ -567,7 +569,7 @@ class RemediationEngine:
 
     def _nothing_to_fix(self, incident: Incident, view: AgentView) -> None:
         self._record({"event": "no_action", "agent": incident.agent, "attempt": incident.attempts,
-                      "ok": True, "before": view.metrics, "after": view.metrics, "after_fresh": True,
+                      "ok": True, "before": view.metrics, "after": view.metrics,
                       "incident_id": incident.id, "trace_id": incident.trace_id,
                       "reason": "the agent's latest samples show nothing to fix: it healed without the layer"})
         self.ledger.update(incident.id, state="recovered", recovered_at=time.time(),
@@ -592,14 +594,16 @@ class RemediationEngine:
                 observer: Observer | None = None, action_end: float | None = None) -> None:
         self.metrics.refusals.labels(refusal.gate).inc()
         before = view.metrics if view else {}
-        after, fresh = before, True
+        after, fresh = before, None  # nothing ran: what it saw is what it leaves
         if steps and observer is not None:  # something ran before the refusal: what it left
             after, fresh, _ = self._after(incident, observer, action_end)
         entry = {"event": "remediation_refused", "agent": incident.agent, "classification": classification,
                  "playbook": playbook, "attempt": attempt if attempt is not None else incident.attempts,
-                 "ok": False, "before": before, "after": after, "after_fresh": fresh,
+                 "ok": False, "before": before, "after": after,
                  "incident_id": incident.id, "trace_id": incident.trace_id, "gate": refusal.gate,
                  "reason": refusal.reason, "steps": [s.as_dict() for s in steps], **(extra or {})}
+        if fresh is not None:
+            entry["after_fresh"] = fresh
         self._record(entry)
         if refusal.gate == "agent_locked":
             return
@@ -620,11 +624,11 @@ class RemediationEngine:
         ts = utc_now_iso()
         lineage_ref = f"{LINEAGE_FILE}#{ts}"
         payload = escalation_payload(incident, reason, self.playbooks, lineage_ref)
-        after, fresh, note = self._after(incident, observer, None)
+        after, _, note = self._after(incident, observer, None)  # the agent as it is when handed over
         entry = {"ts": ts, "event": "escalation", "agent": incident.agent,
                  "classification": incident.classification, "playbook": incident.playbook,
                  "attempt": incident.attempts, "ok": False, "before": incident.metrics or {},
-                 "after": after, "after_fresh": fresh, "incident_id": incident.id, "trace_id": incident.trace_id,
+                 "after": after, "incident_id": incident.id, "trace_id": incident.trace_id,
                  "reason": reason, "payload": payload}
         if note:
             entry["after_note"] = note

@@ -127,17 +127,14 @@ class PrometheusObserver:
 class SignalObserver:
     """The agents as their latest reported signals show them; the incident's condition is the classifier's."""
 
-    def __init__(self, signals: Callable[[], list[Signal]], silent_seconds: float, slo: SloThresholds,
-                 clock: Callable[[], float] | None = None):
+    def __init__(self, signals: Callable[[], list[Signal]], silent_seconds: float, slo: SloThresholds):
         self.signals, self.silent_seconds, self.slo = signals, silent_seconds, slo
-        self.clock = clock
 
     def _by_agent(self) -> dict[str, Signal]:
         return {s.agent: s for s in self.signals()}
 
     def view(self, agent: str) -> AgentView:
-        kwargs = {"clock": self.clock} if self.clock else {}
-        return view_from_signals(agent, self.signals(), self.silent_seconds, **kwargs)
+        return view_from_signals(agent, self.signals(), self.silent_seconds)
 
     def stale(self, agents: Iterable[str], since: float, own_signal: bool = True) -> list[str]:
         if not own_signal:

@@ -70,7 +70,7 @@ def verify_recovery(observer: Observer, what: Verification, timeout: float, inte
         try:
             stale = observer.stale(what.fresh_agents, what.action_end)
             views = {a: without_conflicts(observer.view(a), what.foreign_conflicts) for a in what.agents}
-            main = views[what.agents[0]] if what.incident.agent not in views else views[what.incident.agent]
+            main = views.get(what.incident.agent) or views[what.agents[0]]
             after, after_fresh, note = main.metrics, not stale, main.problem
             problems = [v.problem for v in views.values() if v.problem]
             if problems:
