@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Protocol
 
 from .conflicts import conflict_key
-from .incident import STATES, AlertRef, Incident, alert_onset, on_alerts
+from .incident import QUIET_STATES, STATES, AlertRef, Incident, alert_onset, on_alerts
 
 class AgentNotification(NamedTuple):
     """The alerts of one agent in one webhook notification."""
@@ -23,10 +23,7 @@ class AgentNotification(NamedTuple):
 
     @property
     def firing(self) -> bool:
-        for alert in self.alerts:  # a loop, not any(genexpr): this runs once per agent per notification
-            if alert.status == "firing":
-                return True
-        return False
+        return _firing(self.alerts)
 
 
 @dataclass(frozen=True)
@@ -137,8 +134,20 @@ def _changed(incident: Incident, now: float, changes: dict) -> Incident:
     return Incident(**{**incident.__dict__, **changes, "updated_at": now})
 
 
-def split_alerts(alerts: Iterable[AlertRef]) -> tuple[tuple[AlertRef, ...], dict[str, tuple[AlertRef, ...]]]:
+def _firing(alerts: tuple[AlertRef, ...]) -> bool:
+    for alert in alerts:  # a loop, not any(genexpr): this runs once per agent per notification
+        if alert.status == "firing":
+            return True
+    return False
+
+
+def split_alerts(alerts: tuple[AlertRef, ...]) -> tuple[tuple[AlertRef, ...], dict[str, tuple[AlertRef, ...]]]:
     """An agent's alerts: its own, and those about a conflict with other agents, by conflict key."""
+    for alert in alerts:
+        if alert.labels.get("autonomy_class") == "CONFLICT":
+            break
+    else:
+        return alerts, {}  # the common case, without building anything
     own: list[AlertRef] = []
     by_key: dict[str, list[AlertRef]] = {}
     for alert in alerts:
@@ -265,14 +274,16 @@ class SqliteIncidentLedger:
         now = self._clock()
         with self._lock:
             split = [(item, *split_alerts(item.alerts)) for item in items]
-            keys = {k for _, _, by_key in split for k in by_key} | {
-                k for item in items for k in self._claims.get(item.agent, ())}
+            keys = {k for _, _, by_key in split for k in by_key}
+            if self._claims:
+                keys.update(k for item in items for k in self._claims.get(item.agent, ()))
             batch = _Batch({item.agent: self._open[item.agent] for item in items if item.agent in self._open},
                            {k: self._conflicts[k] for k in keys if k in self._conflicts}, now)
             for item, own, by_key in split:
-                claimed = {k for k, c in batch.conflicts.items() if item.agent in c.claimants}
-                for key in sorted(set(by_key) | claimed):
-                    self._notify(batch, item.agent, by_key.get(key, ()), None, source, key)
+                if by_key or batch.conflicts:
+                    claimed = {k for k, c in batch.conflicts.items() if item.agent in c.claimants}
+                    for key in sorted(set(by_key) | claimed):
+                        self._notify(batch, item.agent, by_key.get(key, ()), None, source, key)
                 self._notify(batch, item.agent, own, item.signal, source, None)
             if batch.to_run and not reserve(len(batch.to_run)):
                 return IngestResult(notification_id=0, refused=True)
@@ -290,8 +301,13 @@ class SqliteIncidentLedger:
                 key: str | None) -> None:
         """Apply AGENT's latest ALERTS to its own incident (KEY None) or to the conflict KEY's incident."""
         current = batch.conflicts.get(key) if key else batch.own.get(agent)
+        if (key is None and current is not None and signal is None and current.source == source
+                and current.state in QUIET_STATES and alerts == current.alerts and _firing(alerts)):
+            # First, as the cheapest test: the common case of a storm, Alertmanager repeating itself.
+            batch.duplicates.append(current.id)
+            return
         extra: dict[str, object] = {}
-        sender_firing = any(a.status == "firing" for a in alerts)
+        sender_firing = _firing(alerts)
         if key and current is not None:
             # The conflict's alerts: every claimant's latest, this agent's replaced by what it sent now.
             alerts = tuple(a for a in current.alerts if a.labels.get("agent", current.agent) != agent) + alerts
