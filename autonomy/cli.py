@@ -59,10 +59,16 @@ def cmd_receiver(args: argparse.Namespace) -> int:
 
     from .http_edge import serve
 
+    from webhook_receiver.data_dir import DataDirError
+
     config = {"INSECURE": args.insecure, "PUBLIC_URL": args.public_url or f"http://{args.host}:{args.port}"}
     if args.data_dir:
         config["DATA_DIR"] = args.data_dir
-    app = create_app(config)
+    try:
+        app = create_app(config)
+    except DataDirError as exc:
+        print(f"autonomy receiver: {exc}", file=sys.stderr)
+        return 2
     try:
         serve(app, args.host, args.port, threads=16)
     finally:

@@ -39,7 +39,7 @@ KPI_RULES = {"auto_resolve_ratio": "fleet:autonomy_auto_resolve:ratio7d",
 def kpis(ctx: DrillContext) -> dict:
     """The pack's KPIs from the receiver's own records (its ledger and its lineage counters), defined as the
     recording rules define them: each incident once, by how it really ended, MTTR from onset."""
-    incidents = ctx.stack.receiver_call("GET", "/api/v1/incidents").json()["incidents"]
+    incidents = ctx.incidents()
     # Verified recoveries and escalations count when they happen; the other endings once the incident closed.
     ended = [i for i in incidents if i["outcome"] in ("auto_resolved", "escalated") or i["state"] == "closed"]
     count = Counter(i["outcome"] for i in ended)

@@ -41,12 +41,15 @@ class DrillContext:
     def __init__(self, stack: LayerStack, fleet: SimulatedFleet, say: Callable[[str], None]):
         self.stack, self.fleet, self.say = stack, fleet, say
 
-    def incidents(self, agent: str, since: float = 0.0) -> list[dict]:
-        reply = self.stack.receiver_call("GET", "/api/v1/incidents", params={"agent": agent})
-        return [i for i in reply.json()["incidents"] if i["opened_at"] >= since]
+    def incidents(self, agent: str | None = None, since: float = 0.0) -> list[dict]:
+        """The agent's incidents (every one, without AGENT), newest first."""
+        pages = every_page(lambda params: self.stack.receiver_call("GET", "/api/v1/incidents", params=params),
+                           "incidents", **({"agent": agent} if agent else {}))
+        return [i for i in pages["incidents"][::-1] if i["opened_at"] >= since]
 
     def lineage(self) -> list[dict]:
-        return self.stack.receiver_call("GET", "/api/v1/lineage").json()["entries"]
+        return every_page(lambda params: self.stack.receiver_call("GET", "/api/v1/lineage", params=params),
+                          "entries")["entries"]
 
     def alertmanager_alerts(self, agent: str) -> list[dict]:
         reply = requests.get(self.stack.alertmanager.url + "/api/v2/alerts", params={"filter": f'agent="{agent}"'},
@@ -72,6 +75,23 @@ class DrillContext:
     def wait_alert(self, agent: str, alertname: str) -> None:
         wait_until(lambda: alertname in self.firing(agent), WAIT, f"{alertname} for {agent}", interval=0.2)
         self.say(f"  {alertname} firing for {agent}")
+
+
+def every_page(get: Callable[[dict], requests.Response], key: str, **params) -> dict:
+    """Every item of a paged receiver endpoint (`limit`/`cursor`), in the order it was written (oldest first),
+    with the other lists each page gave (skipped_offsets), joined."""
+    items, extra, cursor = [], {}, None
+    while True:
+        reply = get({**params, "limit": 1000, **({"cursor": cursor} if cursor else {})})
+        reply.raise_for_status()
+        page = reply.json()
+        items.extend(page[key])
+        for name, value in page.items():
+            if isinstance(value, list) and name != key:
+                extra.setdefault(name, []).extend(value)
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return {key: items[::-1], **extra}
 
 
 def _resolved(incident: dict) -> bool:

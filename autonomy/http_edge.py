@@ -71,6 +71,7 @@ def configure_app(app: Flask, test_config: dict[str, Any] | None, token_key: str
         raise SettingsError([f"{token_env}: not set (nor {token_env}_FILE); set one, "
                              f"or pass --insecure to accept unauthenticated {what}"])
     install_json_errors(app)
+    install_security_headers(app)
     return settings
 
 
@@ -116,11 +117,36 @@ def json_body() -> bytes:
     return data
 
 
+# waitress serves with select(), so well under its 1,024 descriptors; an idle connection is dropped after
+# CHANNEL_TIMEOUT seconds, so idle sockets cannot hold the limit for long. Put a proxy with its own limits in
+# front of anything reachable from the internet (README, "Limits").
+CONNECTION_LIMIT = 500
+CHANNEL_TIMEOUT_SECONDS = 30
+SERVER_OPTIONS = {"connection_limit": CONNECTION_LIMIT, "channel_timeout": CHANNEL_TIMEOUT_SECONDS,
+                  "cleanup_interval": 10, "ident": "autonomy"}
+# Pages the layer serves hold data from agents and alerts: nothing in them may run, load or frame anything.
+HTML_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; "
+               "form-action 'none'; frame-ancestors 'none'")
+
+
+def install_security_headers(app: Flask) -> None:
+    """Every answer: no content sniffing; every HTML answer: a strict Content-Security-Policy too."""
+
+    @app.after_request
+    def _headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if response.mimetype == "text/html":
+            response.headers.setdefault("Content-Security-Policy", HTML_POLICY)
+            response.headers.setdefault("Referrer-Policy", "no-referrer")
+            response.headers.setdefault("X-Frame-Options", "DENY")
+        return response
+
+
 def serve(app: Flask, host: str, port: int, threads: int = 8) -> None:
     """Serve APP with waitress (a production WSGI server) until interrupted."""
     from waitress import create_server
 
-    server = create_server(app, host=host, port=port, threads=threads, ident="autonomy")
+    server = create_server(app, host=host, port=port, threads=threads, **SERVER_OPTIONS)
     log.info("serving on http://%s:%s", host, server.effective_port)
     print(f"serving on http://{host}:{server.effective_port}", flush=True)
     server.run()

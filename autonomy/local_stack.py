@@ -246,7 +246,9 @@ class ServedApp:
     def __init__(self, app, threads: int = 8):
         from waitress import create_server
 
-        self.server = create_server(app, host="127.0.0.1", port=0, threads=threads, ident="autonomy")
+        from .http_edge import SERVER_OPTIONS
+
+        self.server = create_server(app, host="127.0.0.1", port=0, threads=threads, **SERVER_OPTIONS)
         self.port = self.server.effective_port
         self._stopping = threading.Event()
         self.thread = threading.Thread(target=self._serve, name=f"waitress-{self.port}", daemon=True)

@@ -161,6 +161,13 @@ class Settings:
     runbook_base_url: str = setting(
         "AUTOREM_RUNBOOK_BASE_URL", "http://localhost:9818/runbooks", _url,
         "Where alert runbook_url annotations point: BASE/ALERTNAME.md (the receiver serves runbooks/).")
+    max_agents: int = setting(
+        "AUTOREM_MAX_AGENTS", "10000", _integer(1),
+        "Agents the exporter and the receiver hold at most; beyond, a new agent is refused (429), so one token "
+        "cannot grow the exposition or the ledger without bound.")
+    max_clock_skew_seconds: float = setting(
+        "AUTOREM_MAX_CLOCK_SKEW_SECONDS", "300", _number(0),
+        "A signal dated more than this in the future is refused (422): a clock far ahead would mask the agent.")
     agent_expiry_seconds: float = setting(
         "AUTOREM_AGENT_EXPIRY_SECONDS", "3600", _number(1),
         "The exporter drops an agent from its exposition after this long without a signal.")

@@ -148,11 +148,12 @@ def parse_json(data: bytes | str) -> Any:
 MAX_DEPTH = 64
 
 
-def _too_deep(doc: Any) -> bool:
+def too_deep(doc: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether DOC nests dicts and lists more than LIMIT levels deep (checked without recursion)."""
     stack = [(doc, 1)]
     while stack:
         node, depth = stack.pop()
-        if depth > MAX_DEPTH:
+        if depth > limit:
             return True
         if isinstance(node, dict):
             stack.extend((v, depth + 1) for v in node.values())
@@ -199,7 +200,7 @@ def _describe(error: jsonschema.ValidationError, prefix: str) -> list[str]:
 
 def schema_errors(validator: jsonschema.protocols.Validator, doc: Any, prefix: str = "") -> list[str]:
     """Every violation of VALIDATOR's schema by DOC, as `path: reason` lines, sorted by path."""
-    if _too_deep(doc):  # describing such a document would exhaust the recursion limit
+    if too_deep(doc):  # describing such a document would exhaust the recursion limit
         return [f"(body): JSON nested more than {MAX_DEPTH} levels deep"]
     errors: list[str] = []
     for error in sorted(validator.iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path]):
@@ -226,6 +227,21 @@ def validate_signals(doc: Any) -> list[Signal]:
     return [Signal.from_document(item) for _, item in items]
 
 
-def load_signals(data: bytes | str) -> list[Signal]:
-    """Parse and validate a body or file: one signal or a list of them."""
-    return validate_signals(parse_json(data))
+def load_signals(data: bytes | str, now: float | None = None, max_skew: float | None = None) -> list[Signal]:
+    """Parse and validate a body or file: one signal or a list of them; with NOW and MAX_SKEW, a signal dated
+    further ahead than that is an error too (endpoints receiving live signals)."""
+    signals = validate_signals(parse_json(data))
+    if now is not None and max_skew is not None:
+        errors = future_errors(signals, now, max_skew)
+        if errors:
+            raise SignalError(errors)
+    return signals
+
+
+def future_errors(signals: list[Signal], now: float, max_skew: float) -> list[str]:
+    """`ts: ...` lines for signals dated more than MAX_SKEW seconds after NOW: a clock that far ahead (or a
+    forged date) would make every real signal after it look older, and mask the agent."""
+    several = len(signals) > 1
+    return [f"{f'[{i}].' if several else ''}ts: {s.document.get('ts')!r} is {s.timestamp - now:.0f} s ahead of this "
+            f"receiver's clock, more than AUTOREM_MAX_CLOCK_SKEW_SECONDS={max_skew:g}"
+            for i, s in enumerate(signals) if s.timestamp - now > max_skew]

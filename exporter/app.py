@@ -1,6 +1,7 @@
 """The exporter service: agents push signals, Prometheus scrapes /metrics."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ from autonomy.http_edge import ApiError, configure_app, json_body, require_token
 from autonomy.settings import Settings
 from autonomy.signal_contract import SignalError, load_signals
 
-from .signal_store import SignalStore
+from .signal_store import AgentLimit, SignalStore
 
 EXPOSITION_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 signals_bp = Blueprint("signals", __name__)
@@ -44,11 +45,11 @@ class _StoreStats:
 def init_state(app: Flask, store: SignalStore | None = None) -> ExporterState:
     """Attach the store and the exporter's self-metrics to APP; label sets start at 0."""
     settings: Settings = app.config["SETTINGS"]
-    store = store or SignalStore(expiry_seconds=settings.agent_expiry_seconds)
+    store = store or SignalStore(expiry_seconds=settings.agent_expiry_seconds, max_agents=settings.max_agents)
     registry = CollectorRegistry()
     signals_total = Counter("autonomy_exporter_signals", "Signals received, by result.", ["result"],
                             registry=registry)
-    for result in ("stored", "ignored_older", "rejected"):
+    for result in ("stored", "ignored_older", "rejected", "refused_agent_limit"):
         signals_total.labels(result)
     registry.register(_StoreStats(store))
     state = ExporterState(store, registry, signals_total)
@@ -65,12 +66,16 @@ def _state() -> ExporterState:
 def push_signals():
     state = _state()
     try:
-        signals = load_signals(json_body())
+        signals = load_signals(json_body(), time.time(), current_app.config["SETTINGS"].max_clock_skew_seconds)
     except SignalError as exc:
         state.signals_total.labels("rejected").inc()
         status = 400 if all(e.startswith("(body)") for e in exc.errors) else 422
         raise ApiError(status, "invalid signal; nothing was stored", exc.errors) from None
-    result = state.store.put_many(signals)
+    try:
+        result = state.store.put_many(signals)
+    except AgentLimit as exc:
+        state.signals_total.labels("refused_agent_limit").inc(len(signals))
+        raise ApiError(429, str(exc)) from None
     state.signals_total.labels("stored").inc(result.stored)
     state.signals_total.labels("ignored_older").inc(result.ignored_older)
     return jsonify({"stored": result.stored, "ignored_older": result.ignored_older})

@@ -268,6 +268,7 @@ class FakeAlertmanager:
         self.alerts: dict[str, list[dict]] = {}
         self.silences: list[dict] = []
         self.posted: list[dict] = []
+        self.probes: list[dict] = []
 
     def fire(self, agent: str, cls: str, silenced_by=(), **labels):
         self.alerts.setdefault(agent, []).append({
@@ -280,8 +281,10 @@ class FakeAlertmanager:
     def agent_alerts(self, agent: str) -> list[dict]:
         return copy.deepcopy(self.alerts.get(agent, []))
 
-    def silenced(self, labels) -> list[str]:
-        return [s["id"] for s in self.silences if all(labels.get(k) == v for k, v in s["matchers"].items())]
+    def verdict(self, labels) -> tuple[list[str], list[str]]:
+        """Alertmanager's verdict on a probe alert, from equality matchers only (the real one is tested live)."""
+        self.probes.append(dict(labels))
+        return [s["id"] for s in self.silences if all(labels.get(k) == v for k, v in s["matchers"].items())], []
 
     def post_alerts(self, alerts: list[dict]) -> None:
         self.posted.extend(copy.deepcopy(alerts))

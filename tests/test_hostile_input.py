@@ -41,7 +41,7 @@ from autonomy.fleet import REQUIRED_SECRETS, SimulatedFleet
 from autonomy.local_stack import ServedApp, free_port
 from autonomy.settings import Secret, Settings
 from autonomy.signal_contract import schema_errors
-from webhook_receiver.actions import ActionRunner
+from webhook_receiver.actions import RESERVED_NAMES, ActionRunner
 from webhook_receiver.app import create_app, shutdown
 from webhook_receiver.classifier import CLASSES
 from webhook_receiver.engine import Upstreams
@@ -631,7 +631,8 @@ def test_hostile_label_and_signal_values_only_reach_json_bodies(value):
     playbooks = probe_playbooks(BASE)
     runner = ActionRunner(playbooks)
     variables = hostile_variables(value)
-    a_name = AGENT_NAME.fullmatch(value) is not None  # "fleet", "true", ...: names, harmless in a path segment
+    # "true", "CMO2", ...: names, harmless in a path segment; the layer's own names are never a target
+    a_name = AGENT_NAME.fullmatch(value) is not None and value not in RESERVED_NAMES
     built = refused = 0
     for playbook in playbooks.playbooks:
         for step in playbook.steps:

@@ -399,7 +399,7 @@ def test_a_ledger_of_schema_0_is_migrated_in_place_keeping_its_incidents(tmp_pat
     ledger = SqliteIncidentLedger(path)
     try:
         assert ledger.get("old-1").state == "escalated" and ledger.get("old-1").claimants == ()
-        assert ledger._db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert ledger._db.execute("PRAGMA user_version").fetchone()[0] == 2
         assert ingest(ledger, claim("CRO")).opened  # the new columns and tables work
     finally:
         ledger.close()
@@ -412,5 +412,5 @@ def test_a_ledger_written_by_a_newer_receiver_is_refused_with_what_to_do(tmp_pat
     db = sqlite3.connect(path)
     db.execute("PRAGMA user_version = 7")
     db.close()
-    with pytest.raises(LedgerError, match="newer receiver.*schema 7.*knows up to 1"):
+    with pytest.raises(LedgerError, match="newer receiver.*schema 7.*knows up to 2"):
         SqliteIncidentLedger(path)

@@ -364,13 +364,13 @@ def write_lineage(app):
 def test_lineage_json_filters_by_agent_and_since(app, web):
     write_lineage(app)
     ids = lambda q: [e["incident_id"] for e in web.get(f"/api/v1/lineage{q}").get_json()["entries"]]  # noqa: E731
-    assert ids("") == ["i-1", "i-2", "i-3"]
-    assert ids("?agent=CMO") == ["i-1", "i-3"]
-    assert ids("?since=2025-08-18T15:05:00Z") == ["i-2", "i-3"]
+    assert ids("") == ["i-3", "i-2", "i-1"]  # newest first
+    assert ids("?agent=CMO") == ["i-3", "i-1"]
+    assert ids("?since=2025-08-18T15:05:00Z") == ["i-3", "i-2"]
     assert ids("?since=2025-08-18T17:06:00%2B02:00") == ["i-3"]  # any zone, compared in UTC
     assert ids("?agent=CMO&since=2025-08-18T15:01:00Z") == ["i-3"]
     assert ids("?incident=i-2") == ["i-2"]
-    assert web.get("/api/v1/lineage").get_json()["skipped_lines"] == []
+    assert web.get("/api/v1/lineage").get_json()["skipped_offsets"] == []
 
 
 def test_lineage_json_keeps_the_pack_section_8_field_order(app, web):

@@ -11,6 +11,8 @@ import requests
 
 from .playbooks import PlaybookSet, Step
 from .retry_policy import RetryPolicy
+
+RESERVED_NAMES = frozenset(("fleet", "autonomy-layer"))  # as the signal schema reserves them
 from .templating import TemplateError, UnsafeTarget, action_url, render_args
 
 
@@ -48,6 +50,9 @@ class ActionRunner:
         target = body.get("agent", agent) if isinstance(body, dict) else agent
         if not isinstance(target, str):
             raise UnsafeTarget(f"step {step.action}: target agent is not a name")
+        if target in RESERVED_NAMES:
+            raise UnsafeTarget(f"step {step.action}: {target!r} is the layer's own name, not an agent; a step "
+                               "for a fleet-wide incident must name the agent it acts on")
         primitive = self.playbooks.primitives[step.action]
         return target, action_url(self.playbooks.base_url_for(target), primitive.path, target), body
 

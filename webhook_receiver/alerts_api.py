@@ -1,10 +1,13 @@
 """Write endpoints: Alertmanager's webhook and the agents' direct signal path."""
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, jsonify
 
 from autonomy.http_edge import ApiError, json_body, require_token
 from autonomy.signal_contract import SignalError, load_signals
+from exporter.signal_store import AgentLimit
 
 from .agent_view import view_from_signals
 from .app import counted, receiver
@@ -14,6 +17,17 @@ from .ledger import AgentNotification, AlertRef, IngestResult
 from .webhook_payload import PayloadError, parse_webhook
 
 alerts_bp = Blueprint("alerts", __name__)
+# The alert rule that says what a classifier rule says, so that a direct-path incident carries the alertname a
+# person sees in Alertmanager and silences (the probe that asks Alertmanager for its verdict uses it).
+DIRECT_ALERTNAMES = {
+    "conflict-id": "AgentConflictReported", "conflict-directive-claimants": "DirectiveClaimedByMultipleAgents",
+    "config-error-code": "AgentConfigError", "data-dep-error-code": "AgentDataInputError",
+    "data-dep-dependency-failing": "AgentDependencyFailing", "transient-error-code": "AgentTransientError",
+    "transient-silent": "AgentSilent", "capacity-queue-depth": "AgentQueueDepthHigh",
+    "capacity-backlog": "AgentBacklogAgeAboveSLO", "capacity-budget": "FleetBudgetProjectedOverCap",
+    "fallback-status-error": "AgentStatusError", "fallback-status-degraded": "AgentDegraded",
+    "fallback-slo-success": "AgentSuccessRatioBelowSLO", "fallback-slo-align": "AgentAlignmentBelowSLO",
+}
 
 
 def _accept(source: str, result: IngestResult) -> dict:
@@ -41,8 +55,12 @@ def alertmanager_webhook():
         raise ApiError(exc.status, "not an Alertmanager webhook payload (version 4); nothing was stored",
                        exc.errors) from None
     state = receiver()
+    new = [n.agent for n in notification.per_agent if n.firing and state.ledger.open_for(n.agent) is None]
+    if new and state.ledger.open_count() + len(new) > state.settings.max_agents:
+        raise ApiError(429, f"{len(new)} new agent(s) beyond AUTOREM_MAX_AGENTS={state.settings.max_agents} "
+                            "agents with an open incident; nothing was stored")
     result = state.ledger.ingest("alertmanager", body.decode("utf-8"), notification.per_agent,
-                                 state.engine.reserve)
+                                 state.engine.reserve, state.engine.release_slots)
     return jsonify({**_accept("alertmanager", result), "ignored": list(notification.ignored)})
 
 
@@ -53,11 +71,15 @@ def direct_signals():
     """The pack's Autonomy.execute(signal): store, classify, and open an incident when there is one."""
     body = json_body()
     try:
-        signals = load_signals(body)
+        signals = load_signals(body, time.time(), receiver().settings.max_clock_skew_seconds)
     except SignalError as exc:
         status = 400 if all(e.startswith("(body)") for e in exc.errors) else 422
         raise ApiError(status, "invalid signal; nothing was stored", exc.errors) from None
     state = receiver()
+    try:
+        state.signals.check_room(s.agent for s in signals)
+    except AgentLimit as exc:
+        raise ApiError(429, str(exc)) from None
     slo = SloThresholds.from_settings(state.settings)
     latest = {e.signal.agent: e.signal for e in state.signals.snapshot()}
     for signal in signals:  # what the store will hold once this request is accepted
@@ -75,14 +97,18 @@ def direct_signals():
             if decision.classification == "CONFLICT" else {}
         if conflict:
             # A conflict with other agents is its own incident; what else ails the agent is the agent's own.
-            labels = {"agent": signal.agent, "autonomy_class": "CONFLICT", **conflict}
+            labels = {"alertname": DIRECT_ALERTNAMES[decision.rule], "agent": signal.agent,
+                      "autonomy_class": "CONFLICT", **conflict}
             alerts.append(AlertRef(f"signal:{signal.agent}:conflict", "firing", labels, ts))
             others = without_conflicts(view, [conflict_key(labels)])
             rest = classify(others.signal, others.facts, slo)
-        labels = {"agent": signal.agent, "autonomy_class": rest.classification or "none"}
+        labels = {"alertname": DIRECT_ALERTNAMES.get(rest.rule or "", "AgentSignalCheckFailed"),
+                  "agent": signal.agent, "autonomy_class": rest.classification or "none"}
         alerts.append(AlertRef(f"signal:{signal.agent}", "firing" if rest.classification else "resolved", labels, ts))
         per_agent.append(AgentNotification(signal.agent, tuple(alerts), signal.document))
-    result = state.ledger.ingest("signal", body.decode("utf-8"), per_agent, state.engine.reserve)
+    result = state.ledger.ingest("signal", body.decode("utf-8"), per_agent, state.engine.reserve,
+                                 state.engine.release_slots, keep_unchanged=False)
     if not result.refused:
-        state.signals.put_many(signals)
+        state.signals.put_many(signals, enforce_limit=False)  # room was checked above: never half-stored
+        state.metrics.direct_signals.labels("stored" if result.notification_id else "unchanged").inc(len(signals))
     return jsonify({**_accept("signal", result), "decisions": decisions})

@@ -19,6 +19,7 @@ from exporter.signal_store import SignalStore
 
 from .actions import ActionRunner
 from .agent_states import AgentStateCollector
+from .data_dir import DataDirLock, writable_file
 from .engine import RemediationEngine, Upstreams
 from .ledger import SqliteIncidentLedger
 from .lineage import LINEAGE_FILE, LineageLog
@@ -39,6 +40,7 @@ class Receiver:
     signals: SignalStore
     engine: RemediationEngine
     tracer_provider: TracerProvider
+    lock: DataDirLock
 
 
 def receiver() -> Receiver:
@@ -94,12 +96,18 @@ def init_app(app: Flask) -> Receiver:
     data_dir = Path(app.config.get("DATA_DIR") or settings.data_dir)
     playbooks = app.config.get("PLAYBOOKS") or load_playbooks(
         Path(settings.playbooks_file), actions_base_url=settings.actions_base_url or None)
-    ledger = SqliteIncidentLedger(data_dir / "incidents.sqlite3", settings.reopen_grace_seconds)
+    lock = DataDirLock(data_dir).acquire()  # one receiver per data directory, for the process's life
+    try:
+        ledger = SqliteIncidentLedger(data_dir / "incidents.sqlite3", settings.reopen_grace_seconds)
+        writable_file(data_dir / LINEAGE_FILE, "decision lineage")
+    except BaseException:
+        lock.release()
+        raise
     secrets = [settings.webhook_token, settings.read_token, settings.escalation_token, settings.exporter_token,
                app.config.get("WEBHOOK_TOKEN")]
     lineage = LineageLog(data_dir / LINEAGE_FILE, [s for s in secrets if isinstance(s, Secret)])
     metrics = ReceiverMetrics()
-    signals = SignalStore(expiry_seconds=settings.agent_expiry_seconds)
+    signals = SignalStore(expiry_seconds=settings.agent_expiry_seconds, max_agents=settings.max_agents)
     provider = _tracer_provider(app.config.get("SPAN_EXPORTER"))
     upstreams = Upstreams(
         prometheus=PrometheusApi(settings.prometheus_url),
@@ -112,7 +120,7 @@ def init_app(app: Flask) -> Receiver:
                                ActionRunner(playbooks), provider.get_tracer("autonomy.receiver"),
                                lineage_url=lambda agent: f"{public}/lineage?agent={quote(agent, safe='')}")
     metrics.watch_states(AgentStateCollector(ledger.open_incidents, engine.running_agents))
-    state = Receiver(settings, ledger, lineage, metrics, playbooks, signals, engine, provider)
+    state = Receiver(settings, ledger, lineage, metrics, playbooks, signals, engine, provider, lock)
     app.extensions["autonomy_receiver"] = state
     if app.config.get("START_ENGINE", True):
         engine.start()
@@ -142,3 +150,4 @@ def shutdown(app: Flask) -> None:
     state.engine.stop()
     state.tracer_provider.shutdown()
     state.ledger.close()
+    state.lock.release()

@@ -6,6 +6,7 @@ import queue
 import random
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Callable
@@ -98,6 +99,7 @@ class RemediationEngine:
         self._busy: set[str] = set()
         self._deferred: dict[str, list[str]] = {}  # agent -> incidents waiting for it to be free
         self._waiting: dict[str, list[str]] = {}  # incident -> incidents waiting for its attempts to end
+        self._in_hand: Counter[str] = Counter()  # incident -> queue entries and workers holding it
         self._busy_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -132,11 +134,18 @@ class RemediationEngine:
     def _resume_held(self, held_here: Callable[[Incident], bool], reason: str) -> None:
         """Queue again the skipped incidents HELD_HERE selects; they wait for samples newer than now."""
         now = time.time()
-        held = [i for i in self.ledger.list(state="skipped", limit=10_000) if held_here(i) and self.reserve(1)]
-        for incident in held:
-            self.ledger.update(incident.id, state="open", outcome=None, resolved_at=None, reason=reason,
-                               state_reason=None, gate_changed_at=now)
-        self.enqueue([i.id for i in held])
+        resumed = []
+        for incident in self.ledger.list(state="skipped", limit=10_000):
+            if not held_here(incident) or not self.reserve(1):
+                continue
+            try:
+                self.ledger.update(incident.id, state="open", outcome=None, resolved_at=None, reason=reason,
+                                   state_reason=None, gate_changed_at=now)
+            except Exception:
+                self.release_slots(1)  # reserved, not queued: give it back
+                raise
+            resumed.append(incident.id)
+        self.enqueue(resumed)
 
     def remediation_status(self) -> dict:
         return {"enabled": self._enabled, "reason": self._disabled_reason, "dry_run": self.settings.dry_run,
@@ -154,9 +163,16 @@ class RemediationEngine:
 
     def enqueue(self, incident_ids: tuple[str, ...] | list[str]) -> None:
         """Queue incidents whose slots were reserved."""
+        with self._busy_lock:
+            self._in_hand.update(incident_ids)
         for incident_id in incident_ids:
             self._queue.put(incident_id)
         self.metrics.queue_depth.set(self._queue.qsize())
+
+    def release_slots(self, count: int) -> None:
+        """Give back COUNT reserved slots that nothing was queued in (a refused or failed commit)."""
+        with self._slots_lock:
+            self._free_slots = min(self.settings.queue_size, self._free_slots + count)
 
     def start(self, workers: int | None = None, sweeper: bool = True) -> None:
         """Start the workers (and the sweeper), after re-queueing what was in flight before a restart."""
@@ -214,6 +230,11 @@ class RemediationEngine:
                 self.process(incident_id)
             except Exception:  # one bad incident must not take a worker down
                 log.exception("incident %s failed unexpectedly", incident_id)
+            finally:
+                with self._busy_lock:
+                    self._in_hand[incident_id] -= 1
+                    if self._in_hand[incident_id] <= 0:
+                        del self._in_hand[incident_id]
 
     # -- one incident ----------------------------------------------------------------------------------
     def _acquire(self, agents, incident_id: str) -> bool:
@@ -253,6 +274,8 @@ class RemediationEngine:
         if incident is None or incident.state not in RUNNABLE_STATES:
             self._release((), incident_id)
             return
+        if incident.retry_at and incident.retry_at > time.time():
+            return  # an attempt failed unexpectedly: the sweeper queues it again once its backoff has passed
         if not incident.conflict_key:
             # A conflict goes first: the agent's own incident may be its symptom, judged once it is settled.
             blocking = [c for c in self.ledger.conflicts_of(incident.agent) if c.state in RUNNABLE_STATES]
@@ -272,9 +295,41 @@ class RemediationEngine:
             log.info("incident %s was closed while being remediated", incident.id)
         except _Deferred:
             log.info("incident %s waits for another remediation to end", incident.id)
+        except Exception as exc:  # no incident is left stranded: the failure is recorded, retried or escalated
+            log.exception("incident %s: an attempt failed unexpectedly", incident.id)
+            self._failed_unexpectedly(incident.id, exc)
         finally:
             self._release(held, incident.id)
             self.metrics.in_flight.dec()
+
+    def _failed_unexpectedly(self, incident_id: str, exc: Exception) -> None:
+        """An exception ended the attempt: record it as a failed attempt, then retry after a backoff or escalate
+        once the attempts are spent. If even that fails (the store is broken), the sweeper's watchdog retries."""
+        error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        try:
+            incident = self.ledger.get(incident_id)
+            if incident is None or incident.state not in RUNNABLE_STATES:
+                return
+            attempt = incident.attempts if incident.state == "remediating" else incident.attempts + 1
+            observer = self._observer(incident)
+            after, fresh, note = self._after(incident, observer, None)
+            entry = {"event": "auto_remediation", "agent": incident.agent, "classification": incident.classification,
+                     "playbook": incident.playbook, "attempt": attempt, "ok": False,
+                     "before": incident.metrics or {}, "after": after, "incident_id": incident.id,
+                     "trace_id": incident.trace_id, "error": error,
+                     "verification": {"ok": False, "reason": f"the attempt failed unexpectedly: {error}"}}
+            if note:
+                entry["after_note"] = note
+            self._record(entry)
+            incident = self.ledger.update(incident.id, state="open", attempts=attempt,
+                                          reason=f"attempt {attempt} failed unexpectedly: {error}")
+            if attempt >= self.settings.max_attempts:
+                self._escalate(incident, "AutoRemediationFailed", observer)
+                return
+            backoff = replace(self.attempt_policy, used=attempt).backoff(self.rng)
+            self.ledger.update(incident.id, retry_at=time.time() + max(backoff, self.settings.sweep_seconds / 2))
+        except Exception:
+            log.exception("incident %s: the failure could not be recorded; the watchdog will retry it", incident_id)
 
     def _observer(self, incident: Incident) -> Observer:
         if incident.source == "signal":
@@ -675,8 +730,42 @@ class RemediationEngine:
             except Exception:
                 log.exception("sweep failed")
 
+    def watchdog(self) -> list[str]:
+        """Queue again the runnable incidents no worker, queue entry or wait holds (their worker vanished, or an
+        unexpected failure's backoff has passed); the ids queued."""
+        now = time.time()
+        with self._busy_lock:
+            held = set(self._in_hand) | {i for ids in (*self._deferred.values(), *self._waiting.values()) for i in ids}
+        # A second's grace: a notification just committed is queued by its webhook a moment later.
+        orphans = [i for i in self.ledger.runnable() if i.id not in held and now - i.updated_at > 1.0
+                   and not (i.retry_at and i.retry_at > now)]
+        queued = []
+        try:
+            for incident in orphans:
+                if not self.reserve(1):
+                    break  # the queue is full: the next sweep takes them
+                try:
+                    if incident.state == "remediating":  # its attempt never finished: run it again
+                        self.ledger.update(incident.id, state="open", attempts=max(0, incident.attempts - 1),
+                                           playbooks_run=incident.playbooks_run[:-1],
+                                           reason="resumed: its worker vanished")
+                    if incident.retry_at:
+                        self.ledger.update(incident.id, retry_at=None)
+                except Exception:
+                    self.release_slots(1)
+                    raise
+                queued.append(incident.id)
+        finally:
+            self.enqueue(queued)
+        return queued
+
     def sweep(self) -> None:
-        """Close incidents whose alerts are gone (muted after escalation, or a lost resolved notification)."""
+        """Queue stranded incidents again, and close incidents whose alerts are gone (muted after escalation, or
+        a lost resolved notification)."""
+        try:
+            self.watchdog()
+        except Exception:
+            log.exception("watchdog failed")
         waiting = [i for i in self.ledger.open_incidents()
                    if i.source == "alertmanager" and i.state in ("escalated", "recovered", "skipped")]
         if not waiting:

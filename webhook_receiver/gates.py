@@ -60,13 +60,21 @@ def _alert_state(am: AlertmanagerApi, incident: Incident) -> Refusal | None:
 
 
 def _signal_silence(am: AlertmanagerApi, incident: Incident, classification: str) -> Refusal | None:
+    """The direct path: ask Alertmanager whether it would silence or inhibit the incident's alerts."""
+    firing = [a.labels for a in incident.alerts if a.status == "firing"] or [
+        {"agent": agent, "autonomy_class": classification} for agent in incident.agents]
+    silenced, inhibited = set(), set()
     try:
-        hits = [h for agent in incident.agents
-                for h in am.silenced({"agent": agent, "autonomy_class": classification})]
+        for labels in firing:
+            by_silence, by_alert = am.verdict({k: v for k, v in labels.items() if isinstance(v, str)})
+            silenced.update(by_silence)
+            inhibited.update(by_alert)
     except UpstreamError as exc:
-        return Refusal("alertmanager_unreachable", f"cannot check silences: {exc}")
-    if hits:
-        return Refusal("silenced", f"a silence in Alertmanager covers the agent ({', '.join(sorted(set(hits)))})")
+        return Refusal("alertmanager_unreachable", f"cannot ask Alertmanager about silences: {exc}")
+    if silenced:
+        return Refusal("silenced", f"a silence in Alertmanager covers the agent ({', '.join(sorted(silenced))})")
+    if inhibited:
+        return Refusal("not_firing", f"Alertmanager inhibits the agent's alerts ({len(inhibited)} inhibiting alert(s))")
     return None
 
 

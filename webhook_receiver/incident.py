@@ -57,6 +57,7 @@ class Incident:
     claimants: tuple[str, ...] = ()  # a conflict's agents, the incident's agent first
     state_reason: str | None = None  # why it is held or escalated (agent_states.REASON_TEXT)
     gate_changed_at: float | None = None  # when a hold was lifted: act only on samples newer than this
+    retry_at: float | None = None  # an attempt failed unexpectedly: not run again before this moment
 
     @property
     def agents(self) -> tuple[str, ...]:

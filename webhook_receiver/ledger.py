@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Protocol
 
 from .conflicts import conflict_key
+from .data_dir import DataDirError
 from .incident import QUIET_STATES, STATES, AlertRef, Incident, alert_onset, on_alerts
 
 class AgentNotification(NamedTuple):
@@ -42,15 +43,17 @@ class IncidentClosed(RuntimeError):
     """A change was asked of an incident that is already closed."""
 
 
-class LedgerError(RuntimeError):
-    """The ledger file cannot be used by this receiver (written by a newer one); the message says what to do."""
+class LedgerError(DataDirError):
+    """The ledger file cannot be used (newer schema, not a ledger, corrupt, read-only); the message says what
+    and what to do."""
 
 
 class IncidentLedger(Protocol):
     """What the receiver needs from a ledger; SQLite here, a shared database could implement it later."""
 
     def ingest(self, source: str, body: str, per_agent: Iterable[AgentNotification],
-               reserve: Callable[[int], bool]) -> IngestResult: ...
+               reserve: Callable[[int], bool], release: Callable[[int], None] | None = None,
+               keep_unchanged: bool = True) -> IngestResult: ...
 
     def get(self, incident_id: str) -> Incident | None: ...
 
@@ -60,9 +63,12 @@ class IncidentLedger(Protocol):
 
     def conflicts_of(self, agent: str) -> list[Incident]: ...
 
+    def open_count(self) -> int: ...
+
     def open_conflict_keys(self) -> frozenset[str]: ...
 
-    def list(self, agent: str | None = None, state: str | None = None, limit: int = 500) -> list[Incident]: ...
+    def list(self, agent: str | None = None, state: str | None = None, limit: int = 500,
+             before: tuple[float, str] | None = None) -> list[Incident]: ...
 
     def update(self, incident_id: str, **changes: object) -> Incident: ...
 
@@ -73,7 +79,7 @@ class IncidentLedger(Protocol):
     def set_flag(self, name: str, value: str) -> None: ...
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TABLES = """
 CREATE TABLE IF NOT EXISTS notifications (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -103,6 +109,10 @@ CREATE TABLE IF NOT EXISTS incident_agents (
     incident_id TEXT NOT NULL,
     PRIMARY KEY (agent, incident_id)
 );
+"""
+# Schema 2: incidents are listed a page at a time, newest first, by (opened_at, id).
+MIGRATION_2 = """
+CREATE INDEX IF NOT EXISTS incidents_by_opening ON incidents(opened_at, id);
 """
 
 
@@ -195,13 +205,10 @@ class SqliteIncidentLedger:
 
     def __init__(self, path: Path, reopen_grace_seconds: float = 300.0, clock: Callable[[], float] = time.time):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.reopen_grace_seconds = reopen_grace_seconds
         self._clock = clock
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = self._open()
         self._migrate()
         # Write-through caches of the open incidents: the hot path never re-reads them from disk.
         self._open: dict[str, Incident] = {}
@@ -209,6 +216,37 @@ class SqliteIncidentLedger:
         self._claims: dict[str, set[str]] = {}  # agent -> keys of the open conflicts it claims
         for (doc,) in self._db.execute("SELECT doc FROM incidents WHERE state != 'closed'"):
             self._remember(_from_doc(doc))
+
+    def _open(self) -> sqlite3.Connection:
+        """Connect, and refuse a file that is not a usable ledger: every problem in one line, nothing half-done."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LedgerError(f"{self.path.parent}: cannot create the data directory ({exc.strerror})") from None
+        db = None
+        try:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+            if problems != ["ok"]:
+                raise LedgerError(f"{self.path}: the ledger fails its integrity check ({problems[0]}); restore it "
+                                  "from a backup, or move it aside to start with an empty one")
+            db.execute("BEGIN IMMEDIATE")  # can it be written? (a read-only file or directory fails here)
+            db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            if db is not None:
+                db.close()
+            text = str(exc)
+            what = ("not an SQLite ledger" if "not a database" in text else
+                    "read-only: the receiver must be able to write it" if "readonly" in text or "read-only" in text
+                    else "cannot be opened")
+            raise LedgerError(f"{self.path}: {what} ({text}); fix it, or move it aside to start with an empty "
+                              "ledger") from None
+        except LedgerError:
+            db.close()
+            raise
+        return db
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -223,16 +261,19 @@ class SqliteIncidentLedger:
             for statement in TABLES.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(incidents)")}
-            if "conflict_key" not in columns:
-                self._db.execute("ALTER TABLE incidents ADD COLUMN conflict_key TEXT")
-            for statement in MIGRATION_1.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
+            if version < 1:
+                columns = {row[1] for row in self._db.execute("PRAGMA table_info(incidents)")}
+                if "conflict_key" not in columns:
+                    self._db.execute("ALTER TABLE incidents ADD COLUMN conflict_key TEXT")
+            for number, script in ((1, MIGRATION_1), (2, MIGRATION_2)):
+                if version < number:
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
 
     def _remember(self, incident: Incident) -> None:
@@ -262,13 +303,16 @@ class SqliteIncidentLedger:
             self._db.close()
 
     def ingest(self, source: str, body: str, per_agent: Iterable[AgentNotification],
-               reserve: Callable[[int], bool]) -> IngestResult:
+               reserve: Callable[[int], bool], release: Callable[[int], None] | None = None,
+               keep_unchanged: bool = True) -> IngestResult:
         """Record a notification and open, update or close incidents in one transaction.
 
         Each agent's alerts go to its own incident, except those about a conflict with other agents, which go
         to that conflict's incident (one per conflict, listing every claimant). RESERVE(n) must grant n
         work-queue slots for the incidents to run; if it refuses, nothing is stored and the result says
-        `refused` (the caller answers 503).
+        `refused` (the caller answers 503). If the commit fails, RELEASE(n) gives the slots back and the
+        error propagates: nothing was stored. Without KEEP_UNCHANGED a notification that changes no incident
+        is not stored (notification_id 0): a healthy heartbeat of the direct path, say.
         """
         items = list(per_agent)
         now = self._clock()
@@ -287,11 +331,18 @@ class SqliteIncidentLedger:
                 self._notify(batch, item.agent, own, item.signal, source, None)
             if batch.to_run and not reserve(len(batch.to_run)):
                 return IngestResult(notification_id=0, refused=True)
-            if batch.inserts or batch.updates:
-                notification_id = self._commit(batch, source, body, now)
-            else:
-                # One statement in its own transaction: one commit, one fsync (synchronous=FULL).
-                notification_id = self._db.execute(_INSERT_NOTIFICATION, (now, source, body)).lastrowid
+            try:
+                if batch.inserts or batch.updates:
+                    notification_id = self._commit(batch, source, body, now)
+                elif not keep_unchanged:
+                    notification_id = 0
+                else:
+                    # One statement in its own transaction: one commit, one fsync (synchronous=FULL).
+                    notification_id = self._db.execute(_INSERT_NOTIFICATION, (now, source, body)).lastrowid
+            except BaseException:
+                if batch.to_run and release is not None:
+                    release(len(batch.to_run))
+                raise
             for incident in [*batch.updates.values(), *batch.inserts.values()]:
                 self._remember(incident)
         return IngestResult(notification_id, tuple(batch.to_run), tuple(batch.opened), tuple(batch.duplicates),
@@ -346,9 +397,15 @@ class SqliteIncidentLedger:
                                                     for a in i.claimants])
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
         return notification_id
+
+    def _rollback(self) -> None:
+        # A COMMIT that failed (disk full) may have rolled back already: a second ROLLBACK would raise
+        # "no transaction is active" and hide the real error.
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def _write(self, incident: Incident, **changes: object) -> Incident:
         updated = _changed(incident, self._clock(), changes)
@@ -359,7 +416,7 @@ class SqliteIncidentLedger:
                 self._db.executemany(_INSERT_CLAIMANT, [(a, updated.id) for a in updated.claimants])
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
         else:
             self._db.execute(_UPDATE_INCIDENT, (updated.state, json.dumps(updated.as_dict()), updated.id))
@@ -381,6 +438,11 @@ class SqliteIncidentLedger:
         with self._lock:
             return [*self._open.values(), *self._conflicts.values()]
 
+    def open_count(self) -> int:
+        """How many agents have an open incident of their own."""
+        with self._lock:
+            return len(self._open)
+
     def conflicts_of(self, agent: str) -> list[Incident]:
         """The open conflict incidents AGENT is a claimant of."""
         with self._lock:
@@ -390,16 +452,21 @@ class SqliteIncidentLedger:
         with self._lock:
             return frozenset(self._conflicts)
 
-    def list(self, agent: str | None = None, state: str | None = None, limit: int = 500) -> list[Incident]:
-        """Incidents newest first; AGENT matches its own and the conflicts it claims."""
+    def list(self, agent: str | None = None, state: str | None = None, limit: int = 500,
+             before: tuple[float, str] | None = None) -> list[Incident]:
+        """Incidents newest first (ties by id), from before the (opened_at, id) cursor BEFORE; AGENT matches its
+        own and the conflicts it claims."""
         query, args = "SELECT doc FROM incidents WHERE 1=1", []
+        if before is not None:
+            query += " AND (opened_at < ? OR (opened_at = ? AND id < ?))"
+            args += [before[0], before[0], before[1]]
         if agent:
             query += " AND (agent = ? OR id IN (SELECT incident_id FROM incident_agents WHERE agent = ?))"
             args += [agent, agent]
         if state:
             query += " AND state = ?"
             args.append(state)
-        query += " ORDER BY opened_at DESC LIMIT ?"
+        query += " ORDER BY opened_at DESC, id DESC LIMIT ?"
         args.append(limit)
         with self._lock:
             rows = self._db.execute(query, args).fetchall()

@@ -9,6 +9,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from autonomy.signal_contract import too_deep
+
 LINEAGE_FILE = "decision_lineage.jsonl"
 ACTOR = "ChiefOfStaff"
 PACK_FIELDS = ("ts", "actor", "event", "agent", "classification", "playbook", "attempt", "ok", "before", "after")
@@ -18,12 +20,62 @@ def utc_now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+BLOCK_BYTES = 64 * 1024
+MAX_ENTRY_DEPTH = 64  # a valid line nested deeper than this is unreadable here, as the signal contract has it
+
+
 @dataclass(frozen=True)
 class LineageRead:
     """Entries read back, and how many torn or unreadable lines were skipped (with their line numbers)."""
 
     entries: list[dict]
     skipped_lines: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class LineagePage:
+    """One page of entries, newest first; `next_cursor` continues with older ones (None: the start of the file);
+    `skipped_offsets` are the byte offsets of torn or unreadable lines met on the way."""
+
+    entries: list[dict]
+    next_cursor: int | None
+    skipped_offsets: tuple[int, ...]
+
+
+def _entry(raw: bytes) -> dict | None:
+    """A line as an entry, or None: not JSON, not an object, or nested beyond MAX_ENTRY_DEPTH."""
+    try:
+        entry = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    if not isinstance(entry, dict) or too_deep(entry, MAX_ENTRY_DEPTH):
+        return None
+    return entry
+
+
+def _matches(entry: dict, agent: str | None, incident_id: str | None) -> bool:
+    return (not agent or entry.get("agent") == agent) and (not incident_id or entry.get("incident_id") == incident_id)
+
+
+def _lines_backwards(f, end: int) -> Iterator[tuple[int, bytes]]:
+    """(offset, line) of every line that ends before END, last first; each read is one block, so a page costs
+    what it reads, however long the file."""
+    pos, pending = end, b""
+    while pos > 0:
+        size = min(BLOCK_BYTES, pos)
+        pos -= size
+        f.seek(pos)
+        data = f.read(size) + pending
+        stop = len(data)
+        while True:
+            newline = data.rfind(b"\n", 0, stop)
+            if newline < 0:
+                break
+            yield pos + newline + 1, data[newline + 1:stop]
+            stop = newline
+        pending = data[:stop]
+    if pending:
+        yield 0, pending
 
 
 class LineageLog:
@@ -80,6 +132,38 @@ class LineageLog:
             return [self._scrub(v) for v in value]
         return value
 
+    def page(self, limit: int, cursor: int | None = None, agent: str | None = None, since: str | None = None,
+             incident_id: str | None = None) -> LineagePage:
+        """Up to LIMIT entries, newest first, from before byte offset CURSOR (the file's end when None)."""
+        if not self.path.exists():
+            return LineagePage([], None, ())
+        entries: list[dict] = []
+        skipped: list[int] = []
+        with open(self.path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            end = size if cursor is None else min(cursor, size)
+            torn_tail = False
+            if end == size and size:
+                f.seek(size - 1)
+                torn_tail = f.read(1) != b"\n"  # a last line cut short by a crash: torn, not an entry
+            for number, (offset, raw) in enumerate(_lines_backwards(f, end)):
+                if number == 0 and torn_tail:
+                    skipped.append(offset)
+                    continue
+                if not raw:
+                    continue
+                entry = _entry(raw)
+                if entry is None:
+                    skipped.append(offset)
+                    continue
+                if since and str(entry.get("ts", "")) < since:
+                    return LineagePage(entries, None, tuple(skipped))  # appended in time order: older ones too
+                if _matches(entry, agent, incident_id):
+                    entries.append(entry)
+                    if len(entries) == limit:
+                        return LineagePage(entries, offset or None, tuple(skipped))
+        return LineagePage(entries, None, tuple(skipped))
+
     def read(self, agent: str | None = None, since: str | None = None, incident_id: str | None = None) -> LineageRead:
         """Entries in file order, filtered; torn or invalid lines are skipped and reported."""
         entries: list[dict] = []
@@ -88,9 +172,7 @@ class LineageLog:
             if entry is None:
                 skipped.append(number)
                 continue
-            if agent and entry.get("agent") != agent:
-                continue
-            if incident_id and entry.get("incident_id") != incident_id:
+            if not _matches(entry, agent, incident_id):
                 continue
             if since and str(entry.get("ts", "")) < since:
                 continue
@@ -102,12 +184,4 @@ class LineageLog:
             return
         with open(self.path, "rb") as f:
             for number, raw in enumerate(f, start=1):
-                if not raw.endswith(b"\n"):
-                    yield number, None
-                    continue
-                try:
-                    entry = json.loads(raw)
-                except (UnicodeDecodeError, json.JSONDecodeError):
-                    yield number, None
-                    continue
-                yield number, entry if isinstance(entry, dict) else None
+                yield number, _entry(raw) if raw.endswith(b"\n") else None

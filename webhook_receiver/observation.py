@@ -13,7 +13,7 @@ from .classifier import CLASSES, Facts, SloThresholds, classify
 from .conflicts import CONFLICT_ID, DIRECTIVE, conflict_key, key_parts, without_conflicts
 from .fleet_view import Member, members_from_prometheus, members_from_signals
 from .incident import Incident
-from .upstreams import PrometheusApi, UpstreamError, promql_string
+from .upstreams import PrometheusApi, UpstreamError, prometheus_problem, promql_string
 
 LAST_SIGNAL = "autonomy_agent_last_signal_timestamp_seconds"
 
@@ -62,7 +62,7 @@ class PrometheusObserver:
         try:
             return read_agent(self.prom, agent, frozenset(), self.silent_seconds, self.budget_cap)
         except UpstreamError as exc:
-            return AgentView(None, Facts(), {}, f"prometheus unreachable: {exc}")
+            return AgentView(None, Facts(), {}, prometheus_problem(exc))
 
     def stale(self, agents: Iterable[str], since: float, own_signal: bool = True) -> list[str]:
         """Agents without a sample scraped after SINCE (and, with OWN_SIGNAL, a signal sent after it too)."""

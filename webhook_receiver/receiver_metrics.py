@@ -14,7 +14,7 @@ GATES = ("kill_switch", "canary", "dry_run", "budget_cap", "agent_locked", "not_
 DECISIONS = ("auto_remediation", "remediation_refused", "escalation", "no_action")
 RECOVERY_BUCKETS = (5, 10, 30, 60, 120, 180, 300, 480, 600, 900, 1800, 3600, 7200)
 ENDPOINTS = ("alerts", "signals", "remediation")
-CODES = ("200", "400", "401", "409", "413", "415", "422", "503")
+CODES = ("200", "400", "401", "409", "413", "415", "422", "429", "503")
 
 
 class ReceiverMetrics:
@@ -52,11 +52,16 @@ class ReceiverMetrics:
                                      "flushed, by event.", ["event"], registry=r)
         self.webhook_requests = Counter("autonomy_webhook_requests", "Requests to the write endpoints by code.",
                                         ["endpoint", "code"], registry=r)
+        self.direct_signals = Counter("autonomy_direct_signals",
+                                      "Signals on the direct path: stored (they changed an incident) or unchanged "
+                                      "(counted, not stored).", ["result"], registry=r)
         self.agent_states: AgentStateCollector | None = None
         self.lineage_skipped = Gauge("autonomy_lineage_torn_lines",
                                      "Unreadable lines found in the lineage file on the last read.", registry=r)
         for source in ("alertmanager", "signal"):
             self.incidents.labels(source)
+        for result in ("stored", "unchanged"):
+            self.direct_signals.labels(result)
         for cls in CLASSES:
             self.recovery.labels(cls)
             self.incident_cost.labels(cls)

@@ -1,21 +1,60 @@
 """Thin clients for the two upstreams the receiver reads: Prometheus's and Alertmanager's HTTP APIs."""
 from __future__ import annotations
 
-import re
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from typing import Mapping
 
 import requests
 
 TIMEOUT_SECONDS = 5.0
+PROBE_LABEL = "autonomy_probe"  # marks the alerts the receiver posts only to ask Alertmanager for its verdict
+PROBE_LIFETIME = timedelta(minutes=5)
 
 
 class UpstreamError(RuntimeError):
     """An upstream could not be reached or answered badly; the message says which and why."""
 
 
+class DeadlinePassed(UpstreamError):
+    """The caller's deadline passed: the upstream was not asked (or not waited for) any longer."""
+
+
+_deadline = threading.local()
+
+
+@contextmanager
+def deadline(at: float):
+    """Bound every upstream call of this thread, inside the block, by the moment AT (the earliest of nested ones)."""
+    outer = getattr(_deadline, "at", None)
+    _deadline.at = at if outer is None else min(outer, at)
+    try:
+        yield
+    finally:
+        _deadline.at = outer
+
+
+def _timeout() -> float:
+    at = getattr(_deadline, "at", None)
+    if at is None:
+        return TIMEOUT_SECONDS
+    left = at - time.time()
+    if left <= 0:
+        raise DeadlinePassed("the deadline passed before the upstream could answer")
+    return min(TIMEOUT_SECONDS, left)
+
+
+def prometheus_problem(exc: UpstreamError) -> str:
+    """What went wrong with Prometheus, in words: a malformed answer says so, anything else is unreachable."""
+    text = str(exc)
+    return text if text.startswith("prometheus") else f"prometheus unreachable: {text}"
+
+
 def _get_json(session: requests.Session, url: str, params: Mapping | None = None) -> object:
     try:
-        reply = session.get(url, params=params, timeout=TIMEOUT_SECONDS)
+        reply = session.get(url, params=params, timeout=_timeout())
     except requests.RequestException as exc:
         raise UpstreamError(f"{url}: {type(exc).__name__}") from None
     if reply.status_code != 200:
@@ -24,6 +63,51 @@ def _get_json(session: requests.Session, url: str, params: Mapping | None = None
         return reply.json()
     except ValueError:
         raise UpstreamError(f"{url}: not JSON") from None
+
+
+def _labels_ok(labels: object) -> bool:
+    return isinstance(labels, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())
+
+
+def _sample_ok(sample: object) -> bool:
+    """[unix time, "value"] with a number for the time and a float-parsable string (NaN and Inf included)."""
+    if not isinstance(sample, (list, tuple)) or len(sample) != 2:
+        return False
+    moment, value = sample
+    if isinstance(moment, bool) or not isinstance(moment, (int, float)) or not isinstance(value, str):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def query_result(body: object) -> list[dict]:
+    """The rows of a /api/v1/query answer, each checked for shape and value types; UpstreamError otherwise.
+
+    A vector or a matrix gives its rows; a scalar is one row without labels.
+    """
+    if not isinstance(body, dict) or body.get("status") != "success":
+        error = body.get("error") if isinstance(body, dict) else None
+        raise UpstreamError(f"prometheus query failed: {str(error)[:200] if error else 'not a success answer'}")
+    data = body.get("data")
+    if not isinstance(data, dict) or "result" not in data:
+        raise UpstreamError("prometheus answered without data")
+    kind, result = data.get("resultType"), data["result"]
+    if kind == "scalar":
+        if not _sample_ok(result):
+            raise UpstreamError("prometheus answered a scalar that is not a [time, number] pair")
+        return [{"metric": {}, "value": result}]
+    if kind not in ("vector", "matrix") or not isinstance(result, list):
+        raise UpstreamError(f"prometheus answered a result of type {str(kind)[:40]!r}, not a vector or matrix")
+    for row in result:
+        if not isinstance(row, dict) or not _labels_ok(row.get("metric", {})):
+            raise UpstreamError("prometheus answered a series without string labels")
+        samples = [row["value"]] if "value" in row else row.get("values")
+        if not isinstance(samples, list) or not all(_sample_ok(s) for s in samples):
+            raise UpstreamError("prometheus answered a sample that is not a [time, number] pair")
+    return result
 
 
 def promql_string(value: str) -> str:
@@ -39,12 +123,8 @@ class PrometheusApi:
         self.session = session or requests.Session()
 
     def query(self, promql: str) -> list[dict]:
-        """The result vector of an instant query; UpstreamError when unreachable or on an API error."""
-        body = _get_json(self.session, self.base_url + "/api/v1/query", {"query": promql})
-        if not isinstance(body, dict) or body.get("status") != "success":
-            raise UpstreamError(f"prometheus query failed: {body.get('error') if isinstance(body, dict) else body}")
-        result = body["data"]["result"]
-        return result if isinstance(result, list) else []
+        """The rows of an instant query; UpstreamError when unreachable, on an API error or a malformed answer."""
+        return query_result(_get_json(self.session, self.base_url + "/api/v1/query", {"query": promql}))
 
     def rules(self) -> list[dict]:
         """The rule groups Prometheus evaluates (/api/v1/rules): what its alerts and recordings really are."""
@@ -52,7 +132,10 @@ class PrometheusApi:
         if not isinstance(body, dict) or body.get("status") != "success" or not isinstance(body.get("data"), dict):
             raise UpstreamError("prometheus rules: not a successful answer")
         groups = body["data"].get("groups")
-        return groups if isinstance(groups, list) else []
+        if not isinstance(groups, list) or not all(isinstance(g, dict) and isinstance(g.get("rules", []), list)
+                                                   for g in groups):
+            raise UpstreamError("prometheus rules: groups in an unexpected shape")
+        return groups
 
     def ready(self) -> bool:
         try:
@@ -61,14 +144,18 @@ class PrometheusApi:
             return False
 
 
-def _matches(matcher: dict, labels: Mapping[str, str]) -> bool:
-    value = labels.get(matcher.get("name", ""), "")
-    pattern = matcher.get("value", "")
-    if matcher.get("isRegex"):
-        hit = re.fullmatch(pattern, value) is not None
-    else:
-        hit = value == pattern
-    return hit == matcher.get("isEqual", True)
+def alerts_result(body: object) -> list[dict]:
+    """The alerts of a /api/v2/alerts answer, each checked for labels and status; UpstreamError otherwise."""
+    if not isinstance(body, list):
+        raise UpstreamError("alertmanager answered alerts that are not a list")
+    for alert in body:
+        status = alert.get("status") if isinstance(alert, dict) else None
+        if not isinstance(alert, dict) or not _labels_ok(alert.get("labels")) or not isinstance(status, dict) \
+                or not isinstance(status.get("state"), str) \
+                or not all(isinstance(status.get(k, []), list) and all(isinstance(i, str) for i in status.get(k, []))
+                           for k in ("silencedBy", "inhibitedBy")):
+            raise UpstreamError("alertmanager answered an alert without string labels or a status")
+    return body
 
 
 class AlertmanagerApi:
@@ -97,30 +184,55 @@ class AlertmanagerApi:
         """Every alert Alertmanager holds for AGENT, silenced and inhibited ones included."""
         params = {"filter": f"agent={promql_string(agent)}", "active": "true", "silenced": "true",
                   "inhibited": "true", "unprocessed": "true"}
-        body = self._read("/api/v2/alerts", params)
-        return body if isinstance(body, list) else []
+        return alerts_result(self._read("/api/v2/alerts", params))
 
-    def silenced(self, labels: Mapping[str, str]) -> list[str]:
-        """Ids of active silences whose matchers all match LABELS."""
-        body = self._read("/api/v2/silences")
-        hits = []
-        for silence in body if isinstance(body, list) else []:
-            if silence.get("status", {}).get("state") != "active":
-                continue
-            if all(_matches(m, labels) for m in silence.get("matchers", [])):
-                hits.append(silence.get("id", "?"))
-        return hits
+    def verdict(self, labels: Mapping[str, str]) -> tuple[list[str], list[str]]:
+        """Alertmanager's own verdict on an alert with LABELS: (silences that match it, alerts that inhibit it).
+
+        Alertmanager decides, with its own matcher grammar and RE2 regexes: the alert is posted with
+        `autonomy_probe="true"` (routed to no one by the shipped configuration), read back from the same
+        instance, and resolved. UpstreamError when no instance gives a clear answer.
+        """
+        probe = {**labels, PROBE_LABEL: "true"}
+        now = datetime.now(timezone.utc)
+        problems = []
+        for base in self.base_urls:
+            try:
+                self._post(base, [{"labels": probe, "startsAt": now.isoformat(),
+                                   "endsAt": (now + PROBE_LIFETIME).isoformat()}])
+                params = [("filter", f"{k}={promql_string(v)}") for k, v in sorted(probe.items())]
+                params += [("active", "true"), ("silenced", "true"), ("inhibited", "true"), ("unprocessed", "true")]
+                held = [a for a in alerts_result(_get_json(self.session, base + "/api/v2/alerts", params))
+                        if a["labels"] == probe]
+                if not held:
+                    raise UpstreamError(f"{base}/api/v2/alerts: the probe alert just posted is not there")
+                status = held[0]["status"]
+                try:  # resolved at once: the probe was only a question
+                    self._post(base, [{"labels": probe, "startsAt": now.isoformat(),
+                                       "endsAt": datetime.now(timezone.utc).isoformat()}])
+                except UpstreamError:
+                    pass  # it expires by itself within PROBE_LIFETIME
+                return list(status.get("silencedBy") or []), list(status.get("inhibitedBy") or [])
+            except UpstreamError as exc:
+                problems.append(str(exc))
+        raise UpstreamError("; ".join(problems) or "no Alertmanager configured")
+
+    def _post(self, base: str, alerts: list[dict]) -> None:
+        try:
+            reply = self.session.post(base + "/api/v2/alerts", json=alerts, timeout=_timeout())
+        except requests.RequestException as exc:
+            raise UpstreamError(f"{base}/api/v2/alerts: {type(exc).__name__}") from None
+        if reply.status_code != 200:
+            raise UpstreamError(f"{base}/api/v2/alerts: HTTP {reply.status_code}")
 
     def post_alerts(self, alerts: list[dict]) -> None:
         """Post to every instance (alerts are not gossiped); UpstreamError names the ones that failed."""
         problems = []
         for base in self.base_urls:
             try:
-                reply = self.session.post(base + "/api/v2/alerts", json=alerts, timeout=TIMEOUT_SECONDS)
-                if reply.status_code != 200:
-                    problems.append(f"{base}/api/v2/alerts: HTTP {reply.status_code}")
-            except requests.RequestException as exc:
-                problems.append(f"{base}/api/v2/alerts: {type(exc).__name__}")
+                self._post(base, alerts)
+            except UpstreamError as exc:
+                problems.append(str(exc))
         if problems:
             raise UpstreamError("; ".join(problems))
 

@@ -12,7 +12,8 @@ from .conflicts import without_conflicts
 from .criteria import FLEET_CRITERIA, active, check_criteria
 from .incident import Incident
 from .observation import Observer
-from .upstreams import UpstreamError
+from .upstreams import DeadlinePassed, UpstreamError, prometheus_problem
+from .upstreams import deadline as upstream_deadline
 
 RECOVERED = "criteria held and the incident's conditions cleared on fresh samples"
 
@@ -63,6 +64,12 @@ def verify_recovery(observer: Observer, what: Verification, timeout: float, inte
     stop = stop or threading.Event()
     wanted = active(what.criteria)
     deadline = clock() + timeout
+    with upstream_deadline(time.time() + timeout):  # no upstream call may outlast the verification
+        return _poll(observer, what, wanted, deadline, interval, budget_cap, stop, clock)
+
+
+def _poll(observer: Observer, what: Verification, wanted: Mapping[str, object], deadline: float, interval: float,
+          budget_cap: float, stop: threading.Event, clock: Callable[[], float]) -> VerifyResult:
     polls, reason, checks, true = 0, "not verified", {}, []
     after, after_fresh, note = {}, False, None
     while True:
@@ -86,8 +93,9 @@ def verify_recovery(observer: Observer, what: Verification, timeout: float, inte
                 ok, reason = judge(checks, true, unknown)
                 if ok:
                     return VerifyResult(True, reason, checks, after, polls, (), True)
+        except DeadlinePassed:
+            pass  # the time is up: the last poll's reason says why it did not verify
         except UpstreamError as exc:
-            reason = str(exc) if str(exc).startswith("prometheus unreachable") else f"prometheus unreachable: {exc}"
-            note = reason
+            reason = note = prometheus_problem(exc)
         if clock() >= deadline or stop.wait(min(interval, max(0.0, deadline - clock()))):
             return VerifyResult(False, reason, checks, after, polls, tuple(true), after_fresh, note)

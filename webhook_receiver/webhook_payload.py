@@ -11,8 +11,11 @@ from autonomy.signal_contract import SignalError, parse_json, schema_errors
 
 from .classifier import CLASSES
 from .ledger import AgentNotification, AlertRef
+from .upstreams import PROBE_LABEL
 
 AGENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+# The layer's own alerts use this agent name; it is never an agent to remediate.
+RESERVED_FOR_THE_LAYER = frozenset(("autonomy-layer",))
 
 _STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
 PAYLOAD_SCHEMA = {
@@ -113,10 +116,13 @@ def _group(alerts: list) -> tuple[dict[str, list[AlertRef]], list[str]] | None:
             if status not in _STATUSES:
                 return None
             agent = labels.get("agent")
-            if agent is None or not agent_name(agent) or labels.get("autonomy_class") not in _REMEDIABLE:
+            if agent is None or not agent_name(agent) or agent in RESERVED_FOR_THE_LAYER \
+                    or labels.get("autonomy_class") not in _REMEDIABLE or PROBE_LABEL in labels:
                 name = labels.get("alertname", "?")
                 reason = ("no agent label" if agent is None else "agent label is not an agent name"
-                          if not agent_name(agent) else "no remediable autonomy_class")
+                          if not agent_name(agent) else "the layer's own agent name" if agent in RESERVED_FOR_THE_LAYER
+                          else "a probe of the receiver's, not an alert" if PROBE_LABEL in labels
+                          else "no remediable autonomy_class")
                 ignored.append(f"alerts[{index}] ({name}): {reason}")
                 continue
             ref = _alert_ref((fingerprint or "|".join(f"{k}={v}" for k, v in sorted(labels.items())),

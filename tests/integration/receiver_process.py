@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping
 import requests
 from flask import Flask, jsonify, request
 
+from autonomy.drills import every_page
 from autonomy.fleet import Heartbeat
 from autonomy import local_stack
 from autonomy.local_stack import AlertmanagerProcess, PrometheusProcess, ServedApp, free_port
@@ -58,9 +59,9 @@ class ReceiverProcess(local_stack.ReceiverProcess):
         return requests.request(method, self.url + path, headers=headers, timeout=10, **kwargs)
 
     def incidents(self, agent: str | None = None) -> list[dict]:
-        reply = self.call("GET", "/api/v1/incidents", params={"agent": agent} if agent else {})
-        reply.raise_for_status()
-        return reply.json()["incidents"]
+        """Every incident (paged through), newest first."""
+        return every_page(lambda params: self.call("GET", "/api/v1/incidents", params=params), "incidents",
+                          **({"agent": agent} if agent else {}))["incidents"][::-1]
 
     def incident(self, incident_id: str) -> dict:
         reply = self.call("GET", f"/api/v1/incidents/{incident_id}")
@@ -68,9 +69,9 @@ class ReceiverProcess(local_stack.ReceiverProcess):
         return reply.json()
 
     def lineage(self, agent: str | None = None) -> dict:
-        reply = self.call("GET", "/api/v1/lineage", params={"agent": agent} if agent else {})
-        reply.raise_for_status()
-        return reply.json()
+        """Every entry (paged through), oldest first, and the offsets of the lines skipped."""
+        return every_page(lambda params: self.call("GET", "/api/v1/lineage", params=params), "entries",
+                          **({"agent": agent} if agent else {}))
 
     def ledger_rows(self, query: str, args: tuple = ()) -> list[tuple]:
         """Read the SQLite ledger directly (the receiver may be dead or alive)."""

@@ -7,6 +7,7 @@ import requests
 from flask import Flask, jsonify, request
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from autonomy.drills import every_page
 from autonomy.layer_stack import LayerStack
 from autonomy.local_stack import ServedApp
 from autonomy.polling import wait_until
@@ -56,7 +57,8 @@ def incidents(stack, agent):
 
 
 def lineage(stack, agent):
-    return stack.receiver_call("GET", f"/api/v1/lineage?agent={agent}").json()["entries"]
+    return every_page(lambda params: stack.receiver_call("GET", "/api/v1/lineage", params=params), "entries",
+                      agent=agent)["entries"]
 
 
 def am_alerts(stack, agent):
