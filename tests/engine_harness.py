@@ -426,6 +426,12 @@ class Harness:
         self.engine.process(incident_id)
         return self.ledger.get(incident_id)
 
+    def work(self) -> str:
+        """Do what a worker does with the next queue entry; the incident id it held."""
+        incident_id = self.engine._queue.get_nowait()
+        self.engine.run_queued(incident_id)
+        return incident_id
+
     def lineage(self, event=None) -> list[dict]:
         entries = self.state.lineage.read().entries
         return [e for e in entries if event is None or e["event"] == event]

@@ -1,6 +1,7 @@
 """An agent as Prometheus sees it: its latest signal rebuilt from the exporter's series, plus cross-agent facts."""
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 from autonomy.signal_contract import Signal
 
 from .classifier import Facts
-from .upstreams import PrometheusApi, promql_string
+from .upstreams import PrometheusApi, promql_string, samples
 
 FLEET = "fleet"
 PACK_METRICS = {
@@ -37,18 +38,21 @@ class AgentView:
 def pack_metrics(prom: PrometheusApi, agent: str) -> dict:
     """successRate, alignment, backlogAgeMinutes, costBurnRatePerHour of AGENT (or the fleet's spend)."""
     if agent == FLEET:
-        rows = prom.query(FLEET_SPEND)
+        rows = samples(prom.query(FLEET_SPEND))
         return {"projectedDailySpendDollars": round(float(rows[0]["value"][1]), 4)} if rows else {}
     names = "|".join(PACK_METRICS)
     rows = prom.query(f'{{__name__=~"{names}", agent={promql_string(agent)}}}')
     out = {}
-    for row in rows:
+    for row in samples(rows, "__name__"):
+        if row["metric"]["__name__"] not in PACK_METRICS:
+            continue
         key, scale = PACK_METRICS[row["metric"]["__name__"]]
         out[key] = round(float(row["value"][1]) * scale, 6)
     return out
 
 
 def _signal_from_series(agent: str, rows: list[dict]) -> Signal | None:
+    rows = samples(rows, "__name__")
     values: dict[str, float] = {}
     labels: dict[str, list[dict]] = {}
     for row in rows:
@@ -69,7 +73,8 @@ def _signal_from_series(agent: str, rows: list[dict]) -> Signal | None:
         return None if metric not in values else values[metric] == 1.0
 
     def optional_int(metric: str) -> int | None:
-        return int(values[metric]) if metric in values else None
+        value = values.get(metric)
+        return int(value) if value is not None and math.isfinite(value) else None
 
     return Signal(
         agent=agent,
@@ -97,7 +102,7 @@ def read_agent(prom: PrometheusApi, agent: str, alert_classes: frozenset[str], s
                budget_cap_daily: float, clock=time.time) -> AgentView:
     """Rebuild AGENT's signal from Prometheus and gather the facts no single signal carries."""
     if agent == FLEET:
-        rows = prom.query(FLEET_SPEND)
+        rows = samples(prom.query(FLEET_SPEND))
         spend = float(rows[0]["value"][1]) if rows else 0.0
         return AgentView(None, Facts(alert_classes=alert_classes, budget_over_cap=spend > budget_cap_daily),
                          {"projectedDailySpendDollars": round(spend, 4)})
@@ -108,16 +113,18 @@ def read_agent(prom: PrometheusApi, agent: str, alert_classes: frozenset[str], s
     silent = signal is None or clock() - signal.timestamp > silent_seconds
     if signal and signal.dependencies:
         deps = promql_string(_regex_alternatives(list(signal.dependencies)))
-        for row in prom.query(f'autonomy_agent_status{{agent=~{deps},autonomy_agent_status="error"}} == 1'):
+        for row in samples(prom.query(f'autonomy_agent_status{{agent=~{deps},autonomy_agent_status="error"}} == 1'),
+                           "agent"):
             failing.add(row["metric"]["agent"])
         stale = f'time() - autonomy_agent_last_signal_timestamp_seconds{{agent=~{deps}}} > {silent_seconds:g}'
-        for row in prom.query(stale):
+        for row in samples(prom.query(stale), "agent"):
             failing.add(row["metric"]["agent"])
     if signal and signal.directive_id:
         query = (f'count(max by (agent) (autonomy_agent_directive_claim'
                  f'{{directive_id={promql_string(signal.directive_id)}}} == 1))')
-        result = prom.query(query)
-        claimants = int(float(result[0]["value"][1])) if result else 0
+        result = samples(prom.query(query))
+        count = float(result[0]["value"][1]) if result else 0.0
+        claimants = int(count) if 0 <= count < 1e9 else 0  # NaN and nonsense count as none
     facts = Facts(failing_dependencies=frozenset(failing), directive_claimants=claimants,
                   alert_classes=alert_classes, silent=silent)
     return AgentView(signal, facts, signal_metrics(signal))

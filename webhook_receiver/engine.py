@@ -223,18 +223,22 @@ class RemediationEngine:
             incident_id = self._queue.get()
             if incident_id is None:
                 return
-            with self._slots_lock:
-                self._free_slots += 1
-            self.metrics.queue_depth.set(self._queue.qsize())
-            try:
-                self.process(incident_id)
-            except Exception:  # one bad incident must not take a worker down
-                log.exception("incident %s failed unexpectedly", incident_id)
-            finally:
-                with self._busy_lock:
-                    self._in_hand[incident_id] -= 1
-                    if self._in_hand[incident_id] <= 0:
-                        del self._in_hand[incident_id]
+            self.run_queued(incident_id)
+
+    def run_queued(self, incident_id: str) -> None:
+        """What a worker does with one entry it took from the queue."""
+        with self._slots_lock:
+            self._free_slots += 1
+        self.metrics.queue_depth.set(self._queue.qsize())
+        try:
+            self.process(incident_id)
+        except Exception:  # one bad incident must not take a worker down
+            log.exception("incident %s failed unexpectedly", incident_id)
+        finally:
+            with self._busy_lock:
+                self._in_hand[incident_id] -= 1
+                if self._in_hand[incident_id] <= 0:
+                    del self._in_hand[incident_id]
 
     # -- one incident ----------------------------------------------------------------------------------
     def _acquire(self, agents, incident_id: str) -> bool:
@@ -310,8 +314,11 @@ class RemediationEngine:
             incident = self.ledger.get(incident_id)
             if incident is None or incident.state not in RUNNABLE_STATES:
                 return
-            attempt = incident.attempts if incident.state == "remediating" else incident.attempts + 1
             observer = self._observer(incident)
+            if incident.state != "remediating" and incident.attempts >= self.settings.max_attempts:
+                self._escalate(incident, "AutoRemediationFailed", observer)  # it failed escalating: again
+                return
+            attempt = incident.attempts if incident.state == "remediating" else incident.attempts + 1
             after, fresh, note = self._after(incident, observer, None)
             entry = {"event": "auto_remediation", "agent": incident.agent, "classification": incident.classification,
                      "playbook": incident.playbook, "attempt": attempt, "ok": False,
@@ -327,7 +334,7 @@ class RemediationEngine:
                 self._escalate(incident, "AutoRemediationFailed", observer)
                 return
             backoff = replace(self.attempt_policy, used=attempt).backoff(self.rng)
-            self.ledger.update(incident.id, retry_at=time.time() + max(backoff, self.settings.sweep_seconds / 2))
+            self.ledger.update(incident.id, retry_at=time.time() + backoff)  # the sweeper's watchdog queues it then
         except Exception:
             log.exception("incident %s: the failure could not be recorded; the watchdog will retry it", incident_id)
 

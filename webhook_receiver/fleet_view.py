@@ -9,7 +9,7 @@ from autonomy.signal_contract import Signal
 from .agent_view import AgentView
 from .conflicts import Arbitration
 from .playbooks import PlaybookSet
-from .upstreams import PrometheusApi
+from .upstreams import PrometheusApi, samples
 
 
 @dataclass(frozen=True)
@@ -25,13 +25,14 @@ class Member:
 
 def members_from_prometheus(prom: PrometheusApi) -> list[Member]:
     """Every agent the exporter reports, with domain, status, spend and directive."""
-    info = {r["metric"]["agent"]: r["metric"].get("domain") or None for r in prom.query("autonomy_agent_info")}
+    info = {r["metric"]["agent"]: r["metric"].get("domain") or None
+            for r in samples(prom.query("autonomy_agent_info"), "agent")}
     status = {r["metric"]["agent"]: r["metric"]["autonomy_agent_status"]
-              for r in prom.query("autonomy_agent_status == 1")}
+              for r in samples(prom.query("autonomy_agent_status == 1"), "agent", "autonomy_agent_status")}
     cost = {r["metric"]["agent"]: float(r["value"][1])
-            for r in prom.query("max by (agent) (autonomy_agent_cost_burn_dollars_per_hour)")}
+            for r in samples(prom.query("max by (agent) (autonomy_agent_cost_burn_dollars_per_hour)"), "agent")}
     directive = {r["metric"]["agent"]: r["metric"]["directive_id"]
-                 for r in prom.query("autonomy_agent_directive_claim == 1")}
+                 for r in samples(prom.query("autonomy_agent_directive_claim == 1"), "agent", "directive_id")}
     return [Member(a, info[a], status.get(a, "healthy"), cost.get(a, 0.0), directive.get(a)) for a in sorted(info)]
 
 

@@ -230,7 +230,9 @@ class SqliteIncidentLedger:
             db.execute("PRAGMA synchronous=FULL")
             problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
             if problems != ["ok"]:
-                raise LedgerError(f"{self.path}: the ledger fails its integrity check ({problems[0]}); restore it "
+                found = "; ".join(line.strip() for text in problems for line in text.splitlines()
+                                  if line.strip() and not line.startswith("***"))
+                raise LedgerError(f"{self.path}: the ledger fails its integrity check ({found[:300]}); restore it "
                                   "from a backup, or move it aside to start with an empty one")
             db.execute("BEGIN IMMEDIATE")  # can it be written? (a read-only file or directory fails here)
             db.execute("ROLLBACK")

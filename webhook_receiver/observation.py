@@ -13,7 +13,7 @@ from .classifier import CLASSES, Facts, SloThresholds, classify
 from .conflicts import CONFLICT_ID, DIRECTIVE, conflict_key, key_parts, without_conflicts
 from .fleet_view import Member, members_from_prometheus, members_from_signals
 from .incident import Incident
-from .upstreams import PrometheusApi, UpstreamError, prometheus_problem, promql_string
+from .upstreams import PrometheusApi, UpstreamError, prometheus_problem, promql_string, samples
 
 LAST_SIGNAL = "autonomy_agent_last_signal_timestamp_seconds"
 
@@ -73,11 +73,11 @@ class PrometheusObserver:
         query = f"timestamp({selector}) > {since:.3f}"
         if own_signal:
             query = f"{selector} > {since:.3f} and {query}"
-        fresh = {row["metric"].get("agent") for row in self.prom.query(query)}
+        fresh = {row["metric"]["agent"] for row in samples(self.prom.query(query), "agent")}
         return [a for a in wanted if a not in fresh]
 
     def fleet_spend(self) -> float | None:
-        rows = self.prom.query(FLEET_SPEND)
+        rows = samples(self.prom.query(FLEET_SPEND))
         return float(rows[0]["value"][1]) if rows else None
 
     def members(self) -> list[Member]:
@@ -88,7 +88,7 @@ class PrometheusObserver:
         metric, label = {DIRECTIVE: ("autonomy_agent_directive_claim", "directive_id"),
                          CONFLICT_ID: ("autonomy_agent_conflict", "conflict_id")}[kind]
         rows = self.prom.query(f"max by (agent) ({metric}{{{label}={promql_string(ident)}}} == 1)")
-        return sorted({row["metric"]["agent"] for row in rows})
+        return sorted({row["metric"]["agent"] for row in samples(rows, "agent")})
 
     def conditions(self, incident: Incident, agents: Iterable[str],
                    foreign_conflicts: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -113,8 +113,8 @@ class PrometheusObserver:
         """
         agents = _alternatives(incident.agents)
         names = {n for ns in incident_alertnames(incident, incident.agents).values() for n in ns}
-        rows = self.prom.query(f"ALERTS_FOR_STATE{{agent=~{agents}}}")
-        active = [float(r["value"][1]) for r in rows if r.get("metric", {}).get("alertname") in names]
+        rows = samples(self.prom.query(f"ALERTS_FOR_STATE{{agent=~{agents}}}"), "alertname")
+        active = [v for r in rows if r["metric"]["alertname"] in names and (v := float(r["value"][1])) == v]
         if not active:
             return None
         second = min(active)

@@ -110,6 +110,12 @@ def query_result(body: object) -> list[dict]:
     return result
 
 
+def samples(rows: list[dict], *labels: str) -> list[dict]:
+    """The instant samples of ROWS that carry every one of LABELS (a sound answer may still lack a label a
+    query expects: such a row says nothing about what was asked, and is left out)."""
+    return [r for r in rows if "value" in r and all(name in r.get("metric", {}) for name in labels)]
+
+
 def promql_string(value: str) -> str:
     """VALUE as a PromQL double-quoted string literal (labels from alerts are data, never PromQL)."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'

@@ -1,0 +1,464 @@
+"""Failing safe: capacity given back on every path, no incident stranded, malformed upstream answers refused at
+the client, one receiver per data directory, bad stores refused at start, clock skew bounded, every list
+bounded, the small ones. The engine runs on fakes (tests/engine_harness.py) or on tiny local HTTP servers."""
+import json
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from flask import Flask, jsonify
+
+from autonomy.local_stack import ServedApp, free_port
+from autonomy.settings import Secret, Settings
+from tests.engine_harness import WEBHOOK_TOKEN, iso
+from webhook_receiver.app import create_app, shutdown
+from webhook_receiver.data_dir import DataDirError
+from webhook_receiver.lineage import LineageLog
+from webhook_receiver.upstreams import AlertmanagerApi, PrometheusApi, UpstreamError, deadline
+
+AUTONOMY = str(Path(sys.executable).with_name("autonomy"))
+
+
+# ------------------------------------------------------------------ 1. capacity released on a failed commit
+
+def test_a_failed_commit_gives_its_queue_slots_back_and_the_next_webhook_is_accepted(h, monkeypatch):
+    h.build({"AUTOREM_QUEUE_SIZE": "1"})
+    real = h.ledger._commit
+    calls = []
+
+    def disk_full(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(*args)
+
+    monkeypatch.setattr(h.ledger, "_commit", disk_full)
+    h.prom.add("CMO", "Marketing", status="error", errorCode="TIMEOUT")
+    reply = h.web.post("/api/v1/alerts", data=json.dumps({"version": "4", "status": "firing", "alerts": [
+        {"status": "firing", "labels": {"alertname": "AgentTransientError", "agent": "CMO",
+                                         "autonomy_class": "TRANSIENT"}, "startsAt": iso(time.time())}]}),
+        content_type="application/json", headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"})
+    assert reply.status_code == 500 and reply.get_json()["type"] == "OperationalError"
+    assert h.ledger.list() == []  # nothing half-stored
+    body = h.notify("CRO")  # space came back: the one slot of the queue is free again
+    assert len(body["queued"]) == 1
+
+
+def test_a_refused_batch_keeps_nothing_and_leaves_its_slots_free(h):
+    h.build({"AUTOREM_QUEUE_SIZE": "2"})
+    h.notify("CMO")
+    h.notify("CRO")
+    full = h.web.post("/api/v1/alerts", data=json.dumps({"version": "4", "status": "firing", "alerts": [
+        {"status": "firing", "labels": {"alertname": "AgentTransientError", "agent": "COO",
+                                         "autonomy_class": "TRANSIENT"}}]}),
+        content_type="application/json", headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"})
+    assert full.status_code == 503
+    assert h.engine._free_slots == 0 and not h.ledger.open_for("COO")
+
+
+# ------------------------------------------------------------------ 2. no incident stranded
+
+def tiny_prometheus(answer):
+    """A Prometheus that answers every query with ANSWER (a JSON-able value), its rules API with none."""
+    app = Flask("tiny-prometheus")
+
+    @app.get("/api/v1/query")
+    def query():
+        return jsonify(answer() if callable(answer) else answer)
+
+    @app.get("/api/v1/rules")
+    def rules():
+        return jsonify({"status": "success", "data": {"groups": []}})
+
+    return ServedApp(app)
+
+
+@pytest.mark.parametrize("answer, message", [
+    ({"status": "success"}, "prometheus answered without data"),
+    ({"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1, "many"]}]}},
+     "prometheus answered a sample that is not a [time, number] pair"),
+    ({"status": "success", "data": {"resultType": "vector", "result": [{"metric": {"agent": 7}, "value": [1, "1"]}]}},
+     "prometheus answered a series without string labels"),
+    ({"status": "success", "data": {"resultType": "vector", "result": {"agent": "CMO"}}},
+     "prometheus answered a result of type 'vector', not a vector or matrix"),
+    ({"status": "error", "error": "bad_data: parse error"}, "prometheus query failed: bad_data: parse error"),
+    (["not", "an", "object"], "prometheus query failed: not a success answer"),
+])
+def test_a_malformed_prometheus_answer_is_an_upstream_error_not_a_crash(answer, message):
+    with tiny_prometheus(answer) as prom:
+        with pytest.raises(UpstreamError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            PrometheusApi(prom.url).query("up")
+
+
+def test_a_malformed_alertmanager_answer_is_an_upstream_error():
+    app = Flask("tiny-alertmanager")
+    app.add_url_rule("/api/v2/alerts", view_func=lambda: jsonify({}), methods=["GET"])
+    app.add_url_rule("/api/v2/alerts", "post", view_func=lambda: ("", 200), methods=["POST"])
+    with ServedApp(app) as am:
+        with pytest.raises(UpstreamError, match="alerts that are not a list"):
+            AlertmanagerApi(am.url).agent_alerts("CMO")
+        with pytest.raises(UpstreamError, match="alerts that are not a list"):
+            AlertmanagerApi(am.url).verdict({"agent": "CMO"})
+
+
+def test_an_incident_against_a_prometheus_answering_without_data_ends_escalated_with_its_reason(tmp_path, agents):
+    from tests.engine_harness import Harness
+
+    with tiny_prometheus({"status": "success"}) as prom:
+        h = Harness(tmp_path, agents).build({"AUTOREM_MAX_ATTEMPTS": "1"})
+        try:
+            h.engine.up.prometheus = PrometheusApi(prom.url)  # the real client, a malformed upstream
+            h.am.fire("CMO", "TRANSIENT")
+            incident = h.run(h.notify()["opened"][0])
+            assert incident.state == "escalated"
+            [line] = h.lineage("auto_remediation")
+            assert "prometheus answered without data" in line["verification"]["reason"]
+            assert line["after_note"] == "prometheus answered without data"
+        finally:
+            h.close()
+
+
+def test_an_exception_inside_an_attempt_is_recorded_then_retried_after_a_backoff_then_resolved(h, monkeypatch):
+    h.build({"AUTOREM_MAX_ATTEMPTS": "2", "AUTOREM_ATTEMPT_BACKOFF_SECONDS": "0.2"})
+    h.prom.add("CMO", "Marketing", status="error", errorCode="TIMEOUT")
+    real = h.engine._plan
+    calls = []
+
+    def broken_once(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("could not convert string to float: 'many'")
+        return real(*args)
+
+    monkeypatch.setattr(h.engine, "_plan", broken_once)
+    incident_id = h.fire()
+    assert h.work() == incident_id
+    incident = h.ledger.get(incident_id)
+    assert incident.state == "open" and incident.attempts == 1 and incident.retry_at > time.time() - 1
+    [failed] = h.lineage("auto_remediation")
+    assert failed["ok"] is False and failed["error"] == "ValueError: could not convert string to float: 'many'"
+    assert h.engine.watchdog() == []  # not before its backoff
+    assert h.run(incident_id).state == "open"  # nor if something queues it early
+    from autonomy.polling import wait_until
+    wait_until(lambda: h.engine.watchdog(), 10, "the watchdog to queue it again after its backoff")
+    assert h.work() == incident_id
+    assert h.ledger.get(incident_id).outcome == "auto_resolved"
+
+
+def test_an_exception_in_the_last_attempt_escalates(h, monkeypatch):
+    h.build({"AUTOREM_MAX_ATTEMPTS": "1"})
+    h.prom.add("CMO", "Marketing", status="error", errorCode="TIMEOUT")
+
+    def broken(*args):
+        raise KeyError("value")
+
+    monkeypatch.setattr(h.engine, "_plan", broken)
+    incident = h.run(h.fire())
+    assert incident.state == "escalated" and incident.outcome == "escalated"
+    assert [e["event"] for e in h.lineage()] == ["auto_remediation", "escalation"]
+
+
+def test_the_watchdog_resumes_an_incident_whose_worker_vanished_mid_attempt(h):
+    h.build()
+    h.prom.add("CMO", "Marketing", status="error", errorCode="TIMEOUT")
+    incident_id = h.fire()
+    h.engine._queue.get_nowait()  # its queue entry is gone with the worker that held it
+    with h.engine._busy_lock:
+        h.engine._in_hand.clear()
+    h.ledger.update(incident_id, state="remediating", attempts=1, playbooks_run=("RestartAndRetryTransient",))
+    assert h.engine.watchdog() == []  # updated just now: the webhook may still be queueing it
+    h.ledger._db.execute("UPDATE incidents SET doc = json_set(doc, '$.updated_at', 0) WHERE id = ?", (incident_id,))
+    assert h.engine.watchdog() == [incident_id]
+    resumed = h.ledger.get(incident_id)
+    assert (resumed.state, resumed.attempts, resumed.reason) == ("open", 0, "resumed: its worker vanished")
+    assert h.work() == incident_id
+    assert h.ledger.get(incident_id).outcome == "auto_resolved"
+
+
+def test_when_even_the_failure_cannot_be_recorded_the_watchdog_takes_the_incident_up_later(h, monkeypatch):
+    h.build()
+    h.prom.add("CMO", "Marketing", status="error", errorCode="TIMEOUT")
+    appended = []
+    real_append = h.state.lineage.append
+
+    def disk_full_then_space(entry):
+        if len(appended) < 2:
+            appended.append(entry["event"])
+            raise OSError(28, "No space left on device")
+        return real_append(entry)
+
+    monkeypatch.setattr(h.state.lineage, "append", disk_full_then_space)
+    incident_id = h.fire()
+    assert h.work() == incident_id
+    assert h.ledger.get(incident_id).state == "remediating"  # the actions ran; neither line could be written
+    h.ledger._db.execute("UPDATE incidents SET doc = json_set(doc, '$.updated_at', 0) WHERE id = ?", (incident_id,))
+    assert h.engine.watchdog() == [incident_id]
+    assert h.work() == incident_id
+    # The unrecorded attempt had healed the agent: taken up again, it finds nothing to fix. Without its line the
+    # layer does not claim the recovery (self-resolved, not auto-resolved), and the coverage says a line is missing.
+    assert h.ledger.get(incident_id).outcome == "self_resolved"
+    assert appended == ["auto_remediation", "auto_remediation"]
+    assert h.metric("autonomy_decisions_total", event="auto_remediation") == 2
+    assert h.metric("autonomy_lineage_lines_total", event="auto_remediation") == 0
+
+
+def test_an_upstream_call_is_bounded_by_the_verification_deadline(h):
+    release = threading.Event()
+    app = Flask("slow-prometheus")
+    app.add_url_rule("/api/v1/query", view_func=lambda: release.wait(20) and jsonify({}) or jsonify({}))
+    with ServedApp(app) as slow:
+        h.build({"AUTOREM_MAX_ATTEMPTS": "1", "AUTOREM_VERIFY_TIMEOUT_SECONDS": "1"})
+        try:
+            started = time.monotonic()
+            with deadline(time.time() + 0.5), pytest.raises(UpstreamError):
+                PrometheusApi(slow.url).query("up")
+            assert time.monotonic() - started < 5  # not the 5 s client timeout, let alone 20
+        finally:
+            release.set()
+
+
+# ------------------------------------------------------------------ 4. one receiver per data directory
+
+def receiver_settings(tmp_path, **env) -> Settings:
+    return Settings.from_env({"AUTOREM_PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
+                              "AUTOREM_ALERTMANAGER_URL": "", "AUTOREM_DATA_DIR": str(tmp_path), **env})
+
+
+def test_a_second_receiver_on_the_same_data_directory_is_refused_naming_it_and_the_holders_pid(tmp_path):
+    config = {"SETTINGS": receiver_settings(tmp_path), "WEBHOOK_TOKEN": Secret("AUTOREM_WEBHOOK_TOKEN", "t" * 20),
+              "START_ENGINE": False}
+    first = create_app(config)
+    try:
+        with pytest.raises(DataDirError) as caught:
+            create_app(config)
+        assert str(caught.value) == (f"{tmp_path}: already in use by another receiver (pid {__import__('os').getpid()})"
+                                     "; one receiver per data directory")
+    finally:
+        shutdown(first)
+    shutdown(create_app(config))  # released with the first: a restart gets it
+
+
+def run_receiver(data_dir: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "AUTOREM_ALERTMANAGER_URL": "", "AUTOREM_WEBHOOK_TOKEN": "t" * 20}
+    return subprocess.run([AUTONOMY, "receiver", "--port", str(free_port()), "--data-dir", str(data_dir)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+# ------------------------------------------------------------------ 7. start-up on a bad data directory
+
+def corrupt_page(path: Path) -> None:
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE filler (x TEXT)")
+    db.executemany("INSERT INTO filler VALUES (?)", [("x" * 500,) for _ in range(200)])
+    db.commit()
+    db.close()
+    data = bytearray(path.read_bytes())
+    for offset in range(4096 * 3 + 100, 4096 * 3 + 900):  # the middle of a b-tree page
+        data[offset] = 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda d: (d / "incidents.sqlite3").write_bytes(b"this is not a database" * 100), "not an SQLite ledger"),
+    (lambda d: corrupt_page(d / "incidents.sqlite3"), "fails its integrity check"),
+    (lambda d: (d / "decision_lineage.jsonl").mkdir(), "cannot write the decision lineage"),
+])
+def test_a_bad_store_ends_the_start_with_one_line_and_exit_code_2(tmp_path, damage, says):
+    damage(tmp_path)
+    done = run_receiver(tmp_path)
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("autonomy receiver: ") and says in line and str(tmp_path) in line
+    assert "Traceback" not in done.stderr
+
+
+def test_a_read_only_data_directory_ends_the_start_with_one_line(tmp_path):
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        done = run_receiver(mount)
+        assert done.returncode == 2, done.stderr
+        [line] = done.stderr.strip().splitlines()
+        assert line.startswith("autonomy receiver: ") and str(mount) in line and "Traceback" not in done.stderr
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+# ------------------------------------------------------------------ 5. clock skew
+
+def future_signal(agent="CMO", years=70) -> dict:
+    return {"agent": agent, "status": "healthy", "lastReport": "ok",
+            "metrics": {"successRate": 0.99, "alignment": 0.99, "backlogAgeMinutes": 1, "costBurnRatePerHour": 0.1},
+            "ts": iso(time.time() + years * 365 * 86400 if years else time.time() + 200)}
+
+
+def test_a_signal_dated_in_the_future_is_refused_on_the_receiver_and_the_exporter(h, client, auth):
+    h.build()
+    for web, headers, path in ((h.web, {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}, "/api/v1/signals"),
+                               (client, auth, "/api/v1/signals")):
+        reply = web.post(path, data=json.dumps(future_signal()), content_type="application/json", headers=headers)
+        assert reply.status_code == 422
+        [error] = reply.get_json()["errors"]
+        assert error.startswith("ts: ") and "AUTOREM_MAX_CLOCK_SKEW_SECONDS=300" in error
+        # Within the bound (a clock a little ahead) it is taken.
+        assert web.post(path, data=json.dumps(future_signal(years=0)), content_type="application/json",
+                        headers=headers).status_code == 200
+
+
+# ------------------------------------------------------------------ 6. bounded everything
+
+def test_incidents_are_listed_a_page_at_a_time_with_a_cursor(h):
+    h.build()
+    opened = [h.notify(f"Agent{n:02d}")["opened"][0] for n in range(7)]
+    seen, cursor = [], None
+    while True:
+        reply = h.web.get("/api/v1/incidents", query_string={"limit": 3, **({"cursor": cursor} if cursor else {})})
+        body = reply.get_json()
+        seen += [i["id"] for i in body["incidents"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == opened[::-1]
+    assert h.web.get("/api/v1/incidents", query_string={"limit": 1001}).status_code == 400
+    assert h.web.get("/api/v1/incidents", query_string={"cursor": "drop table"}).status_code == 400
+    assert len(h.web.get("/api/v1/incidents").get_json()["incidents"]) == 7  # default 100
+
+
+def test_a_lineage_page_costs_what_it_reads_whatever_the_files_length(tmp_path):
+    log = LineageLog(tmp_path / "decision_lineage.jsonl")
+    for n in range(2000):
+        log.append({"event": "auto_remediation", "agent": "CMO", "attempt": n})
+    reads = []
+    real_open = open
+
+    class Counting:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def seek(self, *a):
+            return self.f.seek(*a)
+
+        def read(self, n=-1):
+            data = self.f.read(n)
+            reads.append(len(data))
+            return data
+
+    import builtins
+    builtins_open = builtins.open
+    try:
+        builtins.open = lambda p, mode="r", *a, **k: Counting(real_open(p, mode, *a, **k)) if mode == "rb" \
+            else real_open(p, mode, *a, **k)
+        page = log.page(10)
+    finally:
+        builtins.open = builtins_open
+    assert [e["attempt"] for e in page.entries] == list(range(1999, 1989, -1))
+    assert sum(reads) <= 64 * 1024 + 1  # one block from the end, not the ~250 kB file
+    assert (tmp_path / "decision_lineage.jsonl").stat().st_size > 200_000
+
+
+def test_a_lineage_line_nested_beyond_the_depth_limit_is_skipped_and_reported_not_a_500(h):
+    h.build()
+    h.state.lineage.append({"event": "auto_remediation", "agent": "CMO", "attempt": 1})
+    with open(h.state.lineage.path, "ab") as f:
+        f.write(b'{"a":' * 100_000 + b"1" + b"}" * 100_000 + b"\n")
+    for path in ("/api/v1/lineage", "/lineage"):
+        reply = h.web.get(path)
+        assert reply.status_code == 200
+    body = h.web.get("/api/v1/lineage").get_json()
+    assert [e["attempt"] for e in body["entries"]] == [1] and len(body["skipped_offsets"]) == 1
+
+
+def test_new_agents_beyond_the_limit_get_429_and_nothing_is_stored(h):
+    h.build({"AUTOREM_MAX_AGENTS": "2"})
+    h.notify("CMO")
+    h.notify("CRO")
+    reply = h.web.post("/api/v1/alerts", data=json.dumps({"version": "4", "status": "firing", "alerts": [
+        {"status": "firing", "labels": {"alertname": "AgentTransientError", "agent": "COO",
+                                         "autonomy_class": "TRANSIENT"}}]}),
+        content_type="application/json", headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"})
+    assert reply.status_code == 429 and "AUTOREM_MAX_AGENTS=2" in reply.get_json()["error"]
+    assert h.ledger.open_for("COO") is None
+    assert h.metric("autonomy_webhook_requests_total", endpoint="alerts", code="429") == 1
+    h.notify("CMO")  # an agent it already holds is still taken
+
+
+def test_the_exporter_refuses_new_agents_beyond_its_limit_and_counts_them(tmp_path):
+    from exporter.app import create_app as create_exporter
+
+    app = create_exporter({"SETTINGS": Settings.from_env({"AUTOREM_MAX_AGENTS": "1"}),
+                           "EXPORTER_TOKEN": Secret("AUTOREM_EXPORTER_TOKEN", "p" * 20)})
+    web, headers = app.test_client(), {"Authorization": f"Bearer {'p' * 20}"}
+    assert web.post("/api/v1/signals", json=future_signal("CMO", 0), headers=headers).status_code == 200
+    reply = web.post("/api/v1/signals", json=[future_signal("CMO", 0), future_signal("CRO", 0)], headers=headers)
+    assert reply.status_code == 429 and "CRO" in reply.get_json()["error"]
+    text = web.get("/metrics").get_data(as_text=True)
+    assert 'autonomy_exporter_signals_total{result="refused_agent_limit"} 2.0' in text
+    assert 'agent="CRO"' not in text
+
+
+def test_a_healthy_heartbeat_on_the_direct_path_is_counted_not_stored(h):
+    h.build()
+    before = h.ledger.notification_count()
+    for _ in range(3):
+        h.post_signal({**future_signal("CMO", 0), "ts": iso(time.time())})
+    assert h.ledger.notification_count() == before
+    assert h.metric("autonomy_direct_signals_total", result="unchanged") == 3
+
+
+def test_the_shipped_prometheus_config_bounds_every_scrape_of_the_layer():
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).resolve().parent.parent / "prometheus" / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    assert jobs["autonomy-exporter"]["sample_limit"] >= 22 * 10_000
+    assert jobs["autonomy-receiver"]["sample_limit"] >= 6 * 10_000
+
+
+def test_the_services_run_with_bounded_connections_and_idle_timeouts():
+    from autonomy.http_edge import SERVER_OPTIONS
+
+    assert 0 < SERVER_OPTIONS["connection_limit"] < 1024  # select() and its descriptors
+    assert SERVER_OPTIONS["channel_timeout"] <= 60
+
+
+# ------------------------------------------------------------------ 8. the small ones
+
+def test_the_layers_own_agent_name_never_opens_an_incident_and_fleet_is_never_an_action_target(h):
+    h.build({"AUTOREM_MAX_ATTEMPTS": "1"})
+    ignored = h.notify("autonomy-layer")
+    assert ignored["opened"] == [] and "the layer's own agent name" in ignored["ignored"][0]
+    h.prom.add("COO", "Operations")
+    incident = h.run(h.fire("fleet", "TRANSIENT"))  # a transient alert that names the fleet: nobody to restart
+    assert h.agents.calls == [] and incident.state == "escalated"
+    [line] = h.lineage("auto_remediation")
+    assert "is the layer's own name, not an agent" in line["steps"][0]["error"]
+
+
+def test_every_html_answer_carries_a_strict_content_security_policy(h):
+    h.build()
+    reply = h.web.get("/lineage")
+    assert reply.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert "script-src" not in reply.headers["Content-Security-Policy"]
+    assert reply.headers["X-Content-Type-Options"] == "nosniff"
+    assert h.web.get("/api/v1/incidents").headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_the_lineage_page_links_to_older_entries(h):
+    h.build()
+    for n in range(5):
+        h.state.lineage.append({"event": "auto_remediation", "agent": "CMO", "attempt": n})
+    page = h.web.get("/lineage?agent=CMO&limit=2").get_data(as_text=True)
+    assert "Older entries" in page and "cursor=" in page
