@@ -206,6 +206,36 @@ def test_when_even_the_failure_cannot_be_recorded_the_watchdog_takes_the_inciden
     assert h.metric("autonomy_lineage_lines_total", event="auto_remediation") == 0
 
 
+class TimedSession:
+    """A requests.Session stand-in answering every query with an empty vector, recording each call's timeout."""
+
+    def __init__(self):
+        self.timeouts: list[float] = []
+
+    def get(self, url, params=None, timeout=None):
+        self.timeouts.append(timeout)
+
+        class Reply:
+            status_code = 200
+
+            @staticmethod
+            def json():
+                if url.endswith("/rules"):
+                    return {"status": "success", "data": {"groups": []}}
+                return {"status": "success", "data": {"resultType": "vector", "result": []}}
+        return Reply()
+
+
+def test_every_upstream_call_of_an_attempt_is_bounded_by_its_deadline_not_the_5_s_client_timeout(h):
+    h.build({"AUTOREM_MAX_ATTEMPTS": "1", "AUTOREM_VERIFY_TIMEOUT_SECONDS": "1"})
+    session = TimedSession()
+    h.engine.up.prometheus = PrometheusApi("http://prometheus.invalid", session=session)
+    h.am.fire("CMO", "TRANSIENT")
+    h.run(h.notify()["opened"][0])
+    assert len(session.timeouts) > 5
+    assert max(session.timeouts) <= 2.0  # two verification timeouts for the preparation, one for verifying
+
+
 def test_an_upstream_call_is_bounded_by_the_verification_deadline(h):
     release = threading.Event()
     app = Flask("slow-prometheus")
@@ -407,6 +437,15 @@ def test_the_exporter_refuses_new_agents_beyond_its_limit_and_counts_them(tmp_pa
     text = web.get("/metrics").get_data(as_text=True)
     assert 'autonomy_exporter_signals_total{result="refused_agent_limit"} 2.0' in text
     assert 'agent="CRO"' not in text
+
+
+def test_an_agent_whose_incident_closed_leaves_the_state_exposition(h):
+    h.build()
+    h.prom.add("CMO", "Marketing", status="error", errorCode="TIMEOUT")
+    h.run(h.fire())
+    assert 'agent="CMO"' in h.metrics_text()
+    h.notify(status="resolved")
+    assert 'autonomy_agent_state{agent="CMO"' not in h.metrics_text()
 
 
 def test_a_healthy_heartbeat_on_the_direct_path_is_counted_not_stored(h):

@@ -156,3 +156,25 @@ def test_entries_are_returned_in_file_order(log):
     for n in range(5):
         log.append(entry(seq=n))
     assert [e["seq"] for e in log.read().entries] == [0, 1, 2, 3, 4]
+
+
+def test_pages_read_from_the_end_go_back_through_every_entry_once_across_block_boundaries(log, path, monkeypatch):
+    import webhook_receiver.lineage as lineage_module
+
+    monkeypatch.setattr(lineage_module, "BLOCK_BYTES", 97)  # many blocks, lines split across them
+    for n in range(40):
+        log.append(entry(agent="CMO" if n % 3 else "CRO", attempt=n, ts=f"2025-08-18T15:00:{n:02d}.000Z"))
+    with open(path, "ab") as f:
+        f.write(b'{"torn": ')  # a crash mid-write
+    seen, cursor, skipped = [], None, []
+    while True:
+        page = log.page(4, cursor, agent="CMO")
+        seen += [e["attempt"] for e in page.entries]
+        skipped += page.skipped_offsets
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == [n for n in range(39, -1, -1) if n % 3]
+    assert skipped == [path.stat().st_size - len(b'{"torn": ')]
+    newer = log.page(100, since="2025-08-18T15:00:35.000Z")
+    assert [e["attempt"] for e in newer.entries] == [39, 38, 37, 36, 35]

@@ -34,6 +34,7 @@ from .playbooks import PlaybookSet
 from .receiver_metrics import ReceiverMetrics
 from .retry_policy import RetryPolicy
 from .upstreams import AlertmanagerApi, PrometheusApi, UpstreamError
+from .upstreams import deadline as upstream_deadline
 from .verification import VerifyResult, Verification, verify_recovery
 
 log = logging.getLogger("autonomy.engine")
@@ -464,7 +465,8 @@ class RemediationEngine:
         gates = GateInputs(enabled=lambda: self._enabled, canary=self.settings.canary_agents,
                            alertmanager=self.up.alertmanager, fleet_spend=lambda: self._fleet_spend(observer),
                            budget_cap=self.settings.budget_cap_daily_usd)
-        incident = self._refine_onset(incident, observer)
+        with upstream_deadline(time.time() + self.settings.verify_timeout_seconds):
+            incident = self._refine_onset(incident, observer)
         policy = self.attempt_policy
         for attempt in range(incident.attempts + 1, self.settings.max_attempts + 1):
             backoff = 0.0
@@ -477,32 +479,13 @@ class RemediationEngine:
                 incident = self.ledger.get(incident.id)
                 if incident is None or incident.state == "closed":
                     raise IncidentClosed(incident.id if incident else "?")
-            refusal = self._await_evidence(incident, observer)
-            if refusal:
-                self._refuse(incident, None, None, refusal, observer.view(incident.agent))
+            # Reading the agent, deciding and the gates: no upstream call may hold the attempt up past this.
+            with upstream_deadline(time.time() + 2 * self.settings.verify_timeout_seconds):
+                ready = self._prepare(incident, observer, held, gates)
+            if ready is None:
                 return
-            incident, plan = self._plan(incident, observer, held)
+            incident, plan, playbook = ready
             decision = plan.decision
-            if decision.classification is None:
-                self._nothing_to_fix(incident, plan.view)
-                return
-            playbook = self.playbooks.select(decision.classification, incident.labels)
-            if playbook is None:  # load_playbooks guarantees a default per class; kept for safety
-                self._refuse(incident, decision.classification, None,
-                             Refusal("no_playbook", "no playbook matches", escalate_reason="NoPlaybook"), plan.view)
-                return
-            if plan.arbitration is not None and plan.arbitration.problem:
-                self._refuse(incident, decision.classification, playbook.name,
-                             Refusal("priority_unranked", plan.arbitration.problem, escalate_reason="PriorityUnranked"),
-                             plan.view, extra={"arbitration": plan.arbitration.as_dict()})
-                return
-            refusal = check_gates(incident, decision.classification, playbook, gates)
-            if refusal:
-                self._refuse(incident, decision.classification, playbook.name, refusal, plan.view)
-                return
-            if self.settings.dry_run:
-                self._dry_run(incident, decision.classification, playbook, plan, observer)
-                return
             incident = self.ledger.update(incident.id, state="remediating", attempts=attempt,
                                           classification=decision.classification, playbook=playbook.name,
                                           playbooks_run=incident.playbooks_run + (playbook.name,),
@@ -516,6 +499,38 @@ class RemediationEngine:
             incident = self.ledger.update(incident.id, state="open")  # between attempts: nothing is running
         self._escalate(incident, "AutoRemediationFailed", observer)
 
+    def _prepare(self, incident: Incident, observer: Observer, held: set[str],
+                 gates: GateInputs) -> tuple[Incident, _Plan, object] | None:
+        """What the next attempt runs, from a fresh view; None when the incident ended here (refused, nothing to
+        fix, dry run) and nothing is to run."""
+        refusal = self._await_evidence(incident, observer)
+        if refusal:
+            self._refuse(incident, None, None, refusal, observer.view(incident.agent))
+            return None
+        incident, plan = self._plan(incident, observer, held)
+        decision = plan.decision
+        if decision.classification is None:
+            self._nothing_to_fix(incident, plan.view)
+            return None
+        playbook = self.playbooks.select(decision.classification, incident.labels)
+        if playbook is None:  # load_playbooks guarantees a default per class; kept for safety
+            self._refuse(incident, decision.classification, None,
+                         Refusal("no_playbook", "no playbook matches", escalate_reason="NoPlaybook"), plan.view)
+            return None
+        if plan.arbitration is not None and plan.arbitration.problem:
+            self._refuse(incident, decision.classification, playbook.name,
+                         Refusal("priority_unranked", plan.arbitration.problem, escalate_reason="PriorityUnranked"),
+                         plan.view, extra={"arbitration": plan.arbitration.as_dict()})
+            return None
+        refusal = check_gates(incident, decision.classification, playbook, gates)
+        if refusal:
+            self._refuse(incident, decision.classification, playbook.name, refusal, plan.view)
+            return None
+        if self.settings.dry_run:
+            self._dry_run(incident, decision.classification, playbook, plan, observer)
+            return None
+        return incident, plan, playbook
+
     def _variables(self, incident: Incident, plan: _Plan, observer: Observer) -> dict:
         kind, ident = key_parts(incident.conflict_key) if incident.conflict_key else (None, None)
         directive = ident if kind == DIRECTIVE else None
@@ -525,7 +540,8 @@ class RemediationEngine:
     def _attempt(self, incident: Incident, attempt: int, plan: _Plan, playbook, observer: Observer,
                  backoff: float) -> tuple[VerifyResult | None, bool]:
         started = time.time()
-        variables = self._variables(incident, plan, observer)
+        with upstream_deadline(started + self.settings.verify_timeout_seconds):
+            variables = self._variables(incident, plan, observer)
         steps = []
         decision = plan.decision
         with self.tracer.start_as_current_span("attempt", attributes={
@@ -588,6 +604,11 @@ class RemediationEngine:
                since: float | None) -> tuple[dict, bool | None, str | None]:
         """The agent's latest metrics, whether they are newer than SINCE (None: no SINCE to compare with), and
         what to say when they are not."""
+        with upstream_deadline(time.time() + self.settings.verify_timeout_seconds):
+            return self._read_after(incident, observer, since)
+
+    def _read_after(self, incident: Incident, observer: Observer,
+                    since: float | None) -> tuple[dict, bool | None, str | None]:
         view = observer.view(incident.agent)
         if view.problem:
             return {}, False, view.problem

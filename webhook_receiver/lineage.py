@@ -5,7 +5,7 @@ import json
 import os
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -51,6 +51,11 @@ def _entry(raw: bytes) -> dict | None:
     if not isinstance(entry, dict) or too_deep(entry, MAX_ENTRY_DEPTH):
         return None
     return entry
+
+
+def _minute_before(ts: str) -> str:
+    moment = datetime.fromisoformat(ts.replace("Z", "+00:00")) - timedelta(minutes=1)
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _matches(entry: dict, agent: str | None, incident_id: str | None) -> bool:
@@ -139,6 +144,7 @@ class LineageLog:
             return LineagePage([], None, ())
         entries: list[dict] = []
         skipped: list[int] = []
+        stop_before = _minute_before(since) if since else ""
         with open(self.path, "rb") as f:
             size = f.seek(0, os.SEEK_END)
             end = size if cursor is None else min(cursor, size)
@@ -157,7 +163,11 @@ class LineageLog:
                     skipped.append(offset)
                     continue
                 if since and str(entry.get("ts", "")) < since:
-                    return LineagePage(entries, None, tuple(skipped))  # appended in time order: older ones too
+                    if str(entry.get("ts", "")) < stop_before:
+                        # Lines are appended in time order, give or take the moments between stamping an
+                        # entry and writing it: a minute before SINCE, everything further back is older.
+                        return LineagePage(entries, None, tuple(skipped))
+                    continue
                 if _matches(entry, agent, incident_id):
                     entries.append(entry)
                     if len(entries) == limit:
