@@ -501,3 +501,15 @@ def test_the_lineage_page_links_to_older_entries(h):
         h.state.lineage.append({"event": "auto_remediation", "agent": "CMO", "attempt": n})
     page = h.web.get("/lineage?agent=CMO&limit=2").get_data(as_text=True)
     assert "Older entries" in page and "cursor=" in page
+
+
+def test_a_direct_path_alert_is_named_and_labelled_as_its_alert_rule_would_be():
+    import yaml
+
+    from webhook_receiver.alerts_api import DIRECT_ALERTNAMES, direct_labels
+
+    rules = {r["alert"]: r["labels"] for path in (Path(__file__).resolve().parent.parent / "alert_rules").glob(
+        "*.rules.yml") for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"] if "alert" in r}
+    for alertname in DIRECT_ALERTNAMES.values():
+        labels = direct_labels(alertname, "CMO", rules[alertname]["autonomy_class"])
+        assert labels["severity"] == rules[alertname]["severity"], alertname

@@ -28,6 +28,15 @@ DIRECT_ALERTNAMES = {
     "fallback-status-error": "AgentStatusError", "fallback-status-degraded": "AgentDegraded",
     "fallback-slo-success": "AgentSuccessRatioBelowSLO", "fallback-slo-align": "AgentAlignmentBelowSLO",
 }
+# Their severities, as the rules give them (a test holds the two equal), so a silence on severity matches too.
+SEVERITIES = {"AgentConfigError": "critical", "AgentSilent": "critical", "FleetBudgetProjectedOverCap": "critical",
+              "AgentDegraded": "info"}
+
+
+def direct_labels(alertname: str, agent: str, classification: str, **more: str) -> dict:
+    """The labels of a direct-path incident's alert, as its alert rule would have labelled it."""
+    return {"alertname": alertname, "agent": agent, "severity": SEVERITIES.get(alertname, "warning"),
+            "autonomy_class": classification, **more}
 
 
 def _accept(source: str, result: IngestResult) -> dict:
@@ -97,13 +106,12 @@ def direct_signals():
             if decision.classification == "CONFLICT" else {}
         if conflict:
             # A conflict with other agents is its own incident; what else ails the agent is the agent's own.
-            labels = {"alertname": DIRECT_ALERTNAMES[decision.rule], "agent": signal.agent,
-                      "autonomy_class": "CONFLICT", **conflict}
+            labels = direct_labels(DIRECT_ALERTNAMES[decision.rule], signal.agent, "CONFLICT", **conflict)
             alerts.append(AlertRef(f"signal:{signal.agent}:conflict", "firing", labels, ts))
             others = without_conflicts(view, [conflict_key(labels)])
             rest = classify(others.signal, others.facts, slo)
-        labels = {"alertname": DIRECT_ALERTNAMES.get(rest.rule or "", "AgentSignalCheckFailed"),
-                  "agent": signal.agent, "autonomy_class": rest.classification or "none"}
+        labels = direct_labels(DIRECT_ALERTNAMES.get(rest.rule or "", "AgentSignalCheckFailed"), signal.agent,
+                               rest.classification or "none")
         alerts.append(AlertRef(f"signal:{signal.agent}", "firing" if rest.classification else "resolved", labels, ts))
         per_agent.append(AgentNotification(signal.agent, tuple(alerts), signal.document))
     result = state.ledger.ingest("signal", body.decode("utf-8"), per_agent, state.engine.reserve,
