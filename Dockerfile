@@ -1,14 +1,12 @@
-# One image for the layer's Python services (exporter, receiver, fleet); the command picks the role:
+# The layer's Python services (exporter, receiver) in one image; the command picks the role:
 #   docker run --rm autonomy-layer:0.1.0 receiver --host 0.0.0.0 --port 9818 --data-dir /data
 #
-# Why /app keeps the source tree and the project is installed editable (`pip install -e .`):
-# autonomy/stack_config.py computes REPO_ROOT from __file__ (two levels up from the package), and the
-# receiver serves runbooks/ from REPO_ROOT/runbooks (webhook_receiver/incidents_api.py), while
-# `autonomy rules render|diff` and `autonomy check` read alert_rules/ (and the stack code prometheus/ and
-# alertmanager/) relative to it. A plain `pip install .` copies the packages into site-packages, so
-# REPO_ROOT becomes site-packages and every runbook_url in the alerts answers 404. Editable, the
-# packages are imported from /app and REPO_ROOT is /app, next to runbooks/ and the rest.
-FROM python:3.11.9-slim-bookworm
+# Two stages. `production` installs the production packages only, as a regular (non-editable) install:
+# the contract (autonomy/), the exporter, the receiver and the CLI module. The receiver's runbooks and the
+# signal schema are package data, found with importlib.resources, so nothing is read from a source tree.
+# `demo` adds the development stack (devstack/: the simulated fleet) for `docker compose --profile demo`;
+# nothing in production imports it.
+FROM python:3.11.9-slim-bookworm AS production
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -22,7 +20,7 @@ RUN groupadd --system --gid 10001 autonomy \
         --shell /usr/sbin/nologin autonomy \
  && install -d -o autonomy -g autonomy -m 0750 /data
 
-WORKDIR /app
+WORKDIR /build
 
 # Dependencies first, from pyproject.toml alone, so that a code change does not reinstall them.
 COPY pyproject.toml README.md ./
@@ -31,29 +29,45 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
  && pip install -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt
 
-# The packages (autonomy/ includes schemas/signal.schema.json), then the project itself, editable.
+# The production packages (their package data included), installed into site-packages; the sources go.
 COPY autonomy ./autonomy
 COPY exporter ./exporter
 COPY webhook_receiver ./webhook_receiver
-RUN pip install --no-deps -e . \
- && python -m compileall -q autonomy exporter webhook_receiver
+COPY autonomy_cli.py ./
+RUN pip install --no-deps . \
+ && cd / && rm -rf /build \
+ && python -c "import autonomy_cli, exporter.app, webhook_receiver.app"
 
-# Data the services read at run time, relative to REPO_ROOT (= /app).
+WORKDIR /app
+# The playbook table the receiver validates at start-up (compose mounts the repo's over it).
 COPY playbooks.yaml ./
-COPY runbooks ./runbooks
-COPY alert_rules ./alert_rules
-COPY prometheus ./prometheus
-COPY alertmanager ./alertmanager
 
 ENV AUTOREM_PLAYBOOKS_FILE=/app/playbooks.yaml \
     AUTOREM_DATA_DIR=/data
 
 # /app stays root-owned and read-only to the service user.
 USER autonomy:autonomy
-EXPOSE 8080 9817 9818
+EXPOSE 9817 9818
 # The services install no SIGTERM handler, and PID 1 ignores a signal it does not handle: `docker stop`
 # would wait 10 s and kill. SIGINT stops waitress at once and runs the clean shutdown (the receiver's
 # workers and ledger, the fleet's heartbeat).
 STOPSIGNAL SIGINT
 ENTRYPOINT ["autonomy"]
 CMD ["--help"]
+
+# The simulated fleet for the demo profile: the production image plus the development stack.
+FROM production AS demo
+USER root
+WORKDIR /build
+COPY pyproject.toml README.md ./
+COPY autonomy ./autonomy
+COPY exporter ./exporter
+COPY webhook_receiver ./webhook_receiver
+COPY autonomy_cli.py ./
+COPY devstack ./devstack
+RUN pip install --no-deps . \
+ && cd / && rm -rf /build \
+ && python -c "import devstack.fleet"
+WORKDIR /app
+USER autonomy:autonomy
+EXPOSE 8080

@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 
 import requests
 
-from autonomy.local_stack import ServedApp
 from autonomy.settings import Settings
 from autonomy.signal_contract import validate_signals
+from devstack.local_stack import ServedApp
 from exporter.app import create_app
 
 CODES = ("TIMEOUT", "RATE_LIMIT", None, None, "INPUT_MISSING", None)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import requests
 
-from autonomy.local_stack import free_port
-from autonomy.polling import wait_until
+from devstack.local_stack import free_port
+from devstack.polling import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"

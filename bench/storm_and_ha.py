@@ -42,10 +42,11 @@ import requests
 from flask import Flask, jsonify
 from prometheus_client.parser import text_string_to_metric_families
 
-from autonomy.layer_stack import StackLifecycle
-from autonomy.local_stack import AlertmanagerProcess, PrometheusProcess, ReceiverProcess, ServedApp, free_port
-from autonomy.polling import DeadlineExceeded, wait_until
-from autonomy.stack_config import REPO_ROOT, alertmanager_config, prometheus_config
+from devstack.checkout import PLAYBOOKS_FILE
+from devstack.layer_stack import StackLifecycle
+from devstack.local_stack import AlertmanagerProcess, PrometheusProcess, ReceiverProcess, ServedApp, free_port
+from devstack.polling import DeadlineExceeded, wait_until
+from devstack.stack_config import alertmanager_config, prometheus_config
 
 LEDGER_FILE = "incidents.sqlite3"
 LINEAGE_FILE = "decision_lineage.jsonl"
@@ -176,7 +177,7 @@ def bench_receiver(workdir: Path, env: dict[str, str]) -> ReceiverProcess:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**env, "AUTOREM_WEBHOOK_TOKEN": secrets.token_urlsafe(24),
-           "AUTOREM_PLAYBOOKS_FILE": str(REPO_ROOT / "playbooks.yaml")}
+           "AUTOREM_PLAYBOOKS_FILE": str(PLAYBOOKS_FILE)}
     return ReceiverProcess(workdir / "receiver", env, workdir / "receiver.log")
 
 
@@ -349,8 +350,8 @@ class HaStack(StackLifecycle):
     """Fleet, exporter and receiver in-process; two clustered Alertmanagers and one Prometheus as processes."""
 
     def __init__(self, workdir: Path, time_factor: float = 1 / 30, peer_timeout_ms: int | None = None):
-        from autonomy.fleet import SimulatedFleet
         from autonomy.settings import Secret
+        from devstack.fleet import SimulatedFleet
 
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -390,9 +391,10 @@ class HaStack(StackLifecycle):
                 f"--cluster.pushpull-interval={int(60000 * f)}ms", "--cluster.reconnect-interval=1s"]
 
     def start(self) -> "HaStack":
-        from autonomy.fleet import Heartbeat
-        from autonomy.rule_render import format_duration, render_rules
         from autonomy.settings import Settings
+        from devstack.durations import format_duration
+        from devstack.fleet import Heartbeat
+        from devstack.rule_render import render_rules
         from exporter.app import create_app as create_exporter
         from webhook_receiver.app import create_app as create_receiver
 

@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from autonomy.local_stack import MissingBinary, require_binary
 from autonomy.settings import Secret, Settings
+from devstack.local_stack import MissingBinary, require_binary
 from exporter.app import create_app
 
 TOKEN = "test-push-token"

@@ -20,9 +20,9 @@ from flask import Flask, jsonify, request
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
-from autonomy.local_stack import ServedApp, free_port
 from autonomy.settings import Secret, Settings
 from autonomy.signal_contract import Signal
+from devstack.local_stack import ServedApp, free_port
 from exporter.agent_metrics import AGENT_METRICS
 from webhook_receiver.agent_view import FLEET_SPEND
 from webhook_receiver.app import create_app, shutdown

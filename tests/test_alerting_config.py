@@ -5,9 +5,9 @@ import subprocess
 import pytest
 import yaml
 
-from autonomy.rule_render import RULES_DIR, TEMPLATES_DIR, render_rules
 from autonomy.settings import Settings
-from autonomy.stack_config import ALERTMANAGER_CONFIG, PROMETHEUS_CONFIG, REPO_ROOT
+from devstack.checkout import ALERTMANAGER_CONFIG, PROMETHEUS_CONFIG, REPO_ROOT
+from devstack.rule_render import RULES_DIR, TEMPLATES_DIR, render_rules
 from tests.conftest import real_binary
 
 RULE_FILES = sorted(RULES_DIR.glob("*.rules.yml"))
@@ -80,7 +80,7 @@ def test_every_alert_has_the_labels_and_annotations_the_receiver_and_people_need
     assert notes["summary"] and "{{" not in notes["summary"] and notes["summary"].endswith(".")
     assert "{{" in notes["description"]
     assert notes["runbook_url"] == f"http://localhost:9818/runbooks/{rule['alert']}.md"
-    assert (REPO_ROOT / "runbooks" / f"{rule['alert']}.md").is_file()
+    assert (REPO_ROOT / "webhook_receiver" / "runbooks" / f"{rule['alert']}.md").is_file()
 
 
 def test_the_escalation_and_hold_alerts_use_exactly_the_receivers_reasons():
@@ -96,7 +96,7 @@ def test_the_escalation_and_hold_alerts_use_exactly_the_receivers_reasons():
 
 
 def test_the_receivers_own_escalation_alert_has_a_runbook():
-    assert (REPO_ROOT / "runbooks" / "AutonomyEscalated.md").is_file()
+    assert (REPO_ROOT / "webhook_receiver" / "runbooks" / "AutonomyEscalated.md").is_file()
 
 
 def test_every_alert_and_recording_rule_is_exercised_by_a_promtool_test():
@@ -160,7 +160,7 @@ def test_setting_autorem_slo_success_changes_when_the_alert_fires(tmp_path, slo,
 
 
 def test_rules_diff_reports_stale_rules(monkeypatch, capsys):
-    from autonomy.cli import main
+    from autonomy_cli import main
 
     monkeypatch.setenv("AUTOREM_SLO_SUCCESS", "0.94")
     assert main(["rules", "diff"]) == 0

@@ -8,9 +8,7 @@ import pytest
 from autonomy.settings import Settings
 from autonomy.signal_contract import schema, validate_signals
 from tests.signal_cases import example
-from webhook_receiver.classifier import (
-    CLASSES, FALLBACKS, RULES, Decision, Facts, SloThresholds, classify,
-)
+from webhook_receiver.classifier import CLASSES, FALLBACKS, RULES, Decision, Facts, SloThresholds, classify
 
 SECTIONS = {name: set(schema()["properties"][name]["properties"]) for name in ("metrics", "context", "checks")}
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from autonomy.cli import main
+from autonomy_cli import main
 from tests.signal_cases import EXAMPLE_PATH, MALFORMED
 
 AUTONOMY = str(Path(sys.executable).with_name("autonomy"))
@@ -103,8 +103,8 @@ def test_the_receiver_refuses_to_start_without_a_webhook_token(monkeypatch, tmp_
 def test_the_receiver_serves_with_a_production_server_and_answers_healthz_at_once(tmp_path):
     import requests
 
-    from autonomy.local_stack import free_port
-    from autonomy.polling import wait_until
+    from devstack.local_stack import free_port
+    from devstack.polling import wait_until
 
     port = free_port()
     token_file = tmp_path / "token"

@@ -191,7 +191,8 @@ def test_the_services_built_from_the_repo_have_build_and_the_projects_version():
     assert LAYER_SERVICES == ["exporter", "fleet", "receiver"]
     for name in LAYER_SERVICES:
         service = SERVICES[name]
-        assert service["image"] == f"{LAYER_IMAGE}:{version}", name
+        tag = f"{version}-demo" if name == "fleet" else version  # the demo stage: production + devstack
+        assert service["image"] == f"{LAYER_IMAGE}:{tag}", name
         build = service.get("build")
         assert build, f"{name} runs the repo's image but has no build"
         context = build if isinstance(build, str) else build.get("context", ".")
@@ -512,42 +513,70 @@ def test_the_dockerfile_copies_only_what_exists_and_what_the_context_keeps():
         assert not excluded(source, patterns), f"COPY {source}: .dockerignore leaves it out of the context"
 
 
-def test_the_image_has_everything_the_services_read_at_run_time():
-    copied = {PurePosixPath(s).as_posix().rstrip("/") for s in copy_sources()}
-    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
-    for package in packages["include"]:
-        assert package.rstrip("*") in copied, f"the image lacks the {package} package"
-    # pyproject.toml and its readme to install; playbooks.yaml; runbooks/ served by the receiver from
-    # REPO_ROOT; the rule templates and configs `autonomy rules|check` read relative to REPO_ROOT.
-    needed = {"pyproject.toml", "README.md", "playbooks.yaml", "runbooks", "alert_rules", "prometheus",
-              "alertmanager"}
-    assert needed <= copied, f"the image lacks {sorted(needed - copied)}"
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """The Dockerfile's instructions by build stage (FROM ... AS name)."""
+    by_stage: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for keyword, args in dockerfile_instructions():
+        if keyword == "FROM":
+            words = args.split()
+            current = words[2] if len(words) == 3 and words[1].upper() == "AS" else words[0]
+            by_stage[current] = []
+        by_stage[current].append((keyword, args))
+    return by_stage
+
+
+def stage_copies(stage: str) -> set[str]:
+    return {PurePosixPath(w).as_posix().rstrip("/") for keyword, args in stages()[stage] if keyword == "COPY"
+            for w in [w for w in shlex.split(args) if not w.startswith("--")][:-1]}
+
+
+PRODUCTION_PACKAGES = {"autonomy", "exporter", "webhook_receiver", "autonomy_cli.py"}
+
+
+def test_the_production_stage_copies_the_production_packages_and_nothing_of_the_development_stack():
+    copied = stage_copies("production")
+    assert PRODUCTION_PACKAGES | {"pyproject.toml", "README.md", "playbooks.yaml"} == copied
+    found = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert found["py-modules"] == ["autonomy_cli"]
+    for package in ("autonomy", "exporter", "webhook_receiver"):
+        assert package in found["packages"]["find"]["include"]
+    # Package data the receiver and the contract read at run time, found with importlib.resources.
+    assert "runbooks/*.md" in found["package-data"]["webhook_receiver"]
+    assert "schemas/*.json" in found["package-data"]["autonomy"]
     assert (REPO / "autonomy" / "schemas" / "signal.schema.json").is_file()
+    assert any((REPO / "webhook_receiver" / "runbooks").glob("*.md"))
 
 
-def test_the_dockerfile_installs_editable_so_repo_root_is_the_source_tree():
-    """stack_config.REPO_ROOT is two levels above autonomy/; installed into site-packages it would not
-    be /app, and the receiver's runbooks and the rule templates would not be found."""
-    runs = " ".join(args for keyword, args in dockerfile_instructions() if keyword == "RUN")
-    assert re.search(r"pip install [^&]*-e \.", runs), "install with `pip install -e .` (see the Dockerfile)"
-    workdir = [args for keyword, args in dockerfile_instructions() if keyword == "WORKDIR"]
-    assert workdir == ["/app"]
+def test_the_production_stage_installs_non_editable_and_keeps_no_source_tree():
+    runs = [args for keyword, args in stages()["production"] if keyword == "RUN"]
+    installs = [r for r in runs if "pip install --no-deps" in r]
+    assert installs and not any(re.search(r"pip install [^&]*-e\b", r) for r in runs), "install with `pip install .`"
+    assert "rm -rf /build" in installs[0]
     assert environment("receiver")["AUTOREM_PLAYBOOKS_FILE"] == "/app/playbooks.yaml"
 
 
+def test_the_demo_stage_adds_the_development_stack_for_the_fleet_only():
+    assert "devstack" in stage_copies("demo")
+    assert SERVICES["fleet"]["build"]["target"] == "demo"
+    for name in ("receiver", "exporter"):
+        assert SERVICES[name]["build"]["target"] == "production", name
+
+
 def test_the_image_is_pinned_and_runs_as_a_non_root_user():
-    instructions = dockerfile_instructions()
-    bases = [args for keyword, args in instructions if keyword == "FROM"]
-    assert len(bases) == 1
-    image = bases[0].split()[0]
+    by_stage = stages()
+    assert list(by_stage) == ["production", "demo"]
+    image = by_stage["production"][0][1].split()[0]
     assert re.fullmatch(r"python:3\.11(\.\d+)?-slim-bookworm(@sha256:[0-9a-f]{64})?", image), image
-    users = [args for keyword, args in instructions if keyword == "USER"]
-    assert users, "the image runs as root"
-    assert users[-1].split(":")[0] not in ("root", "0")
-    runs = " ".join(args for keyword, args in instructions if keyword == "RUN")
+    assert by_stage["demo"][0][1].split()[0] == "production"
+    for stage, instructions in by_stage.items():
+        users = [args for keyword, args in instructions if keyword == "USER"]
+        assert users and users[-1].split(":")[0] not in ("root", "0"), f"{stage} runs as root"
+    users = [args for keyword, args in by_stage["production"] if keyword == "USER"]
+    runs = " ".join(args for keyword, args in by_stage["production"] if keyword == "RUN")
     user = users[-1].split(":")[0]
     assert re.search(rf"install -d [^&]*-o {user}\b[^&]*/data", runs), "/data must belong to the service user"
-    assert [args for keyword, args in instructions if keyword == "ENTRYPOINT"] == ['["autonomy"]']
+    assert [args for keyword, args in by_stage["production"] if keyword == "ENTRYPOINT"] == ['["autonomy"]']
 
 
 def test_the_image_stops_with_sigint_which_the_services_handle_as_pid_1():

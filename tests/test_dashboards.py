@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autonomy.dashboards import DASHBOARDS_DIR, render_all
 from autonomy.settings import Settings
+from devstack.dashboards import DASHBOARDS_DIR, render_all
 
 REPO = Path(__file__).resolve().parent.parent
 DATASOURCE_UID = "autonomy-prometheus"
@@ -100,7 +100,7 @@ def test_remediation_outcomes_are_annotations_with_the_packs_toasts_only_where_t
 
 
 def test_the_dashboards_reason_lists_are_the_receivers():
-    from autonomy.dashboards import ESCALATED_BY_LAYER, HELD
+    from devstack.dashboards import ESCALATED_BY_LAYER, HELD
     from webhook_receiver.agent_states import ESCALATION_REASONS, GATE_REASONS
 
     assert set(ESCALATED_BY_LAYER.split("|")) | {"attempts_exhausted"} == set(ESCALATION_REASONS.values())

@@ -1,7 +1,7 @@
 """Without the Prometheus and Alertmanager binaries the demo says so and runs the direct signal path."""
 import io
 
-from autonomy.demo import run_demo
+from devstack.demo import run_demo
 
 
 def test_without_the_binaries_the_demo_runs_through_the_direct_signal_path(monkeypatch):

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from autonomy.local_stack import free_port
 from autonomy.signal_contract import Signal
+from devstack.local_stack import free_port
 from tests.engine_harness import ESCALATION_TOKEN, PUBLIC_URL, WEBHOOK_TOKEN, healthy_doc, iso
 from webhook_receiver.lineage import LINEAGE_FILE, PACK_FIELDS
 
@@ -481,7 +481,7 @@ def test_an_incident_for_an_agent_being_remediated_waits_for_its_turn(h):
 
 
 def test_an_attempt_interrupted_by_a_crash_is_run_again_after_a_restart(h):
-    from autonomy.polling import wait_until
+    from devstack.polling import wait_until
 
     h.build()
     failing_cmo(h)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from flask import Flask, jsonify
 
-from autonomy.local_stack import ServedApp, free_port
 from autonomy.settings import Secret, Settings
+from devstack.local_stack import ServedApp, free_port
 from tests.engine_harness import WEBHOOK_TOKEN, iso
 from webhook_receiver.app import create_app, shutdown
 from webhook_receiver.data_dir import DataDirError
@@ -143,7 +143,7 @@ def test_an_exception_inside_an_attempt_is_recorded_then_retried_after_a_backoff
     assert failed["ok"] is False and failed["error"] == "ValueError: could not convert string to float: 'many'"
     assert h.engine.watchdog() == []  # not before its backoff
     assert h.run(incident_id).state == "open"  # nor if something queues it early
-    from autonomy.polling import wait_until
+    from devstack.polling import wait_until
     wait_until(lambda: h.engine.watchdog(), 10, "the watchdog to queue it again after its backoff")
     assert h.work() == incident_id
     assert h.ledger.get(incident_id).outcome == "auto_resolved"
@@ -506,7 +506,7 @@ def test_the_lineage_page_links_to_older_entries(h):
 def test_a_direct_path_alert_is_named_and_labelled_as_its_alert_rule_would_be():
     import yaml
 
-    from webhook_receiver.alerts_api import DIRECT_ALERTNAMES, direct_labels
+    from webhook_receiver.signals_api import DIRECT_ALERTNAMES, direct_labels
 
     rules = {r["alert"]: r["labels"] for path in (Path(__file__).resolve().parent.parent / "alert_rules").glob(
         "*.rules.yml") for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"] if "alert" in r}

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from autonomy.fleet import FAULTS, SimulatedFleet
 from autonomy.signal_contract import load_signals
+from devstack.fleet import FAULTS, SimulatedFleet
 
 
 @pytest.fixture

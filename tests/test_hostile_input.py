@@ -37,10 +37,10 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import exporter.app as exporter_app
-from autonomy.fleet import REQUIRED_SECRETS, SimulatedFleet
-from autonomy.local_stack import ServedApp, free_port
 from autonomy.settings import Secret, Settings
 from autonomy.signal_contract import schema_errors
+from devstack.fleet import REQUIRED_SECRETS, SimulatedFleet
+from devstack.local_stack import ServedApp, free_port
 from webhook_receiver.actions import RESERVED_NAMES, ActionRunner
 from webhook_receiver.app import create_app, shutdown
 from webhook_receiver.classifier import CLASSES

@@ -6,9 +6,10 @@ import pytest
 from flask import Flask, jsonify
 from prometheus_client.parser import text_string_to_metric_families
 
-from autonomy.local_stack import ServedApp, free_port
 from autonomy.settings import Secret, Settings, SettingsError
-from webhook_receiver.app import create_app, receiver, shutdown
+from devstack.local_stack import ServedApp, free_port
+from webhook_receiver.app import create_app, shutdown
+from webhook_receiver.receiver_state import receiver
 from webhook_receiver.lineage import PACK_FIELDS
 from webhook_receiver.playbooks import DEFAULT_PATH
 from webhook_receiver.receiver_metrics import CLASSES, ESCALATION_REASONS, OUTCOMES

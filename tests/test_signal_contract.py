@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from autonomy.signal_contract import SignalError, Signal, load_signals, schema
+from autonomy.signal_contract import Signal, SignalError, load_signals, schema
 from tests.signal_cases import MALFORMED, example
 
 REPO = Path(__file__).resolve().parent.parent

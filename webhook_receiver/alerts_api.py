@@ -1,57 +1,14 @@
-"""Write endpoints: Alertmanager's webhook and the agents' direct signal path."""
+"""Alertmanager's webhook: every notification recorded durably before it is answered."""
 from __future__ import annotations
-
-import time
 
 from flask import Blueprint, jsonify
 
 from autonomy.http_edge import ApiError, json_body, require_token
-from autonomy.signal_contract import SignalError, load_signals
-from exporter.signal_store import AgentLimit
 
-from .agent_view import view_from_signals
-from .app import counted, receiver
-from .classifier import SloThresholds, classify
-from .conflicts import conflict_key, signal_conflict_labels, without_conflicts
-from .ledger import AgentNotification, AlertRef, IngestResult
+from .receiver_state import accepted, counted, receiver
 from .webhook_payload import PayloadError, parse_webhook
 
 alerts_bp = Blueprint("alerts", __name__)
-# The alert rule that says what a classifier rule says, so that a direct-path incident carries the alertname a
-# person sees in Alertmanager and silences (the probe that asks Alertmanager for its verdict uses it).
-DIRECT_ALERTNAMES = {
-    "conflict-id": "AgentConflictReported", "conflict-directive-claimants": "DirectiveClaimedByMultipleAgents",
-    "config-error-code": "AgentConfigError", "data-dep-error-code": "AgentDataInputError",
-    "data-dep-dependency-failing": "AgentDependencyFailing", "transient-error-code": "AgentTransientError",
-    "transient-silent": "AgentSilent", "capacity-queue-depth": "AgentQueueDepthHigh",
-    "capacity-backlog": "AgentBacklogAgeAboveSLO", "capacity-budget": "FleetBudgetProjectedOverCap",
-    "fallback-status-error": "AgentStatusError", "fallback-status-degraded": "AgentDegraded",
-    "fallback-slo-success": "AgentSuccessRatioBelowSLO", "fallback-slo-align": "AgentAlignmentBelowSLO",
-}
-# Their severities, as the rules give them (a test holds the two equal), so a silence on severity matches too.
-SEVERITIES = {"AgentConfigError": "critical", "AgentSilent": "critical", "FleetBudgetProjectedOverCap": "critical",
-              "AgentDegraded": "info"}
-
-
-def direct_labels(alertname: str, agent: str, classification: str, **more: str) -> dict:
-    """The labels of a direct-path incident's alert, as its alert rule would have labelled it."""
-    return {"alertname": alertname, "agent": agent, "severity": SEVERITIES.get(alertname, "warning"),
-            "autonomy_class": classification, **more}
-
-
-def _accept(source: str, result: IngestResult) -> dict:
-    """After the ledger committed: queue the work, account for closures, and say what happened."""
-    state = receiver()
-    if result.refused:
-        raise ApiError(503, "work queue full; nothing was stored, retry later")
-    state.metrics.incidents.labels(source).inc(len(result.opened))
-    state.engine.enqueue(result.to_run)
-    state.engine.on_closed(result.closed)
-    return {"notification": result.notification_id, "opened": list(result.opened),
-            "queued": list(result.to_run), "duplicates": list(result.duplicates),
-            "closed": [i.id for i in result.closed]}
-
-
 @alerts_bp.post("/api/v1/alerts")
 @counted("alerts")
 @require_token("WEBHOOK_TOKEN")
@@ -70,53 +27,4 @@ def alertmanager_webhook():
                             "agents with an open incident; nothing was stored")
     result = state.ledger.ingest("alertmanager", body.decode("utf-8"), notification.per_agent,
                                  state.engine.reserve, state.engine.release_slots)
-    return jsonify({**_accept("alertmanager", result), "ignored": list(notification.ignored)})
-
-
-@alerts_bp.post("/api/v1/signals")
-@counted("signals")
-@require_token("WEBHOOK_TOKEN")
-def direct_signals():
-    """The pack's Autonomy.execute(signal): store, classify, and open an incident when there is one."""
-    body = json_body()
-    try:
-        signals = load_signals(body, time.time(), receiver().settings.max_clock_skew_seconds)
-    except SignalError as exc:
-        status = 400 if all(e.startswith("(body)") for e in exc.errors) else 422
-        raise ApiError(status, "invalid signal; nothing was stored", exc.errors) from None
-    state = receiver()
-    try:
-        state.signals.check_room(s.agent for s in signals)
-    except AgentLimit as exc:
-        raise ApiError(429, str(exc)) from None
-    slo = SloThresholds.from_settings(state.settings)
-    latest = {e.signal.agent: e.signal for e in state.signals.snapshot()}
-    for signal in signals:  # what the store will hold once this request is accepted
-        if signal.agent not in latest or latest[signal.agent].timestamp <= signal.timestamp:
-            latest[signal.agent] = signal
-    everyone = list(latest.values())
-    per_agent, decisions = [], {}
-    for signal in signals:
-        view = view_from_signals(signal.agent, everyone, state.settings.agent_silent_seconds)
-        decision = classify(view.signal, view.facts, slo)
-        decisions[signal.agent] = decision.as_dict()
-        ts = signal.document.get("ts", "")
-        alerts, rest = [], decision
-        conflict = signal_conflict_labels(signal, view.facts.directive_claimants) \
-            if decision.classification == "CONFLICT" else {}
-        if conflict:
-            # A conflict with other agents is its own incident; what else ails the agent is the agent's own.
-            labels = direct_labels(DIRECT_ALERTNAMES[decision.rule], signal.agent, "CONFLICT", **conflict)
-            alerts.append(AlertRef(f"signal:{signal.agent}:conflict", "firing", labels, ts))
-            others = without_conflicts(view, [conflict_key(labels)])
-            rest = classify(others.signal, others.facts, slo)
-        labels = direct_labels(DIRECT_ALERTNAMES.get(rest.rule or "", "AgentSignalCheckFailed"), signal.agent,
-                               rest.classification or "none")
-        alerts.append(AlertRef(f"signal:{signal.agent}", "firing" if rest.classification else "resolved", labels, ts))
-        per_agent.append(AgentNotification(signal.agent, tuple(alerts), signal.document))
-    result = state.ledger.ingest("signal", body.decode("utf-8"), per_agent, state.engine.reserve,
-                                 state.engine.release_slots, keep_unchanged=False)
-    if not result.refused:
-        state.signals.put_many(signals, enforce_limit=False)  # room was checked above: never half-stored
-        state.metrics.direct_signals.labels("stored" if result.notification_id else "unchanged").inc(len(signals))
-    return jsonify({**_accept("signal", result), "decisions": decisions})
+    return jsonify({**accepted("alertmanager", result), "ignored": list(notification.ignored)})

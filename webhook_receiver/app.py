@@ -2,70 +2,34 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from functools import wraps
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from flask import Flask, current_app
+from flask import Flask
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
 
-from autonomy.http_edge import ApiError, configure_app
+from autonomy.http_edge import configure_app
+from autonomy.latest_signals import LatestSignals
 from autonomy.settings import Secret, Settings, SettingsError
-from exporter.signal_store import SignalStore
 
 from .actions import ActionRunner
 from .agent_states import AgentStateCollector
+from .alerts_api import alerts_bp
 from .data_dir import DataDirLock, writable_file
 from .engine import RemediationEngine, Upstreams
+from .incidents_api import incidents_bp
 from .ledger import SqliteIncidentLedger
 from .lineage import LINEAGE_FILE, LineageLog
-from .playbooks import PlaybookSet, load_playbooks
+from .operations_api import operations_bp
+from .playbooks import load_playbooks
 from .receiver_metrics import ReceiverMetrics
+from .receiver_state import Receiver
+from .runbooks_api import runbooks_bp
+from .signals_api import signals_bp
 from .upstreams import AlertmanagerApi, PrometheusApi
-
-
-@dataclass
-class Receiver:
-    """Everything the receiver's views use, attached to the app by init_app."""
-
-    settings: Settings
-    ledger: SqliteIncidentLedger
-    lineage: LineageLog
-    metrics: ReceiverMetrics
-    playbooks: PlaybookSet
-    signals: SignalStore
-    engine: RemediationEngine
-    tracer_provider: TracerProvider
-    lock: DataDirLock
-
-
-def receiver() -> Receiver:
-    return current_app.extensions["autonomy_receiver"]
-
-
-def counted(endpoint: str):
-    """Count every answer of ENDPOINT by status code, errors included."""
-
-    def decorate(view):
-        @wraps(view)
-        def wrapper(*args, **kwargs):
-            metrics = receiver().metrics
-            try:
-                response = view(*args, **kwargs)
-            except ApiError as exc:
-                metrics.webhook_requests.labels(endpoint, str(exc.status)).inc()
-                raise
-            except Exception as exc:
-                metrics.webhook_requests.labels(endpoint, str(getattr(exc, "code", 500))).inc()
-                raise
-            metrics.webhook_requests.labels(endpoint, str(response.status_code)).inc()
-            return response
-        return wrapper
-    return decorate
 
 
 def _tracer_provider(span_exporter: Any) -> TracerProvider:
@@ -107,7 +71,7 @@ def init_app(app: Flask) -> Receiver:
                app.config.get("WEBHOOK_TOKEN")]
     lineage = LineageLog(data_dir / LINEAGE_FILE, [s for s in secrets if isinstance(s, Secret)])
     metrics = ReceiverMetrics()
-    signals = SignalStore(expiry_seconds=settings.agent_expiry_seconds, max_agents=settings.max_agents)
+    signals = LatestSignals(expiry_seconds=settings.agent_expiry_seconds, max_agents=settings.max_agents)
     provider = _tracer_provider(app.config.get("SPAN_EXPORTER"))
     upstreams = Upstreams(
         prometheus=PrometheusApi(settings.prometheus_url),
@@ -129,18 +93,13 @@ def init_app(app: Flask) -> Receiver:
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """The receiver app; without a webhook token it refuses to start unless INSECURE is set."""
-    from .alerts_api import alerts_bp
-    from .incidents_api import incidents_bp
-    from .ops_api import ops_bp
-
     app = Flask(__name__)
     settings = configure_app(app, test_config, "WEBHOOK_TOKEN", "AUTOREM_WEBHOOK_TOKEN", "webhooks")
     app.config.setdefault("READ_TOKEN", settings.read_token)
     app.json.sort_keys = False  # lineage entries keep the pack's field order
     init_app(app)
-    app.register_blueprint(alerts_bp)
-    app.register_blueprint(incidents_bp)
-    app.register_blueprint(ops_bp)
+    for blueprint in (alerts_bp, signals_bp, incidents_bp, operations_bp, runbooks_bp):
+        app.register_blueprint(blueprint)
     return app
 
 

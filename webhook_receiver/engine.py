@@ -35,7 +35,7 @@ from .receiver_metrics import ReceiverMetrics
 from .retry_policy import RetryPolicy
 from .upstreams import AlertmanagerApi, PrometheusApi, UpstreamError
 from .upstreams import deadline as upstream_deadline
-from .verification import VerifyResult, Verification, verify_recovery
+from .verification import Verification, VerifyResult, verify_recovery
 
 log = logging.getLogger("autonomy.engine")
 KILL_SWITCH_FLAG = "remediation_enabled"

@@ -1,39 +1,19 @@
-"""Read endpoints (incidents, lineage, runbooks) and the kill switch."""
+"""Incidents and the decision lineage, a page at a time (JSON, and the remediation log page)."""
 from __future__ import annotations
 
 import html
-import re
 from datetime import timezone
-from functools import wraps
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
-from autonomy.http_edge import ApiError, bearer_ok, json_body, require_token
+from autonomy.http_edge import ApiError
 from autonomy.signal_contract import parse_timestamp
-from autonomy.stack_config import REPO_ROOT
 
-from .app import counted, receiver
-from .engine import FeatureFlagOff
 from .ledger import STATES
+from .receiver_state import readable, receiver
 
 incidents_bp = Blueprint("incidents", __name__)
-RUNBOOK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,80}\.md$")
-
-
-def readable(view):
-    """Open, unless AUTOREM_READ_TOKEN is set: then a bearer token or ?token= (for dashboard links)."""
-
-    @wraps(view)
-    def guarded(*args, **kwargs):
-        expected = current_app.config.get("READ_TOKEN")
-        if expected is not None and not current_app.config.get("INSECURE"):
-            header = request.headers.get("Authorization") or (
-                f"Bearer {request.args['token']}" if "token" in request.args else None)
-            if not bearer_ok(expected, header):
-                raise ApiError(401, "missing or wrong read token")
-        return view(*args, **kwargs)
-    return guarded
 
 
 def _since() -> str | None:
@@ -154,49 +134,3 @@ def lineage_page():
             "<th>playbook</th><th>attempt</th><th>outcome</th><th>before</th><th>after</th></tr>"
             f"{rows}</table>{older}</body></html>")
     return Response(page, content_type="text/html; charset=utf-8")
-
-
-@incidents_bp.get("/api/v1/remediation")
-@readable
-def remediation_status():
-    return jsonify(receiver().engine.remediation_status())
-
-
-@incidents_bp.put("/api/v1/remediation")
-@counted("remediation")
-@require_token("WEBHOOK_TOKEN")
-def set_remediation():
-    """The kill switch: {"enabled": false, "reason": "..."}; takes effect at once, durably."""
-    from autonomy.signal_contract import SignalError, parse_json
-
-    try:
-        doc = parse_json(json_body())
-    except SignalError as exc:
-        raise ApiError(400, "not JSON", exc.errors) from None
-    errors = []
-    if not isinstance(doc, dict):
-        raise ApiError(422, "expected an object", ["(root): expected {\"enabled\": bool, \"reason\": str}"])
-    if not isinstance(doc.get("enabled"), bool):
-        errors.append("enabled: is required and must be true or false")
-    if "reason" in doc and not isinstance(doc["reason"], str):
-        errors.append("reason: must be a string")
-    unknown = sorted(set(doc) - {"enabled", "reason"})
-    errors += [f"{key}: unexpected property" for key in unknown]
-    if errors:
-        raise ApiError(422, "invalid kill switch request", errors)
-    reason = (doc.get("reason") or "").strip()[:500] or "no reason given"
-    try:
-        receiver().engine.set_enabled(doc["enabled"], reason)
-    except FeatureFlagOff as exc:
-        raise ApiError(409, str(exc)) from None
-    return jsonify(receiver().engine.remediation_status())
-
-
-@incidents_bp.get("/runbooks/<name>")
-def runbook(name: str):
-    if not RUNBOOK_NAME.match(name):
-        raise ApiError(404, "no such runbook")
-    path = REPO_ROOT / "runbooks" / name
-    if not path.is_file():
-        raise ApiError(404, f"no runbook {name}")
-    return Response(path.read_text("utf-8"), content_type="text/markdown; charset=utf-8")

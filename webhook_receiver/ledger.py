@@ -15,6 +15,7 @@ from .conflicts import conflict_key
 from .data_dir import DataDirError
 from .incident import QUIET_STATES, STATES, AlertRef, Incident, alert_onset, on_alerts
 
+
 class AgentNotification(NamedTuple):
     """The alerts of one agent in one webhook notification."""
 

@@ -12,8 +12,8 @@ import yaml
 
 from .criteria import CRITERIA as _CRITERIA
 from .retry_policy import RetryPolicy
-from .templating import (AGENT_NAME, AGENT_NAME_RULE, UnsafeTarget, action_url, base_url_problem,
-                         check_templates, path_template_problems)
+from .templating import (AGENT_NAME, AGENT_NAME_RULE, UnsafeTarget, action_url, base_url_problem, check_templates,
+                         path_template_problems)
 
 API_VERSION = "autonomy-layer/v1"
 KIND = "PlaybookSet"

@@ -1,8 +1,8 @@
 """The receiver as a real child process (`autonomy receiver`) beside the real Prometheus and Alertmanager.
 
-`ProcessLayer` wires what `autonomy.layer_stack.LayerStack` wires (exporter, rules rendered with a time
+`ProcessLayer` wires what `devstack.layer_stack.LayerStack` wires (exporter, rules rendered with a time
 factor, the repo's Alertmanager routing), except that the receiver is a separate process
-(`autonomy.local_stack.ReceiverProcess`), so a test can SIGKILL it and start it again on the same port and
+(`devstack.local_stack.ReceiverProcess`), so a test can SIGKILL it and start it again on the same port and
 data directory.
 `ScriptedAgents` are the small test agents whose action endpoints can also block, hang or fail on cue, so a
 test knows where the receiver is in a playbook.
@@ -22,14 +22,16 @@ from typing import Any, Callable, Mapping
 import requests
 from flask import Flask, jsonify, request
 
-from autonomy.drills import every_page
-from autonomy.fleet import Heartbeat
 from autonomy import local_stack
-from autonomy.local_stack import AlertmanagerProcess, PrometheusProcess, ServedApp, free_port
-from autonomy.polling import wait_until
-from autonomy.rule_render import format_duration, render_rules
 from autonomy.settings import Secret, Settings
-from autonomy.stack_config import REPO_ROOT, alertmanager_config, prometheus_config
+from devstack.checkout import PLAYBOOKS_FILE
+from devstack.drills import every_page
+from devstack.durations import format_duration
+from devstack.fleet import Heartbeat
+from devstack.local_stack import AlertmanagerProcess, PrometheusProcess, ServedApp, free_port
+from devstack.polling import wait_until
+from devstack.rule_render import render_rules
+from devstack.stack_config import alertmanager_config, prometheus_config
 from tests.integration.small_agents import SmallAgents
 
 AUTONOMY_SCRIPT = Path(sys.executable).with_name("autonomy")
@@ -214,7 +216,7 @@ class ProcessLayer:
             "AUTOREM_ALERTMANAGER_URL": f"http://127.0.0.1:{alertmanager_port}",
             "AUTOREM_ACTIONS_BASE_URL": self.agents_server.url,
             "AUTOREM_ESCALATION_URL": self.inbox_server.url + "/escalations",
-            "AUTOREM_PLAYBOOKS_FILE": str(REPO_ROOT / "playbooks.yaml"),
+            "AUTOREM_PLAYBOOKS_FILE": str(PLAYBOOKS_FILE),
             # A ceiling for the happy paths (recovery is seen within a second or two); tests of failed
             # verification set their own, shorter one.
             "AUTOREM_VERIFY_TIMEOUT_SECONDS": "15",

@@ -6,11 +6,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from autonomy.local_stack import PrometheusProcess, ServedApp, free_port
-from autonomy.polling import wait_until
-from autonomy.rule_render import render_rules
 from autonomy.settings import Settings
-from autonomy.stack_config import prometheus_config
+from devstack.local_stack import PrometheusProcess, ServedApp, free_port
+from devstack.polling import wait_until
+from devstack.rule_render import render_rules
+from devstack.stack_config import prometheus_config
 from tests.conftest import TOKEN, real_binary
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ import pytest
 import requests
 import yaml
 
-from autonomy.polling import wait_until
-from autonomy.stack_config import REPO_ROOT
+from devstack.checkout import PLAYBOOKS_FILE
+from devstack.polling import wait_until
 from tests.conftest import real_binary
 from tests.integration.receiver_process import (AUTONOMY_SCRIPT, ProcessLayer, ReceiverProcess, ScriptedAgents,
                                                 webhook_notification)
@@ -329,7 +329,7 @@ def faulty_actions(tmp_path_factory):
     (far longer than the timeout) and COO's answers 500; both agents fail with TIMEOUT at once."""
     _binaries()
     workdir = tmp_path_factory.mktemp("faulty-actions")
-    doc = yaml.safe_load((REPO_ROOT / "playbooks.yaml").read_text())
+    doc = yaml.safe_load(PLAYBOOKS_FILE.read_text())
     doc["actions"]["timeoutSeconds"] = ACTION_TIMEOUT
     doc["actions"]["retry"] = {"attempts": STEP_TRIES, "backoffSeconds": 0.1, "maxBackoffSeconds": 0.2, "jitter": 0}
     playbooks = workdir / "playbooks.yaml"

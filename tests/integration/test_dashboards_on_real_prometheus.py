@@ -4,13 +4,13 @@ import json
 import pytest
 import requests
 
-from autonomy.dashboards import DASHBOARDS_DIR
-from autonomy.demo import TIME_FACTOR, layer_env
-from autonomy.drills import DrillContext, backlog_surge, directive_overlap, transient_timeout
-from autonomy.fleet import Heartbeat, SimulatedFleet
-from autonomy.layer_stack import LayerStack
-from autonomy.local_stack import ServedApp
-from autonomy.polling import wait_until
+from devstack.dashboards import DASHBOARDS_DIR
+from devstack.demo import TIME_FACTOR, layer_env
+from devstack.drills import DrillContext, backlog_surge, directive_overlap, transient_timeout
+from devstack.fleet import Heartbeat, SimulatedFleet
+from devstack.layer_stack import LayerStack
+from devstack.local_stack import ServedApp
+from devstack.polling import wait_until
 from tests.conftest import real_binary
 
 pytestmark = pytest.mark.integration

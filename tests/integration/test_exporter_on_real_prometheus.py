@@ -5,9 +5,9 @@ from datetime import datetime, timezone
 import pytest
 import requests
 
-from autonomy.local_stack import PrometheusProcess, ServedApp
-from autonomy.polling import wait_until
-from autonomy.stack_config import prometheus_config
+from devstack.local_stack import PrometheusProcess, ServedApp
+from devstack.polling import wait_until
+from devstack.stack_config import prometheus_config
 from tests.conftest import TOKEN, real_binary
 from tests.signal_cases import example
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from autonomy.local_stack import AlertmanagerProcess, ServedApp, free_port
-from autonomy.polling import wait_until
 from autonomy.settings import Secret, Settings
-from autonomy.stack_config import alertmanager_config
+from devstack.local_stack import AlertmanagerProcess, ServedApp, free_port
+from devstack.polling import wait_until
+from devstack.stack_config import alertmanager_config
 from tests.conftest import real_binary
 from tests.engine_harness import iso
 from tests.integration.receiver_process import ReceiverProcess

@@ -7,12 +7,12 @@ import requests
 from flask import Flask, jsonify, request
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from autonomy.drills import every_page
-from autonomy.layer_stack import LayerStack
-from autonomy.local_stack import ServedApp
-from autonomy.polling import wait_until
+from devstack.drills import every_page
+from devstack.fleet import Heartbeat
+from devstack.layer_stack import LayerStack
+from devstack.local_stack import ServedApp
+from devstack.polling import wait_until
 from tests.conftest import real_binary
-from autonomy.fleet import Heartbeat
 from tests.integration.small_agents import SmallAgents
 
 pytestmark = pytest.mark.integration

@@ -19,9 +19,9 @@ from collections import Counter
 import pytest
 import requests
 
-from autonomy.local_stack import ServedApp
 from autonomy.settings import Settings
 from bench.storm_and_ha import ha_duplicates, read_metrics, storm, storm_webhooks
+from devstack.local_stack import ServedApp
 from tests.conftest import real_binary
 from webhook_receiver.app import create_app, shutdown
 

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from autonomy.polling import wait_until
+from devstack.polling import wait_until
 from tests.conftest import real_binary
 from tests.integration.receiver_process import ProcessLayer, ScriptedAgents, webhook_notification
 

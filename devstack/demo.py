@@ -3,24 +3,25 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections import Counter
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Sequence, TextIO
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from .direct_demo import run_direct
+from .drill_report import summary_table
 from .drills import DRILLS, DrillContext, DrillResult
-from .fleet import Heartbeat, SimulatedFleet
+from .fleet import DEMO_PRIORITY, Heartbeat, SimulatedFleet
 from .layer_stack import LayerStack
 from .local_stack import MissingBinary, ServedApp, require_binary
 from .polling import wait_until
 
 TIME_FACTOR = 1 / 30  # 15 s scrape/evaluation -> 0.5 s; every `for:`, group wait and receiver wait alike
-DEMO_PRIORITY = "Executive,Revenue,Operations,Marketing,Content,Data"
 
 
 def layer_env(fleet_url: str) -> dict[str, str]:
@@ -107,20 +108,6 @@ def settled_kpis(ctx: DrillContext, timeout: float = 60.0) -> tuple[dict, dict, 
         threading.Event().wait(0.5)
 
 
-def summary_table(results: list[DrillResult]) -> str:
-    rows = [("drill", "class", "playbook", "attempts", "outcome", "recovered: from fault", "from onset",
-             "from webhook", "passed")]
-
-    def seconds(value: float | None) -> str:
-        return f"{value:.1f} s" if value is not None else "-"
-    for r in results:
-        rows.append((r.name, r.classification or "-", r.playbook or "-", str(r.attempts), r.outcome,
-                     seconds(r.mttr_s), seconds(r.mttr_onset_s), seconds(r.mttr_webhook_s),
-                     "yes" if r.passed else "NO"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows)
-
-
 def run_session(names: Sequence[str], out: TextIO, keep_running: bool = False,
                 workdir: Path | None = None) -> tuple[list[DrillResult], dict]:
     """Start everything, run the named drills with a progress display, stop everything (even on Ctrl-C)."""
@@ -185,7 +172,6 @@ def run_demo(keep_running: bool = False, out: TextIO = sys.stdout) -> int:
         require_binary("alertmanager")
     except MissingBinary as exc:
         print(f"{exc}; running the drills through the direct signal path instead", file=out)
-        from .direct_demo import run_direct
         return run_direct(out)
     try:
         results, _ = run_session(list(DRILLS), out, keep_running=keep_running)

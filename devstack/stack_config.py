@@ -6,9 +6,9 @@ from typing import Mapping, Sequence
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PROMETHEUS_CONFIG = REPO_ROOT / "prometheus" / "prometheus.yml"
-ALERTMANAGER_CONFIG = REPO_ROOT / "alertmanager" / "alertmanager.yml"
+from .checkout import ALERTMANAGER_CONFIG, PROMETHEUS_CONFIG
+from .durations import format_duration, parse_duration
+
 RECEIVER_NAME = "autonomy-receiver"
 ROUTE_TIMINGS = ("group_wait", "group_interval", "repeat_interval")
 
@@ -41,8 +41,6 @@ def prometheus_config(targets: Mapping[str, Sequence[str]], interval: str = "1s"
 
 
 def _scale_route(route: dict, time_factor: float) -> None:
-    from .rule_render import format_duration, parse_duration
-
     for key in ROUTE_TIMINGS:
         if key in route:
             seconds = parse_duration(route[key]) * time_factor

@@ -9,12 +9,14 @@ from typing import Callable, TextIO
 
 import requests
 
-from .demo import DEMO_PRIORITY, summary_table
+from autonomy.settings import Secret, Settings
+from webhook_receiver.app import create_app, shutdown
+
+from .drill_report import summary_table
 from .drills import WAIT, DrillResult
-from .fleet import Heartbeat, SimulatedFleet
+from .fleet import DEMO_PRIORITY, Heartbeat, SimulatedFleet
 from .local_stack import ServedApp
 from .polling import wait_until
-from .settings import Secret, Settings
 
 # (drill, agent to fault, fault, fixable, agent whose incident answers, expected class and playbook)
 DIRECT_DRILLS = (
@@ -28,8 +30,6 @@ NEEDS_ALERTMANAGER = ("dependency-down", "budget-spike", "silenced", "kill-switc
 
 def run_direct(out: TextIO) -> int:
     """Run what the direct path can show; the drills that need Prometheus or Alertmanager are skipped."""
-    from webhook_receiver.app import create_app, shutdown
-
     say: Callable[[str], None] = lambda text: print(text, file=out, flush=True)  # noqa: E731
     fleet = SimulatedFleet()
     token = Secret("AUTOREM_WEBHOOK_TOKEN", secrets.token_urlsafe(24))

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import requests
 
+from .checkout import REPO_ROOT
 from .polling import StopWaiting, wait_until
 
 MIN_VERSIONS = {"prometheus": (2, 42, 0), "alertmanager": (0, 25, 0)}
@@ -187,13 +188,13 @@ class ReceiverProcess(ServerProcess):
         return sys.executable
 
     def command(self, python: str) -> list[str]:
-        return [python, "-m", "autonomy.cli", "receiver", "--host", "127.0.0.1", "--port", str(self.port),
+        return [python, "-m", "autonomy_cli", "receiver", "--host", "127.0.0.1", "--port", str(self.port),
                 "--data-dir", str(self.data_dir)]
 
     def popen_options(self) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOREM_", "AUTO_REMEDIATE", "OTEL_"))}
         env.update(self.env, PYTHONUNBUFFERED="1")
-        return {"env": env, "cwd": str(Path(__file__).resolve().parent.parent)}
+        return {"env": env, "cwd": str(REPO_ROOT)}
 
     def start(self, timeout: float = 60.0, port: int | None = None) -> "ReceiverProcess":
         """Start on a free port the first time, on the same one after a stop or a kill."""
@@ -246,7 +247,7 @@ class ServedApp:
     def __init__(self, app, threads: int = 8):
         from waitress import create_server
 
-        from .http_edge import SERVER_OPTIONS
+        from autonomy.http_edge import SERVER_OPTIONS
 
         self.server = create_server(app, host="127.0.0.1", port=0, threads=threads, **SERVER_OPTIONS)
         self.port = self.server.effective_port

@@ -1,14 +1,48 @@
-"""The `autonomy` command and its subcommands."""
+"""The `autonomy` command and its subcommands: the one module that may import every room."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import tempfile
+from functools import wraps
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .settings import SettingsError
-from .signal_contract import SignalError, load_signals
+import requests
+
+from autonomy.http_edge import serve
+from autonomy.settings import Settings, SettingsError
+from autonomy.signal_contract import SignalError, load_signals
+from exporter.app import create_app as create_exporter
+from webhook_receiver.app import create_app as create_receiver
+from webhook_receiver.app import shutdown as shutdown_receiver
+from webhook_receiver.classifier import SloThresholds, classify
+from webhook_receiver.data_dir import DataDirError
+from webhook_receiver.lineage import LINEAGE_FILE, LineageLog
+from webhook_receiver.playbooks import PlaybookError, load_playbooks
+
+NO_CHECKOUT = ("the development stack (devstack/) is not installed: this command runs from a checkout of the "
+               "repository (make demo), not from the production image")
+
+
+class NoCheckout(RuntimeError):
+    """A development command was run where only the production packages are installed."""
+
+
+def needs_checkout(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn the development stack's absence into one clear line instead of a traceback."""
+
+    @wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.split(".")[0] == "devstack":
+                raise NoCheckout(NO_CHECKOUT) from None
+            raise
+    return run
 
 
 def _read_input(path: str) -> bytes:
@@ -41,11 +75,7 @@ def cmd_signal_validate(args: argparse.Namespace) -> int:
 
 def cmd_exporter(args: argparse.Namespace) -> int:
     """Run the exporter service."""
-    from exporter.app import create_app
-
-    from .http_edge import serve
-
-    app = create_app({"INSECURE": args.insecure})
+    app = create_exporter({"INSECURE": args.insecure})
     if args.seed:
         store = app.extensions["autonomy_exporter"].store
         store.put_many(load_signals(Path(args.seed).read_bytes()))
@@ -55,36 +85,23 @@ def cmd_exporter(args: argparse.Namespace) -> int:
 
 def cmd_receiver(args: argparse.Namespace) -> int:
     """Run the webhook receiver (the Chief of Staff) under waitress."""
-    from webhook_receiver.app import create_app, shutdown
-
-    from .http_edge import serve
-
-    from webhook_receiver.data_dir import DataDirError
-
     config = {"INSECURE": args.insecure, "PUBLIC_URL": args.public_url or f"http://{args.host}:{args.port}"}
     if args.data_dir:
         config["DATA_DIR"] = args.data_dir
     try:
-        app = create_app(config)
+        app = create_receiver(config)
     except DataDirError as exc:
         print(f"autonomy receiver: {exc}", file=sys.stderr)
         return 2
     try:
         serve(app, args.host, args.port, threads=16)
     finally:
-        shutdown(app)
+        shutdown_receiver(app)
     return 0
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
     """Classify one signal and name the playbook that would run."""
-    import json
-
-    from webhook_receiver.classifier import SloThresholds, classify
-    from webhook_receiver.playbooks import PlaybookError, load_playbooks
-
-    from .settings import Settings
-
     settings = Settings.from_env()
     signals = _signals_or_report(args.file)
     if signals is None:
@@ -104,12 +121,6 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def cmd_lineage(args: argparse.Namespace) -> int:
     """Print the decision lineage (JSON lines), optionally for one agent; report torn lines."""
-    import json
-
-    from webhook_receiver.lineage import LINEAGE_FILE, LineageLog
-
-    from .settings import Settings
-
     data_dir = Path(args.data_dir or Settings.from_env().data_dir)
     read = LineageLog(data_dir / LINEAGE_FILE).read(agent=args.agent, since=args.since)
     for entry in read.entries:
@@ -121,10 +132,6 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Check the settings, playbooks.yaml and the rendered rules; every problem listed, exit 1 if any."""
-    from webhook_receiver.playbooks import PlaybookError, load_playbooks
-
-    from .settings import Settings
-
     settings = Settings.from_env()
     problems = 0
     try:
@@ -134,31 +141,32 @@ def cmd_check(args: argparse.Namespace) -> int:
         problems += len(exc.errors)
         for line in exc.errors:
             print(f"playbooks: {line}", file=sys.stderr)
-    if cmd_rules_diff(args) != 0:
+    try:
+        stale = cmd_rules_diff(args)
+    except NoCheckout:
+        print("rules: not checked here (no checkout); `autonomy check` in the repository checks them")
+        return 1 if problems else 0
+    if stale:
         problems += 1
     else:
         print("rules: alert_rules/ matches the current settings")
     return 1 if problems else 0
 
 
+@needs_checkout
 def cmd_rules_render(args: argparse.Namespace) -> int:
     """Render the alert rules from the templates and the current AUTOREM_* settings."""
-    from .rule_render import RULES_DIR, render_rules
-    from .settings import Settings
-
+    from devstack.rule_render import RULES_DIR, render_rules
     out = Path(args.out) if args.out else RULES_DIR
     for path in render_rules(Settings.from_env(), out, time_factor=args.time_factor):
         print(f"wrote {path}")
     return 0
 
 
+@needs_checkout
 def cmd_rules_diff(args: argparse.Namespace) -> int:
     """Exit 1 if the committed rule files differ from a fresh rendering with the current settings."""
-    import tempfile
-
-    from .rule_render import RULES_DIR, render_rules
-    from .settings import Settings
-
+    from devstack.rule_render import RULES_DIR, render_rules
     with tempfile.TemporaryDirectory() as tmp:
         stale = [p.name for p in render_rules(Settings.from_env(), Path(tmp))
                  if not (RULES_DIR / p.name).exists() or (RULES_DIR / p.name).read_text() != p.read_text()]
@@ -168,27 +176,28 @@ def cmd_rules_diff(args: argparse.Namespace) -> int:
     return 1 if stale else 0
 
 
+@needs_checkout
 def cmd_dashboards_render(args: argparse.Namespace) -> int:
-    """Write grafana/dashboards/*.json from autonomy/dashboards.py and the current settings."""
-    from .dashboards import DASHBOARDS_DIR, write_all
-    from .settings import Settings
-
+    """Write grafana/dashboards/*.json from devstack/dashboards.py and the current settings."""
+    from devstack.dashboards import DASHBOARDS_DIR, write_all
     for path in write_all(Settings.from_env(), Path(args.out) if args.out else DASHBOARDS_DIR):
         print(f"wrote {path}")
     return 0
 
 
+@needs_checkout
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Run the fleet, the whole layer and every drill (see autonomy.demo)."""
-    from .demo import run_demo
+    """Run the fleet, the whole layer and every drill (see devstack.demo)."""
+    from devstack.demo import run_demo
 
     return run_demo(keep_running=args.keep_running)
 
 
+@needs_checkout
 def cmd_drill(args: argparse.Namespace) -> int:
     """Run the drills against a fresh stack; exit 0 only if all passed."""
-    from .demo import run_drill
-    from .drills import DRILLS
+    from devstack.demo import run_drill
+    from devstack.drills import DRILLS
 
     unknown = [n for n in args.scenario if n not in DRILLS]
     if unknown:
@@ -197,14 +206,10 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return run_drill(args.scenario, args.json)
 
 
+@needs_checkout
 def cmd_fleet(args: argparse.Namespace) -> int:
     """Run the simulated fleet: action endpoints and a heartbeat pushing to an exporter."""
-    import requests
-
-    from .fleet import Heartbeat, SimulatedFleet
-    from .http_edge import serve
-    from .settings import Settings
-
+    from devstack.fleet import Heartbeat, SimulatedFleet
     settings = Settings.from_env()
     headers = {"Authorization": f"Bearer {settings.exporter_token.reveal()}"} if settings.exporter_token else {}
 
@@ -308,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except SettingsError as exc:
+    except (SettingsError, NoCheckout) as exc:
         print(exc, file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -8,38 +8,18 @@ from pathlib import Path
 
 import yaml
 
-from .settings import Settings
-from .stack_config import REPO_ROOT
+from autonomy.settings import Settings
 
-RULES_DIR = REPO_ROOT / "alert_rules"
+from .checkout import RULES_DIR
+from .durations import format_duration, parse_duration
+
 TEMPLATES_DIR = RULES_DIR / "templates"
 THRESHOLDS_FILE = RULES_DIR / "thresholds.yaml"
 PLACEHOLDER = re.compile(r"\$\{([a-z_]+)(\.seconds)?\}")
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$")
-UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class RenderError(ValueError):
     """A template or the thresholds file is wrong; every problem is listed."""
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a simple Prometheus duration such as 30s, 2m or 1500ms."""
-    match = DURATION.match(str(text).strip())
-    if not match:
-        raise RenderError(f"{text!r} is not a duration such as 30s, 2m or 1h")
-    return float(match.group(1)) * UNIT_SECONDS[match.group(2)]
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest exact Prometheus duration for SECONDS (whole milliseconds)."""
-    millis = round(seconds * 1000)
-    if millis <= 0:
-        raise RenderError(f"duration {seconds}s is too short")
-    for unit, factor in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        if millis % factor == 0:
-            return f"{millis // factor}{unit}"
-    return f"{millis}ms"
 
 
 def format_number(value: float) -> str:

@@ -9,6 +9,8 @@ from typing import Callable
 
 from flask import Flask, jsonify, request
 
+# The simulated fleet's domains, highest priority first (AUTOREM_PRIORITY in the demo and the drills).
+DEMO_PRIORITY = "Executive,Revenue,Operations,Marketing,Content,Data"
 FAULTS = ("timeout", "overlap", "missing-secret", "backlog", "source-down", "cost-spike")
 REQUIRED_SECRETS = ("GOOGLE_PROJECT_ID", "SERVICE_ACCOUNT", "API_BASE")
 DRAIN_MINUTES_PER_SLOT = 5.0  # per heartbeat: two extra slots and a split directive drain 45 min in a few beats

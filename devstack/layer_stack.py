@@ -8,9 +8,14 @@ from typing import Any, Mapping
 
 import requests
 
+from autonomy.settings import Secret, Settings
+from exporter.app import create_app as create_exporter
+from webhook_receiver.app import create_app as create_receiver
+from webhook_receiver.app import shutdown
+
+from .durations import format_duration
 from .local_stack import AlertmanagerProcess, PrometheusProcess, ServedApp, free_port
-from .rule_render import format_duration, render_rules
-from .settings import Secret, Settings
+from .rule_render import render_rules
 from .stack_config import alertmanager_config, prometheus_config
 
 
@@ -29,7 +34,6 @@ class StackLifecycle:
         return thing
 
     def stop(self) -> None:
-        from webhook_receiver.app import shutdown
 
         while self._started:
             thing = self._started.pop()
@@ -92,8 +96,6 @@ class LayerStack(StackLifecycle):
         return Settings.from_env(env)
 
     def start(self) -> "LayerStack":
-        from exporter.app import create_app as create_exporter
-        from webhook_receiver.app import create_app as create_receiver
 
         try:
             self.token_file.write_text(self.webhook_token.reveal())

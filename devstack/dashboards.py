@@ -5,11 +5,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .rule_render import load_thresholds
-from .settings import Settings
-from .stack_config import REPO_ROOT
+from autonomy.settings import Settings
 
-DASHBOARDS_DIR = REPO_ROOT / "grafana" / "dashboards"
+from .checkout import DASHBOARDS_DIR
+from .rule_render import load_thresholds
+
 DATASOURCE = {"type": "prometheus", "uid": "autonomy-prometheus"}
 STATE_MAPPINGS = [{"type": "value", "options": {
     "0": {"text": "Healthy", "color": "green", "index": 0},

@@ -1,0 +1,155 @@
+"""The rooms of the code and what each may import: downwards only, no cycles, no production module too big.
+
+contract (autonomy/) <- exporter/, webhook_receiver/ <- development stack (devstack/) <- CLI (autonomy_cli.py).
+Every import counts, function-level ones included (stdlib ast, nothing imported to check).
+"""
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ROOMS = {"autonomy": "contract", "exporter": "exporter", "webhook_receiver": "receiver", "devstack": "devstack",
+         "autonomy_cli": "cli"}
+MAY_IMPORT = {
+    "contract": {"contract"},
+    "exporter": {"contract", "exporter"},
+    "receiver": {"contract", "receiver"},
+    "devstack": {"contract", "exporter", "receiver", "devstack"},
+    "cli": {"contract", "exporter", "receiver", "devstack", "cli"},
+}
+PRODUCTION = ("contract", "exporter", "receiver")
+MAX_LINES = 300
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def project_modules() -> dict[str, Path]:
+    found = {"autonomy_cli": REPO / "autonomy_cli.py"}
+    for package in ("autonomy", "exporter", "webhook_receiver", "devstack"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            found[module_name(path)] = path
+    return found
+
+
+MODULES = project_modules()
+
+
+def room(module: str) -> str | None:
+    return ROOMS.get(module.split(".")[0])
+
+
+def imports_of(module: str, path: Path) -> list[tuple[str, int]]:
+    """The project modules MODULE imports (at any depth in its code), with the line of each import."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            # `from pkg import mod` imports pkg.mod when that is a module; otherwise it names something in pkg.
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
+        else:
+            continue
+        for target in targets:
+            while target and target not in MODULES:
+                target = target.rpartition(".")[0]
+            if target and target != module:
+                found.append((target, node.lineno))
+    return found
+
+
+GRAPH = {m: imports_of(m, p) for m, p in MODULES.items()}
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_every_module_imports_only_the_rooms_below_it(module):
+    mine = room(module)
+    wrong = [f"{MODULES[module].relative_to(REPO)}:{line} imports {target} ({room(target)})"
+             for target, line in GRAPH[module] if room(target) not in MAY_IMPORT[mine]]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_production_module_imports_the_development_stack_or_the_cli():
+    wrong = [f"{m} imports {t}" for m in MODULES if room(m) in PRODUCTION for t, _ in GRAPH[m]
+             if room(t) in ("devstack", "cli")]
+    assert not wrong, "\n".join(wrong)
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's algorithm: the groups of modules that import each other, directly or not."""
+    index, low, stack, on_stack, groups, counter = {}, {}, [], set(), [], [0]
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = counter[0]
+        counter[0] += 1
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            groups.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return groups
+
+
+def test_no_import_cycle_remains_function_level_imports_included():
+    graph = {m: {t for t, _ in targets} for m, targets in GRAPH.items()}
+    cycles = [group for group in strongly_connected(graph) if len(group) > 1]
+    assert not cycles, "import cycles: " + "; ".join(" <-> ".join(g) for g in cycles)
+
+
+def test_the_cycle_check_finds_a_cycle_through_a_function_level_import(tmp_path):
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert strongly_connected(graph) == [["a", "b", "c"], ["d"]] or ["a", "b", "c"] in strongly_connected(graph)
+    source = tmp_path / "m.py"
+    source.write_text("def f():\n    from webhook_receiver.app import create_app\n")
+    assert [t for t, _ in imports_of("webhook_receiver.m", source)] == ["webhook_receiver.app"]
+
+
+def test_the_contract_imports_nothing_of_the_project_but_itself():
+    contract = [m for m in MODULES if room(m) == "contract"]
+    assert {"autonomy.settings", "autonomy.signal_contract", "autonomy.vocabulary", "autonomy.http_edge"} <= set(
+        contract)
+    assert all(room(t) == "contract" for m in contract for t, _ in GRAPH[m])
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if room(m) in PRODUCTION))
+def test_no_production_module_is_over_about_300_lines(module):
+    lines = len(MODULES[module].read_text().splitlines())
+    assert lines <= MAX_LINES, f"{MODULES[module].relative_to(REPO)} has {lines} lines: split it by idea"
+
+
+def test_nothing_in_production_computes_paths_from_its_own_file():
+    """Production code finds its files as package data (importlib.resources), so an install without a
+    checkout works; only the development stack's checkout.py knows where the repository is."""
+    wrong = [str(p.relative_to(REPO)) for m, p in MODULES.items() if room(m) in PRODUCTION
+             and "__file__" in p.read_text()]
+    assert not wrong
