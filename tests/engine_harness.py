@@ -22,12 +22,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from autonomy.settings import Secret, Settings
 from autonomy.signal_contract import Signal
+from devstack.checkout import PLAYBOOKS_FILE as DEFAULT_PATH
 from devstack.local_stack import ServedApp, free_port
 from exporter.agent_metrics import AGENT_METRICS
 from webhook_receiver.agent_view import FLEET_SPEND
 from webhook_receiver.app import create_app, shutdown
 from webhook_receiver.engine import Upstreams
-from webhook_receiver.playbooks import DEFAULT_PATH, parse_playbooks
+from webhook_receiver.playbooks import parse_playbooks
 from webhook_receiver.upstreams import UpstreamError
 
 WEBHOOK_TOKEN = "whk-SECRET-9f1c2b7e"

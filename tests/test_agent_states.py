@@ -3,8 +3,8 @@ restart (a new receiver on the same data directory exports them from its first s
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from webhook_receiver.agent_states import (AGENT_STATES, ESCALATION_REASONS, GATE_REASONS, REASON_TEXT,
-                                           AgentStateCollector, derive_state, fleet_states, reason_of)
+from autonomy.vocabulary import ESCALATION_REASONS, GATE_REASONS, REASON_TEXT
+from webhook_receiver.agent_states import AGENT_STATES, AgentStateCollector, derive_state, fleet_states, reason_of
 from webhook_receiver.incident import STATES, Incident
 from webhook_receiver.ledger import AgentNotification, AlertRef, SqliteIncidentLedger
 

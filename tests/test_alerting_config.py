@@ -84,7 +84,7 @@ def test_every_alert_has_the_labels_and_annotations_the_receiver_and_people_need
 
 
 def test_the_escalation_and_hold_alerts_use_exactly_the_receivers_reasons():
-    from webhook_receiver.agent_states import ESCALATION_REASONS, GATE_REASONS
+    from autonomy.vocabulary import ESCALATION_REASONS, GATE_REASONS
 
     by_name = {r["alert"]: r["expr"] for r in rules("alert")}
 

@@ -100,8 +100,8 @@ def test_remediation_outcomes_are_annotations_with_the_packs_toasts_only_where_t
 
 
 def test_the_dashboards_reason_lists_are_the_receivers():
+    from autonomy.vocabulary import ESCALATION_REASONS, GATE_REASONS
     from devstack.dashboards import ESCALATED_BY_LAYER, HELD
-    from webhook_receiver.agent_states import ESCALATION_REASONS, GATE_REASONS
 
     assert set(ESCALATED_BY_LAYER.split("|")) | {"attempts_exhausted"} == set(ESCALATION_REASONS.values())
     assert set(HELD.split("|")) == set(GATE_REASONS.values())

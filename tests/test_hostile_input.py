@@ -39,6 +39,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import exporter.app as exporter_app
 from autonomy.settings import Secret, Settings
 from autonomy.signal_contract import schema_errors
+from devstack.checkout import PLAYBOOKS_FILE as DEFAULT_PATH
 from devstack.fleet import REQUIRED_SECRETS, SimulatedFleet
 from devstack.local_stack import ServedApp, free_port
 from webhook_receiver.actions import RESERVED_NAMES, ActionRunner
@@ -46,7 +47,7 @@ from webhook_receiver.app import create_app, shutdown
 from webhook_receiver.classifier import CLASSES
 from webhook_receiver.engine import Upstreams
 from webhook_receiver.lineage import LINEAGE_FILE
-from webhook_receiver.playbooks import DEFAULT_PATH, parse_playbooks
+from webhook_receiver.playbooks import parse_playbooks
 from webhook_receiver.templating import AGENT_NAME, TEMPLATE_ROOTS, UnsafeTarget, action_url
 from webhook_receiver.upstreams import promql_string
 from webhook_receiver.webhook_payload import _VALIDATOR, PayloadError, parse_webhook

@@ -5,8 +5,16 @@ import pytest
 import yaml
 
 from autonomy.settings import Settings
-from webhook_receiver.playbooks import (CLASSIFICATIONS, DEFAULT_PATH, AgentEntry, PlaybookError, PlaybookSet, Step,
-                                        load_playbooks, step_target)
+from devstack.checkout import PLAYBOOKS_FILE as DEFAULT_PATH
+from webhook_receiver.playbooks import (
+    CLASSIFICATIONS,
+    AgentEntry,
+    PlaybookError,
+    PlaybookSet,
+    Step,
+    load_playbooks,
+    step_target,
+)
 from webhook_receiver.retry_policy import RetryPolicy
 from webhook_receiver.templating import UnsafeTarget
 

@@ -7,12 +7,12 @@ from flask import Flask, jsonify
 from prometheus_client.parser import text_string_to_metric_families
 
 from autonomy.settings import Secret, Settings, SettingsError
+from autonomy.vocabulary import ESCALATION_REASONS, IncidentClass, Outcome
+from devstack.checkout import PLAYBOOKS_FILE as DEFAULT_PATH
 from devstack.local_stack import ServedApp, free_port
 from webhook_receiver.app import create_app, shutdown
-from webhook_receiver.receiver_state import receiver
 from webhook_receiver.lineage import PACK_FIELDS
-from webhook_receiver.playbooks import DEFAULT_PATH
-from webhook_receiver.receiver_metrics import CLASSES, ESCALATION_REASONS, OUTCOMES
+from webhook_receiver.receiver_state import receiver
 
 TOKEN = "whk-test-token-5b7d1e"
 READ_TOKEN = "read-test-token-c93f0a"
@@ -547,8 +547,8 @@ def test_ops_endpoints_stay_open_with_a_read_token(make_app):
 
 def test_metrics_show_pre_initialised_series_at_zero(web):
     samples = metric_samples(web)
-    for cls in CLASSES:
-        for outcome in OUTCOMES:
+    for cls in IncidentClass:
+        for outcome in Outcome:
             assert samples[("autonomy_incident_outcomes_total", (("classification", cls), ("outcome", outcome)))] == 0
     for reason in ESCALATION_REASONS:
         assert samples[("autonomy_escalations_total", (("reason", reason),))] == 0

@@ -7,8 +7,15 @@ import pytest
 
 from autonomy.signal_contract import schema
 from webhook_receiver import templating
-from webhook_receiver.templating import (AGENT_NAME, TEMPLATE_ROOTS, TemplateError, UnsafeTarget, action_url,
-                                         check_templates, render_args)
+from webhook_receiver.templating import (
+    AGENT_NAME,
+    TEMPLATE_ROOTS,
+    TemplateError,
+    UnsafeTarget,
+    action_url,
+    check_templates,
+    render_args,
+)
 
 VARIABLES = {
     "agent": "CMO",

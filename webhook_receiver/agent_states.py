@@ -5,46 +5,18 @@ from typing import Callable, Iterable, Mapping
 
 from prometheus_client.core import GaugeMetricFamily, StateSetMetricFamily
 
-HEALTHY, RECOVERING, ESCALATED = "healthy", "recovering", "escalated"
-AGENT_STATES = (HEALTHY, RECOVERING, ESCALATED)
+from autonomy.vocabulary import ESCALATION_REASONS, GATE_REASONS, IncidentState, StateReason, TileState
+
+HEALTHY, RECOVERING, ESCALATED = TileState.HEALTHY, TileState.RECOVERING, TileState.ESCALATED
+AGENT_STATES = tuple(TileState)
 _SEVERITY = {HEALTHY: 0, RECOVERING: 1, ESCALATED: 2}
 
 # Incident state -> tile state. A skipped incident is held by a person's decision (silence, kill switch,
 # canary list, dry run) while its agent is still unhealthy: a human owns it, so it is Escalated, not Recovering.
-TILE_STATE: Mapping[str, str] = {
-    "open": RECOVERING, "remediating": RECOVERING, "recovered": HEALTHY,
-    "escalated": ESCALATED, "skipped": ESCALATED, "closed": HEALTHY,
+TILE_STATE: Mapping[str, TileState] = {
+    IncidentState.OPEN: RECOVERING, IncidentState.REMEDIATING: RECOVERING, IncidentState.RECOVERED: HEALTHY,
+    IncidentState.ESCALATED: ESCALATED, IncidentState.SKIPPED: ESCALATED, IncidentState.CLOSED: HEALTHY,
 }
-# The gate that held an incident, and the escalation reason, as the tile's reason.
-GATE_REASONS: Mapping[str, str] = {
-    "kill_switch": "kill_switch", "canary": "not_in_canary", "silenced": "silenced", "dry_run": "dry_run",
-    "alertmanager_unreachable": "alertmanager_unreachable", "not_firing": "suppressed",
-    "stale_evidence": "stale_evidence",
-}
-ESCALATION_REASONS: Mapping[str, str] = {
-    "AutoRemediationFailed": "attempts_exhausted", "HighRiskStep": "high_risk_step", "BudgetCap": "budget_cap",
-    "ActionTargetUnsafe": "action_target_unsafe", "PriorityUnranked": "priority_unranked",
-    "NoPlaybook": "no_playbook",
-}
-# What a dashboard or an alert may say for each reason; the pack's text only where it is true.
-REASON_TEXT: Mapping[str, str] = {
-    "queued": "Auto-Resolve queued",
-    "running": "Auto-Resolve running",
-    "attempts_exhausted": "Escalated to CEO (attempts exhausted)",
-    "high_risk_step": "Escalated to CEO (a high-risk step needs a human)",
-    "budget_cap": "Escalated to CEO (the playbook adds spend over the budget cap)",
-    "action_target_unsafe": "Escalated to CEO (an action target was unsafe)",
-    "priority_unranked": "Escalated to CEO (the priority order does not decide the conflict)",
-    "no_playbook": "Escalated to CEO (no playbook matches)",
-    "silenced": "Held: silenced in Alertmanager",
-    "kill_switch": "Held: remediation switched off",
-    "not_in_canary": "Held: not in the canary list",
-    "dry_run": "Held: dry run, nothing runs",
-    "alertmanager_unreachable": "Held: Alertmanager unreachable, silences unknown",
-    "suppressed": "Held: alerts suppressed in Alertmanager",
-    "stale_evidence": "Held: no fresh sample since the gate opened",
-}
-STATE_REASONS = tuple(REASON_TEXT)
 
 
 def reason_of(incident) -> str | None:
@@ -52,9 +24,9 @@ def reason_of(incident) -> str | None:
     if incident.state_reason:
         return incident.state_reason
     text = incident.reason or ""
-    if incident.state == "escalated":
+    if incident.state == IncidentState.ESCALATED:
         return ESCALATION_REASONS.get(text.split(";")[0].strip())
-    if incident.state == "skipped":
+    if incident.state == IncidentState.SKIPPED:
         return GATE_REASONS.get(text.split(":")[0].strip())
     return None
 
@@ -65,9 +37,10 @@ def derive_state(incident_state: str | None, state_reason: str | None, running: 
         return HEALTHY, None
     state = TILE_STATE[incident_state]
     if state == RECOVERING:
-        return state, "running" if running else "queued"
+        return state, StateReason.RUNNING if running else StateReason.QUEUED
     if state == ESCALATED:
-        return state, state_reason or ("attempts_exhausted" if incident_state == "escalated" else "kill_switch")
+        return state, state_reason or (StateReason.ATTEMPTS_EXHAUSTED if incident_state == IncidentState.ESCALATED
+                                       else StateReason.KILL_SWITCH)
     return state, None
 
 
@@ -83,7 +56,7 @@ def fleet_states(incidents: Iterable, running: set[str]) -> dict[str, tuple[str,
             state = derive_state(incident.state, reason_of(incident), agent in running)
             out[agent] = worst(state, out[agent]) if agent in out else state
     for agent in running - set(out):
-        out[agent] = (RECOVERING, "running")
+        out[agent] = (RECOVERING, StateReason.RUNNING)
     return out
 
 

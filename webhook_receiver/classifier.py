@@ -5,8 +5,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 from autonomy.signal_contract import Signal
+from autonomy.vocabulary import IncidentClass
 
-CLASSES = ("CONFLICT", "CONFIG", "DATA_DEP", "TRANSIENT", "CAPACITY")
+# Root cause before symptom: a conflict explains the rest, a broken config or input explains errors, and an
+# error explains a slow backlog. The rule table below is ordered by it (a test holds it so).
+CLASSES = (IncidentClass.CONFLICT, IncidentClass.CONFIG, IncidentClass.DATA_DEP, IncidentClass.TRANSIENT,
+           IncidentClass.CAPACITY)
 
 
 @dataclass(frozen=True)

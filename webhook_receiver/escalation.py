@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 import requests
 
 from autonomy.settings import Secret
+from autonomy.vocabulary import ESCALATION_REASONS, REASON_TEXT
 
-from .agent_states import ESCALATION_REASONS, REASON_TEXT
 from .incident import Incident
 from .playbooks import PlaybookSet
 from .upstreams import AlertmanagerApi, UpstreamError

@@ -4,22 +4,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .classifier import CLASSES
+from autonomy.vocabulary import EscalationReason, Gate, IncidentClass, Source
+
 from .conflicts import conflict_key
 from .incident import Incident
 from .playbooks import Playbook
 from .upstreams import AlertmanagerApi, UpstreamError
 
-REMEDIABLE = frozenset(CLASSES)
+REMEDIABLE = frozenset(IncidentClass)
 
 
 @dataclass(frozen=True)
 class Refusal:
     """A gate said no: `gate` names it; `escalate` sends the case to a human; `close` ends the incident."""
 
-    gate: str
+    gate: Gate
     reason: str
-    escalate_reason: str | None = None
+    escalate_reason: EscalationReason | None = None
     close: bool = False
 
 
@@ -47,16 +48,16 @@ def _alert_state(am: AlertmanagerApi, incident: Incident) -> Refusal | None:
     try:
         alerts = [a for agent in incident.agents for a in am.agent_alerts(agent) if _belongs(incident, a)]
     except UpstreamError as exc:
-        return Refusal("alertmanager_unreachable", f"cannot check the alert and its silences: {exc}")
+        return Refusal(Gate.ALERTMANAGER_UNREACHABLE, f"cannot check the alert and its silences: {exc}")
     silenced = sorted({s for a in alerts for s in a.get("status", {}).get("silencedBy") or []})
     # A silence on one claimant of a conflict stops the whole conflict: acting on the others changes it too.
     if silenced and (incident.conflict_key or not any(a.get("status", {}).get("state") == "active" for a in alerts)):
-        return Refusal("silenced", f"the agent's alerts are silenced in Alertmanager ({', '.join(silenced)})")
+        return Refusal(Gate.SILENCED, f"the agent's alerts are silenced in Alertmanager ({', '.join(silenced)})")
     if any(a.get("status", {}).get("state") == "active" for a in alerts):
         return None
     if alerts:
-        return Refusal("not_firing", "the agent's alerts are suppressed in Alertmanager")
-    return Refusal("not_firing", "the alert is no longer firing", close=True)
+        return Refusal(Gate.NOT_FIRING, "the agent's alerts are suppressed in Alertmanager")
+    return Refusal(Gate.NOT_FIRING, "the alert is no longer firing", close=True)
 
 
 def _signal_silence(am: AlertmanagerApi, incident: Incident, classification: str) -> Refusal | None:
@@ -70,34 +71,34 @@ def _signal_silence(am: AlertmanagerApi, incident: Incident, classification: str
             silenced.update(by_silence)
             inhibited.update(by_alert)
     except UpstreamError as exc:
-        return Refusal("alertmanager_unreachable", f"cannot ask Alertmanager about silences: {exc}")
+        return Refusal(Gate.ALERTMANAGER_UNREACHABLE, f"cannot ask Alertmanager about silences: {exc}")
     if silenced:
-        return Refusal("silenced", f"a silence in Alertmanager covers the agent ({', '.join(sorted(silenced))})")
+        return Refusal(Gate.SILENCED, f"a silence in Alertmanager covers the agent ({', '.join(sorted(silenced))})")
     if inhibited:
-        return Refusal("not_firing", f"Alertmanager inhibits the agent's alerts ({len(inhibited)} inhibiting alert(s))")
+        return Refusal(Gate.NOT_FIRING, f"Alertmanager inhibits the agent's alerts ({len(inhibited)} inhibiting alert(s))")
     return None
 
 
 def check_gates(incident: Incident, classification: str, playbook: Playbook, inputs: GateInputs) -> Refusal | None:
     """The first gate that refuses, in order: kill switch, canary, alert state and silences, high risk, budget."""
     if not inputs.enabled():
-        return Refusal("kill_switch", "remediation is disabled (kill switch)")
+        return Refusal(Gate.KILL_SWITCH, "remediation is disabled (kill switch)")
     outside = [a for a in incident.agents if inputs.canary and a not in inputs.canary]
     if outside:
-        return Refusal("canary", f"{', '.join(outside)} not in AUTOREM_CANARY_AGENTS; observed only")
+        return Refusal(Gate.CANARY, f"{', '.join(outside)} not in AUTOREM_CANARY_AGENTS; observed only")
     if inputs.alertmanager is not None:
-        refusal = (_alert_state(inputs.alertmanager, incident) if incident.source == "alertmanager"
+        refusal = (_alert_state(inputs.alertmanager, incident) if incident.source == Source.ALERTMANAGER
                    else _signal_silence(inputs.alertmanager, incident, classification))
         if refusal:
             return refusal
     risky = [s.action for s in playbook.steps if s.high_risk]
     if risky:
-        return Refusal("high_risk", f"{playbook.name} has high-risk steps ({', '.join(risky)}): a human decides",
-                       escalate_reason="HighRiskStep")
+        return Refusal(Gate.HIGH_RISK, f"{playbook.name} has high-risk steps ({', '.join(risky)}): a human decides",
+                       escalate_reason=EscalationReason.HIGH_RISK_STEP)
     if playbook.increases_spend:
         spend = inputs.fleet_spend()
         if spend is not None and spend > inputs.budget_cap:
-            return Refusal("budget_cap", f"{playbook.name} adds spend while the fleet projects "
+            return Refusal(Gate.BUDGET_CAP, f"{playbook.name} adds spend while the fleet projects "
                                          f"{spend:.2f} dollars a day over the {inputs.budget_cap:g} cap",
-                           escalate_reason="BudgetCap")
+                           escalate_reason=EscalationReason.BUDGET_CAP)
     return None

@@ -5,18 +5,17 @@ from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple
 
 from autonomy.signal_contract import parse_timestamp
+from autonomy.vocabulary import GATE_REASONS, RUNNABLE_STATES, IncidentState, StateReason
 
-from .agent_states import GATE_REASONS
 from .outcomes import closing_outcome
 
-OPEN_STATES = ("open", "remediating", "recovered", "escalated", "skipped")
-STATES = OPEN_STATES + ("closed",)
-RUNNABLE_STATES = ("open", "remediating")
+STATES = tuple(IncidentState)
 # States in which a repeated firing notification changes nothing (recovered and skipped may reopen).
-QUIET_STATES = frozenset(("open", "remediating", "escalated"))
+QUIET_STATES = frozenset((IncidentState.OPEN, IncidentState.REMEDIATING, IncidentState.ESCALATED))
 # Holds a new notification may have lifted (a silence expired, Alertmanager came back, a fresh sample). The
 # kill switch resumes its own incidents when switched on; canary and dry run change only with a restart.
-RECONSIDERED_REASONS = frozenset(("silenced", "alertmanager_unreachable", "suppressed", "stale_evidence"))
+RECONSIDERED_REASONS = frozenset((StateReason.SILENCED, StateReason.ALERTMANAGER_UNREACHABLE, StateReason.SUPPRESSED,
+                                  StateReason.STALE_EVIDENCE))
 
 
 class AlertRef(NamedTuple):

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
-AUTO_RESOLVED, ESCALATED, SKIPPED = "auto_resolved", "escalated", "skipped"
-SELF_RESOLVED, SELF_RESOLVED_AFTER_FAILURE = "self_resolved", "self_resolved_after_failure"
-OUTCOMES = (AUTO_RESOLVED, ESCALATED, SELF_RESOLVED_AFTER_FAILURE, SELF_RESOLVED, SKIPPED)
+from autonomy.vocabulary import Outcome
+
+AUTO_RESOLVED, ESCALATED, SKIPPED = Outcome.AUTO_RESOLVED, Outcome.ESCALATED, Outcome.SKIPPED
+SELF_RESOLVED, SELF_RESOLVED_AFTER_FAILURE = Outcome.SELF_RESOLVED, Outcome.SELF_RESOLVED_AFTER_FAILURE
+OUTCOMES = tuple(Outcome)
 # The auto-resolve share's denominator: incidents the layer handled. Skipped ones (silence, kill switch, canary,
 # dry run) and those that healed before any attempt are counted on their own.
 HANDLED = (AUTO_RESOLVED, ESCALATED, SELF_RESOLVED_AFTER_FAILURE)

@@ -3,15 +3,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from .agent_states import AgentStateCollector
-from .classifier import CLASSES
-from .outcomes import OUTCOMES
+from autonomy.vocabulary import DECISIONS, EscalationReason, Gate, IncidentClass, Outcome, Source
 
-ESCALATION_REASONS = ("AutoRemediationFailed", "HighRiskStep", "BudgetCap", "ActionTargetUnsafe", "PriorityUnranked",
-                      "NoPlaybook")
-GATES = ("kill_switch", "canary", "dry_run", "budget_cap", "agent_locked", "not_firing", "silenced",
-         "alertmanager_unreachable", "high_risk", "priority_unranked", "stale_evidence", "no_playbook")
-DECISIONS = ("auto_remediation", "remediation_refused", "escalation", "no_action")
+from .agent_states import AgentStateCollector
+
 RECOVERY_BUCKETS = (5, 10, 30, 60, 120, 180, 300, 480, 600, 900, 1800, 3600, 7200)
 ENDPOINTS = ("alerts", "signals", "remediation")
 CODES = ("200", "400", "401", "409", "413", "415", "422", "429", "503")
@@ -58,21 +53,21 @@ class ReceiverMetrics:
         self.agent_states: AgentStateCollector | None = None
         self.lineage_skipped = Gauge("autonomy_lineage_torn_lines",
                                      "Unreadable lines found in the lineage file on the last read.", registry=r)
-        for source in ("alertmanager", "signal"):
+        for source in Source:
             self.incidents.labels(source)
         for result in ("stored", "unchanged"):
             self.direct_signals.labels(result)
-        for cls in CLASSES:
+        for cls in IncidentClass:
             self.recovery.labels(cls)
             self.incident_cost.labels(cls)
-            for outcome in OUTCOMES:
+            for outcome in Outcome:
                 self.outcomes.labels(cls, outcome)
         for event in DECISIONS:
             self.decisions.labels(event)
             self.lineage_lines.labels(event)
-        for reason in ESCALATION_REASONS:
+        for reason in EscalationReason:
             self.escalations.labels(reason)
-        for gate in GATES:
+        for gate in Gate:
             self.refusals.labels(gate)
         for endpoint in ENDPOINTS:
             for code in CODES:

@@ -12,13 +12,12 @@ import re
 from typing import Any, Mapping
 from urllib.parse import quote, urlsplit
 
+from autonomy.vocabulary import AGENT_NAME, AGENT_NAME_RULE
+
 TEMPLATE_ROOTS = frozenset({
     "agent", "context", "metrics", "checks", "labels", "priority", "losingAgent", "winningAgent",
     "lowestPriorityAgent", "slotDonorAgent", "failingDependency", "incident",
 })
-# The signal contract's name pattern ($defs/name of signal.schema.json); always used with fullmatch.
-AGENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
-AGENT_NAME_RULE = "a letter, then letters, digits, '_', '.', '-' (at most 64)"
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _PATH = re.compile(rf"{_IDENT}(?:\[\d+\])*(?:\.{_IDENT}(?:\[\d+\])*)*")

@@ -1,19 +1,17 @@
 """Alertmanager's webhook payload (version 4): validated, unknown keys tolerated, split per agent."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import partial
 
 import jsonschema
 
 from autonomy.signal_contract import SignalError, parse_json, schema_errors
+from autonomy.vocabulary import AGENT_NAME, IncidentClass
 
-from .classifier import CLASSES
 from .ledger import AgentNotification, AlertRef
 from .upstreams import PROBE_LABEL
 
-AGENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 # The layer's own alerts use this agent name; it is never an agent to remediate.
 RESERVED_FOR_THE_LAYER = frozenset(("autonomy-layer",))
 
@@ -72,7 +70,7 @@ class WebhookNotification:
 
 
 _STATUSES = frozenset(("firing", "resolved"))
-_REMEDIABLE = frozenset(CLASSES)
+_REMEDIABLE = frozenset(IncidentClass)
 _must_be_strings = "".join  # raises TypeError unless every item is a str: one C call instead of a loop
 # tuple.__new__ builds the named tuples without their Python-level __new__ (once per alert on the hot path).
 _alert_ref = partial(tuple.__new__, AlertRef)

@@ -18,8 +18,13 @@ import yaml
 from devstack.checkout import PLAYBOOKS_FILE
 from devstack.polling import wait_until
 from tests.conftest import real_binary
-from tests.integration.receiver_process import (AUTONOMY_SCRIPT, ProcessLayer, ReceiverProcess, ScriptedAgents,
-                                                webhook_notification)
+from tests.integration.receiver_process import (
+    AUTONOMY_SCRIPT,
+    ProcessLayer,
+    ReceiverProcess,
+    ScriptedAgents,
+    webhook_notification,
+)
 
 pytestmark = pytest.mark.integration
 AGENTS = {"CEO": "Executive", "CRO": "Revenue", "CMO": "Marketing", "COO": "Operations", "Content": "Content"}

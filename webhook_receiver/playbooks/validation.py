@@ -1,210 +1,22 @@
-"""The central playbook table (pack section 5) as data: loaded from playbooks.yaml, validated at start-up
-(every problem at once, each naming where), then read-only."""
+"""Validation of a parsed playbooks document into a PlaybookSet: every problem at once, each naming where."""
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-import yaml
+from autonomy.vocabulary import AGENT_NAME, AGENT_NAME_RULE, IncidentClass
 
-from .criteria import CRITERIA as _CRITERIA
-from .retry_policy import RetryPolicy
-from .templating import (AGENT_NAME, AGENT_NAME_RULE, UnsafeTarget, action_url, base_url_problem, check_templates,
-                         path_template_problems)
+from ..criteria import CRITERIA
+from ..retry_policy import RetryPolicy
+from ..templating import base_url_problem, check_templates, path_template_problems
+from .model import AgentEntry, Playbook, PlaybookError, PlaybookSet, Primitive, RecommendedOption, Step
 
 API_VERSION = "autonomy-layer/v1"
 KIND = "PlaybookSet"
-CLASSIFICATIONS = ("CONFLICT", "TRANSIENT", "CAPACITY", "DATA_DEP", "CONFIG")
+CLASSIFICATIONS = tuple(c.value for c in IncidentClass)  # plain strings: they are written back into YAML
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-# criterion -> (kind of value, lowest, highest), from the one definition of each criterion
-CRITERIA: Mapping[str, tuple[str, float | None, float | None]] = {
-    c.name: (c.kind, c.low, c.high) for c in _CRITERIA.values()}
-DEFAULT_PATH = Path(__file__).resolve().parent.parent / "playbooks.yaml"
 _LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-class PlaybookError(ValueError):
-    """Every problem of a playbooks file, one `where: what` line each."""
-
-    def __init__(self, errors: Iterable[str]):
-        self.errors = tuple(errors)
-        super().__init__("invalid playbooks:\n  " + "\n  ".join(self.errors))
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, Mapping) and not isinstance(value, FrozenMap):
-        return FrozenMap(value)
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
-def _thaw(value: Any) -> Any:
-    if isinstance(value, FrozenMap):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [_thaw(v) for v in value]
-    return value
-
-
-class FrozenMap(Mapping):
-    """A read-only, hashable mapping; nested dicts and lists are frozen too (lists become tuples)."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: Mapping | Iterable = ()):
-        self._data = {k: _freeze(v) for k, v in dict(data).items()}
-
-    def __getitem__(self, key: Any) -> Any:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __hash__(self) -> int:
-        return hash(frozenset(self._data.items()))
-
-    def __repr__(self) -> str:
-        return f"FrozenMap({self._data!r})"
-
-
-_EMPTY = FrozenMap()
-
-
-@dataclass(frozen=True)
-class Primitive:
-    name: str
-    method: str
-    path: str  # "/agents/{agent}/actions/..."; {agent} is the only variable
-
-
-@dataclass(frozen=True)
-class Step:
-    action: str
-    args: Mapping[str, Any] = _EMPTY  # read-only; templates unrendered
-    high_risk: bool = False  # the receiver escalates instead of running it
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "args", self.args if isinstance(self.args, FrozenMap) else FrozenMap(self.args))
-
-    def args_dict(self) -> dict:
-        """A fresh, mutable deep copy of the (unrendered) args."""
-        return _thaw(self.args)
-
-
-@dataclass(frozen=True)
-class Playbook:
-    name: str
-    classification: str
-    labels: tuple[tuple[str, str], ...] = ()  # exact-value matchers; all must hold
-    steps: tuple[Step, ...] = ()
-    success_criteria: tuple[tuple[str, Any], ...] = ()
-    increases_spend: bool = False
-
-    @property
-    def criteria(self) -> dict[str, Any]:
-        return dict(self.success_criteria)
-
-    @property
-    def high_risk(self) -> bool:
-        return any(step.high_risk for step in self.steps)
-
-    def matches(self, classification: str, labels: Mapping[str, str] = _EMPTY) -> bool:
-        return classification == self.classification and all(labels.get(k) == v for k, v in self.labels)
-
-
-@dataclass(frozen=True)
-class AgentEntry:
-    domain: str
-    base_url: str | None = None
-
-
-@dataclass(frozen=True)
-class RecommendedOption:
-    name: str
-    why: str
-
-
-def step_target(args: Mapping[str, Any], incident_agent: str) -> Any:
-    """The agent a step acts on: its rendered `agent` arg if it has one, else the incident's agent."""
-    return args["agent"] if "agent" in args else incident_agent
-
-
-@dataclass(frozen=True)
-class PlaybookSet:
-    playbooks: tuple[Playbook, ...]
-    primitives: Mapping[str, Primitive]
-    agents: Mapping[str, AgentEntry]
-    default_base_url: str
-    timeout_seconds: float = 5.0
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    escalate_to: str = "CEO"
-    recommended_options: tuple[RecommendedOption, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "playbooks", tuple(self.playbooks))
-        object.__setattr__(self, "primitives", FrozenMap(self.primitives))
-        object.__setattr__(self, "agents", FrozenMap(self.agents))
-        object.__setattr__(self, "recommended_options", tuple(self.recommended_options))
-
-    def select(self, classification: str, labels: Mapping[str, str] = _EMPTY) -> Playbook | None:
-        """The first playbook of CLASSIFICATION whose label matchers all equal LABELS' values."""
-        return next((p for p in self.playbooks if p.matches(classification, labels)), None)
-
-    def domain_of(self, agent: str, signal_domain: str | None = None) -> str | None:
-        """The agent's priority domain: this file's entry wins, else the domain its signal declares."""
-        entry = self.agents.get(agent)
-        return entry.domain if entry is not None else signal_domain
-
-    def priority_rank(self, agent: str, priority: Sequence[str], signal_domain: str | None = None) -> int:
-        """Index of the agent's domain in PRIORITY (0 = highest); unknown domains rank after all known."""
-        domain = self.domain_of(agent, signal_domain)
-        return list(priority).index(domain) if domain in priority else len(priority)
-
-    def by_priority(self, agents: Iterable[str], priority: Sequence[str],
-                    signal_domains: Mapping[str, str] = _EMPTY) -> list[str]:
-        """AGENTS, highest priority first, ties by name."""
-        return sorted(set(agents), key=lambda a: (self.priority_rank(a, priority, signal_domains.get(a)), a))
-
-    def base_url_for(self, agent: str) -> str:
-        entry = self.agents.get(agent)
-        return entry.base_url if entry is not None and entry.base_url else self.default_base_url
-
-    def url_for(self, action: str, agent: str) -> str:
-        """The URL of ACTION for AGENT (KeyError for an unknown action, UnsafeTarget for a bad agent)."""
-        if not isinstance(agent, str) or not AGENT_NAME.fullmatch(agent):
-            raise UnsafeTarget(f"{agent!r} is not a valid agent name ({AGENT_NAME_RULE})")
-        return action_url(self.base_url_for(agent), self.primitives[action].path, agent)
-
-
-# ---------------------------------------------------------------- loading and validation
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of keeping the last one."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    loader.flatten_mapping(node)
-    seen: set = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        try:
-            duplicate = key in seen
-        except TypeError:
-            continue  # unhashable; construct_mapping reports it
-        if duplicate:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def _join(where: str, key: Any) -> str:
@@ -366,7 +178,8 @@ class _Checker:
             if key not in CRITERIA:
                 self.err(_join(where, key), f"unknown criterion {key!r}")
                 continue
-            kind, low, high = CRITERIA[key]
+            criterion = CRITERIA[key]
+            kind, low, high = criterion.kind, criterion.low, criterion.high
             if kind == "bool" and self.flag(expected, _join(where, key)) \
                     or kind == "number" and self.number(expected, _join(where, key), low, high):
                 out.append((key, expected))
@@ -449,22 +262,3 @@ def parse_playbooks(doc: Any, actions_base_url: str | None = None) -> PlaybookSe
     if c.errors:
         raise PlaybookError(c.errors)
     return PlaybookSet(tuple(playbooks), primitives, agents, base, float(timeout), retry, escalate_to, options)
-
-
-def load_playbooks(path: Path = DEFAULT_PATH, actions_base_url: str | None = None) -> PlaybookSet:
-    """Read, parse and validate a playbooks file; ACTIONS_BASE_URL (the setting) overrides actions.baseUrl."""
-    try:
-        text = Path(path).read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlaybookError([f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}"]) from None
-    try:
-        doc = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "?"
-        hint = " (quote values that contain '{' or '}')" if "unhashable" in str(exc.problem) \
-            or "'{'" in str(exc.problem) else ""
-        raise PlaybookError([f"(yaml): syntax error at {where}: {exc.problem}{hint}"]) from None
-    except yaml.YAMLError as exc:
-        raise PlaybookError([f"(yaml): {exc}"]) from None
-    return parse_playbooks(doc, actions_base_url)
