@@ -9,7 +9,7 @@ from typing import Any, Callable
 from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from .settings import Secret
+from .settings import Secret, Settings, SettingsError
 
 MAX_BODY_BYTES = 1024 * 1024
 log = logging.getLogger("autonomy.http")
@@ -59,8 +59,6 @@ def configure_app(app: Flask, test_config: dict[str, Any] | None, token_key: str
 
     Returns the Settings the app runs with.
     """
-    from .settings import Settings, SettingsError
-
     app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, INSECURE=False)
     if test_config:
         app.config.update(test_config)

@@ -160,7 +160,7 @@ class Settings:
         "Alert when remediation has been disabled (kill switch) for longer than this.")
     runbook_base_url: str = setting(
         "AUTOREM_RUNBOOK_BASE_URL", "http://localhost:9818/runbooks", _url,
-        "Where alert runbook_url annotations point: BASE/ALERTNAME.md (the receiver serves runbooks/).")
+        "Where alert runbook_url annotations point: BASE/ALERTNAME.md (the receiver serves its runbooks there).")
     max_agents: int = setting(
         "AUTOREM_MAX_AGENTS", "10000", _integer(1),
         "Agents the exporter and the receiver hold at most; beyond, a new agent is refused (429), so one token "
@@ -214,6 +214,9 @@ class Settings:
     sweep_seconds: float = setting(
         "AUTOREM_SWEEP_SECONDS", "30", _number(0.1),
         "How often the receiver re-checks escalated, recovered and skipped incidents against Prometheus.")
+    lease_seconds: float = setting(
+        "AUTOREM_LEASE_SECONDS", "30", _number(0.5),
+        "A worker's claim on an incident, renewed every third of it; a dead worker's is taken over after it.")
     webhook_token: Secret | None = secret_setting(
         "AUTOREM_WEBHOOK_TOKEN",
         "Bearer token for the webhook, the signals endpoint and the kill switch (or AUTOREM_WEBHOOK_TOKEN_FILE).")

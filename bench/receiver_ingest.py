@@ -4,13 +4,13 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from http.client import HTTPConnection
 from pathlib import Path
 
@@ -18,6 +18,8 @@ import requests
 
 from devstack.local_stack import free_port
 from devstack.polling import wait_until
+from devstack.records import LEDGER_FILE, stored_bodies
+from webhook_receiver.store import SqliteIncidentStore
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
@@ -172,12 +174,13 @@ def run(webhooks: int = 300, agents: int = 1000, threads: int = 4) -> dict:
         finally:
             _stop(receiver)
         acked = {index for index, code in measured["codes"] if code == 200}
-        db = sqlite3.connect(Path(tmp) / "incidents.sqlite3")
-        stored = sum(len(json.loads(body)["alerts"]) for (body,) in db.execute(
-            "SELECT body FROM notifications WHERE source = 'alertmanager'"))
-        open_per_agent = db.execute("SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM incidents "
-                                    "WHERE state != 'closed' GROUP BY agent)").fetchone()[0]
-        db.close()
+        store = SqliteIncidentStore(Path(tmp) / LEDGER_FILE)  # read through the store, the receiver stopped
+        try:
+            stored = sum(len(json.loads(body)["alerts"]) for body in stored_bodies(store))
+            open_per_agent = max(Counter(i.agent for i in store.open_incidents() if not i.conflict_key).values(),
+                                 default=0)
+        finally:
+            store.close()
     bare_result = _measure([sys.executable, "-c", BARE_SERVER], bodies, threads)
     with tempfile.TemporaryDirectory(prefix="autonomy-bench-") as tmp:
         store_only = _measure([sys.executable, "-c", STORE_ONLY_SERVER], bodies, threads,

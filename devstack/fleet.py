@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
@@ -248,7 +249,6 @@ class SimulatedFleet:
 
     # -- HTTP ----------------------------------------------------------------------------------------------
     def _build_app(self) -> Flask:
-        import time
 
         app = Flask("fleet")
 

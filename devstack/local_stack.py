@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Sequence
 
 import requests
+from waitress import create_server, wasyncore
+
+from autonomy.http_edge import SERVER_OPTIONS
 
 from .checkout import REPO_ROOT
 from .polling import StopWaiting, wait_until
@@ -245,10 +248,6 @@ class ServedApp:
     """A WSGI app served by waitress on a loopback port in a background thread."""
 
     def __init__(self, app, threads: int = 8):
-        from waitress import create_server
-
-        from autonomy.http_edge import SERVER_OPTIONS
-
         self.server = create_server(app, host="127.0.0.1", port=0, threads=threads, **SERVER_OPTIONS)
         self.port = self.server.effective_port
         self._stopping = threading.Event()
@@ -259,8 +258,6 @@ class ServedApp:
         return f"http://127.0.0.1:{self.port}"
 
     def _serve(self) -> None:
-        from waitress import wasyncore
-
         sockets = getattr(self.server, "map", None) or self.server._map
         while not self._stopping.is_set():
             wasyncore.loop(timeout=0.1, map=sockets, count=1)

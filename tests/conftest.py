@@ -1,4 +1,5 @@
-"""Fixtures: a fresh exporter app per test, and the real binaries for integration tests."""
+"""Fixtures: a fresh exporter app per test; the receiver family (make_receiver, app, web, receiver_store, and h:
+one on fake upstreams); the real binaries for integration tests."""
 import os
 
 import pytest
@@ -28,6 +29,41 @@ def client(exporter_app):
 @pytest.fixture
 def auth():
     return {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def make_receiver(tmp_path):
+    """Build receiver apps (tests/receivers.py) on tmp_path; every app built is shut down at teardown."""
+    from tests.receivers import build_receiver
+    from webhook_receiver.app import shutdown
+
+    live = []
+
+    def make(env=None, data_dir=None, **config):
+        app = build_receiver(data_dir or tmp_path, env, **config)
+        live.append(app)
+        return app
+
+    make.close = lambda app: (live.remove(app), shutdown(app))
+    yield make
+    for app in live:
+        shutdown(app)
+
+
+@pytest.fixture
+def app(make_receiver):
+    """A receiver app with the default test settings."""
+    return make_receiver()
+
+
+@pytest.fixture
+def web(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def receiver_store(app):
+    return app.extensions["autonomy_receiver"].store
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,9 @@ from autonomy.signal_contract import Signal
 from devstack.checkout import PLAYBOOKS_FILE as DEFAULT_PATH
 from devstack.local_stack import ServedApp, free_port
 from exporter.agent_metrics import AGENT_METRICS
+from tests.receivers import build_receiver
 from webhook_receiver.agent_view import FLEET_SPEND
-from webhook_receiver.app import create_app, shutdown
+from webhook_receiver.app import shutdown
 from webhook_receiver.engine import Upstreams
 from webhook_receiver.playbooks import parse_playbooks
 from webhook_receiver.upstreams import UpstreamError
@@ -383,18 +384,20 @@ class Harness:
         doc["actions"].update(baseUrl=self.agents.url, timeoutSeconds=2,
                               retry={"attempts": 3, "backoffSeconds": 0.01, "maxBackoffSeconds": 0.02, "jitter": 0})
         playbooks(doc)
-        self.app = create_app({"SETTINGS": settings, "WEBHOOK_TOKEN": Secret("AUTOREM_WEBHOOK_TOKEN", WEBHOOK_TOKEN),
-                               "DATA_DIR": data_dir or self.tmp_path / "data", "START_ENGINE": False,
-                               "PLAYBOOKS": parse_playbooks(doc), "SPAN_EXPORTER": self.spans,
-                               "PUBLIC_URL": PUBLIC_URL})
+        self.app = build_receiver(data_dir or self.tmp_path / "data", settings=settings,
+                                  WEBHOOK_TOKEN=Secret("AUTOREM_WEBHOOK_TOKEN", WEBHOOK_TOKEN),
+                                  PLAYBOOKS=parse_playbooks(doc), SPAN_EXPORTER=self.spans, PUBLIC_URL=PUBLIC_URL,
+                                  UPSTREAMS=self.upstreams)
         self.state = self.app.extensions["autonomy_receiver"]
         self.engine = self.state.engine
-        self.ledger = self.state.ledger
-        signals = self.state.signals
-        self.engine.up = Upstreams(prometheus=self.prom, alertmanager=self.am, latest_signal=signals.latest,
-                                   all_signals=lambda: [e.signal for e in signals.snapshot()])
+        self.store = self.state.store
         self.web = self.app.test_client()
         return self
+
+    def upstreams(self, settings, signals) -> Upstreams:
+        """The fakes in place of Prometheus and Alertmanager (create_app's UPSTREAMS)."""
+        return Upstreams(prometheus=self.prom, alertmanager=self.am, latest_signal=signals.latest,
+                         all_signals=lambda: [e.signal for e in signals.snapshot()])
 
     def notify(self, agent="CMO", cls="TRANSIENT", status="firing", alertname=None, starts_at=None,
                **labels) -> dict:
@@ -409,6 +412,7 @@ class Harness:
                               content_type="application/json",
                               headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"})
         assert reply.status_code == 200, reply.get_json()
+        self.engine.outbox.drain()  # what the outbox's thread posts right after the request
         return reply.get_json()
 
     def fire(self, agent="CMO", cls="TRANSIENT", **labels) -> str:
@@ -421,16 +425,19 @@ class Harness:
         reply = self.web.post("/api/v1/signals", data=json.dumps(doc), content_type="application/json",
                               headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"})
         assert reply.status_code == 200, reply.get_json()
+        self.engine.outbox.drain()
         return reply.get_json()
 
     def run(self, incident_id: str):
+        """Claim INCIDENT_ID and run it here; the incident afterwards."""
         self.engine.process(incident_id)
-        return self.ledger.get(incident_id)
+        self.engine.outbox.drain()
+        return self.store.get(incident_id)
 
-    def work(self) -> str:
-        """Do what a worker does with the next queue entry; the incident id it held."""
-        incident_id = self.engine._queue.get_nowait()
-        self.engine.run_queued(incident_id)
+    def work(self) -> str | None:
+        """Do what a worker does: claim the next claimable incident and run it; the incident id it held."""
+        incident_id = self.engine.work_once()
+        self.engine.outbox.drain()
         return incident_id
 
     def lineage(self, event=None) -> list[dict]:

@@ -5,8 +5,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from autonomy.vocabulary import ESCALATION_REASONS, GATE_REASONS, REASON_TEXT
 from webhook_receiver.agent_states import AGENT_STATES, AgentStateCollector, derive_state, fleet_states, reason_of
-from webhook_receiver.incident import STATES, Incident
-from webhook_receiver.ledger import AgentNotification, AlertRef, SqliteIncidentLedger
+from webhook_receiver.incident import STATES, AlertRef, Incident
+from webhook_receiver.notification import AgentNotification
+from webhook_receiver.store import SqliteIncidentStore
 
 # (incident state, state reason, running) -> (tile state, reason)
 STATE_TABLE = [
@@ -84,15 +85,15 @@ def test_the_exposition_is_a_state_set_with_a_reason_series_and_the_spinner():
 
 def test_after_a_restart_the_states_come_from_the_ledger_on_the_first_scrape(tmp_path):
     path = tmp_path / "incidents.sqlite3"
-    first = SqliteIncidentLedger(path)
+    first = SqliteIncidentStore(path)
     labels = {"alertname": "AgentConfigError", "agent": "Content", "autonomy_class": "CONFIG"}
     [escalated] = first.ingest("alertmanager", "{}", [AgentNotification("Content", (
-        AlertRef("fp", "firing", labels, "2025-08-18T15:02:11Z"),))], lambda n: True).opened
+        AlertRef("fp", "firing", labels, "2025-08-18T15:02:11Z"),))]).opened
     first.update(escalated, state="escalated", outcome="escalated", reason="AutoRemediationFailed",
                  state_reason="attempts_exhausted")
     first.close()
 
-    again = SqliteIncidentLedger(path)  # as a restarted receiver opens it: nothing has run yet
+    again = SqliteIncidentStore(path)  # as a restarted receiver opens it: nothing has run yet
     try:
         text = exposition(AgentStateCollector(again.open_incidents, set))
     finally:

@@ -268,10 +268,10 @@ def test_switching_remediation_back_on_resumes_the_incidents_the_kill_switch_hel
     h.run(observed)
     h.engine.set_enabled(False, "incident review")
     h.run(held)
-    assert h.ledger.get(held).state == "skipped"
+    assert h.store.get(held).state == "skipped"
     h.engine.set_enabled(True, "")
-    assert h.ledger.get(held).state == "open"
-    assert h.ledger.get(observed).state == "skipped"
+    assert h.store.get(held).state == "open"
+    assert h.store.get(observed).state == "skipped"
     assert h.run(held).state == "recovered"
     assert h.agents.actions() == ["restartAgent", "retryLastTask"]
 
@@ -474,10 +474,12 @@ def test_an_incident_for_an_agent_being_remediated_waits_for_its_turn(h):
     h.build()
     failing_cmo(h)
     first = h.fire()
-    h.engine._busy.add("CMO")  # as if a worker held CMO right now
-    h.engine.process(first)
-    assert h.agents.calls == [] and h.engine._deferred == {"CMO": [first]}
-    assert h.ledger.get(first).state == "open"
+    held = h.store.claim("another-worker", 60)  # as if another worker held CMO's incident right now
+    assert held.agents == ("CMO",)
+    assert h.engine.process(first) is False and h.work() is None  # nothing can take it meanwhile
+    assert h.agents.calls == [] and h.store.get(first).state == "open"
+    h.store.release(held)
+    assert h.work() == first  # its turn, once the other worker let CMO go
 
 
 def test_an_attempt_interrupted_by_a_crash_is_run_again_after_a_restart(h):
@@ -487,9 +489,9 @@ def test_an_attempt_interrupted_by_a_crash_is_run_again_after_a_restart(h):
     failing_cmo(h)
     incident_id = h.fire()
     # As a crash would leave it: attempt 1 started (state remediating), no lineage line written.
-    h.ledger.update(incident_id, state="remediating", attempts=1, playbooks_run=("RestartAndRetryTransient",))
+    h.store.update(incident_id, state="remediating", attempts=1, playbooks_run=("RestartAndRetryTransient",))
     h.engine.start(workers=1, sweeper=False)
-    done = wait_until(lambda: (i := h.ledger.get(incident_id)).state == "recovered" and i, 30, "the resumed attempt")
+    done = wait_until(lambda: (i := h.store.get(incident_id)).state == "recovered" and i, 30, "the resumed attempt")
     assert done.attempts == 1 and done.playbooks_run == ("RestartAndRetryTransient",)
     assert [(e["attempt"], e["ok"]) for e in h.lineage("auto_remediation")] == [(1, True)]
 
@@ -497,28 +499,28 @@ def test_an_attempt_interrupted_by_a_crash_is_run_again_after_a_restart(h):
 def test_the_sweeper_asks_prometheus_once_and_closes_only_incidents_whose_alerts_are_gone(h):
     h.build()
     ids = {agent: h.fire(agent) for agent in ("CMO", "CRO", "Content", "COO")}
-    h.ledger.update(ids["CMO"], state="escalated", outcome="escalated", reason="verification failed")
-    h.ledger.update(ids["CRO"], state="skipped", outcome="skipped", reason="canary: not in the canary")
-    h.ledger.update(ids["Content"], state="recovered", outcome="auto_resolved", recovered_at=time.time())
+    h.store.update(ids["CMO"], state="escalated", outcome="escalated", reason="verification failed")
+    h.store.update(ids["CRO"], state="skipped", outcome="skipped", reason="canary: not in the canary")
+    h.store.update(ids["Content"], state="recovered", outcome="auto_resolved", recovered_at=time.time())
     # COO stays open: a worker owns it, the sweeper never touches it.
     h.prom.firing_alerts = {"CMO", "Content"}
     posted = len(h.am.posted)
     h.engine.sweep()
     assert [q for q in h.prom.queries if q.startswith("ALERTS")] == [
         'ALERTS{alertstate="firing", autonomy_class=~"CONFLICT|CONFIG|DATA_DEP|TRANSIENT|CAPACITY"}']
-    assert {agent: h.ledger.get(i).state for agent, i in ids.items()} == {
+    assert {agent: h.store.get(i).state for agent, i in ids.items()} == {
         "CMO": "escalated", "CRO": "closed", "Content": "recovered", "COO": "open"}
     assert len(h.am.posted) == posted + 1  # the still-escalated CMO's AutonomyEscalated alert, re-posted
     h.prom.firing_alerts = set()
     h.engine.sweep()
-    assert {agent: h.ledger.get(i).state for agent, i in ids.items()} == {
+    assert {agent: h.store.get(i).state for agent, i in ids.items()} == {
         "CMO": "closed", "CRO": "closed", "Content": "closed", "COO": "open"}
 
 
 def test_the_sweeper_changes_nothing_while_prometheus_is_down(h):
     h.build()
     incident_id = h.fire("CMO")
-    h.ledger.update(incident_id, state="escalated", outcome="escalated", reason="verification failed")
+    h.store.update(incident_id, state="escalated", outcome="escalated", reason="verification failed")
     h.prom.down = True
     h.engine.sweep()
-    assert h.ledger.get(incident_id).state == "escalated"
+    assert h.store.get(incident_id).state == "escalated"

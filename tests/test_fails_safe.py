@@ -15,7 +15,6 @@ from flask import Flask, jsonify
 from autonomy.settings import Secret, Settings
 from devstack.local_stack import ServedApp, free_port
 from tests.engine_harness import WEBHOOK_TOKEN, iso
-from webhook_receiver.app import create_app, shutdown
 from webhook_receiver.data_dir import DataDirError
 from webhook_receiver.lineage import LineageLog
 from webhook_receiver.upstreams import AlertmanagerApi, PrometheusApi, UpstreamError, deadline
@@ -27,7 +26,7 @@ AUTONOMY = str(Path(sys.executable).with_name("autonomy"))
 
 def test_a_failed_commit_gives_its_queue_slots_back_and_the_next_webhook_is_accepted(h, monkeypatch):
     h.build({"AUTOREM_QUEUE_SIZE": "1"})
-    real = h.ledger._commit
+    real = h.store._commit
     calls = []
 
     def disk_full(*args):
@@ -36,14 +35,14 @@ def test_a_failed_commit_gives_its_queue_slots_back_and_the_next_webhook_is_acce
             raise sqlite3.OperationalError("database or disk is full")
         return real(*args)
 
-    monkeypatch.setattr(h.ledger, "_commit", disk_full)
+    monkeypatch.setattr(h.store, "_commit", disk_full)
     h.prom.add("CMO", "Marketing", status="error", errorCode="TIMEOUT")
     reply = h.web.post("/api/v1/alerts", data=json.dumps({"version": "4", "status": "firing", "alerts": [
         {"status": "firing", "labels": {"alertname": "AgentTransientError", "agent": "CMO",
                                          "autonomy_class": "TRANSIENT"}, "startsAt": iso(time.time())}]}),
         content_type="application/json", headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"})
     assert reply.status_code == 500 and reply.get_json()["type"] == "OperationalError"
-    assert h.ledger.list() == []  # nothing half-stored
+    assert h.store.list() == []  # nothing half-stored
     body = h.notify("CRO")  # space came back: the one slot of the queue is free again
     assert len(body["queued"]) == 1
 
@@ -57,7 +56,7 @@ def test_a_refused_batch_keeps_nothing_and_leaves_its_slots_free(h):
                                          "autonomy_class": "TRANSIENT"}}]}),
         content_type="application/json", headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"})
     assert full.status_code == 503
-    assert h.engine._free_slots == 0 and not h.ledger.open_for("COO")
+    assert h.store.queued_count() == 2 and not h.store.open_for("COO")
 
 
 # ------------------------------------------------------------------ 2. no incident stranded
@@ -125,7 +124,7 @@ def test_an_incident_against_a_prometheus_answering_without_data_ends_escalated_
 def test_an_exception_inside_an_attempt_is_recorded_then_retried_after_a_backoff_then_resolved(h, monkeypatch):
     h.build({"AUTOREM_MAX_ATTEMPTS": "2", "AUTOREM_ATTEMPT_BACKOFF_SECONDS": "0.2"})
     h.prom.add("CMO", "Marketing", status="error", errorCode="TIMEOUT")
-    real = h.engine._plan
+    real = h.engine.attempts.planner.plan
     calls = []
 
     def broken_once(*args):
@@ -134,19 +133,18 @@ def test_an_exception_inside_an_attempt_is_recorded_then_retried_after_a_backoff
             raise ValueError("could not convert string to float: 'many'")
         return real(*args)
 
-    monkeypatch.setattr(h.engine, "_plan", broken_once)
+    monkeypatch.setattr(h.engine.attempts.planner, "plan", broken_once)
     incident_id = h.fire()
     assert h.work() == incident_id
-    incident = h.ledger.get(incident_id)
+    incident = h.store.get(incident_id)
     assert incident.state == "open" and incident.attempts == 1 and incident.retry_at > time.time() - 1
     [failed] = h.lineage("auto_remediation")
     assert failed["ok"] is False and failed["error"] == "ValueError: could not convert string to float: 'many'"
-    assert h.engine.watchdog() == []  # not before its backoff
-    assert h.run(incident_id).state == "open"  # nor if something queues it early
+    assert h.work() is None  # not claimable before its backoff
+    assert h.run(incident_id).state == "open"  # nor when asked for by name
     from devstack.polling import wait_until
-    wait_until(lambda: h.engine.watchdog(), 10, "the watchdog to queue it again after its backoff")
-    assert h.work() == incident_id
-    assert h.ledger.get(incident_id).outcome == "auto_resolved"
+    wait_until(lambda: h.work() == incident_id, 10, "a worker to take it up again after its backoff")
+    assert h.store.get(incident_id).outcome == "auto_resolved"
 
 
 def test_an_exception_in_the_last_attempt_escalates(h, monkeypatch):
@@ -156,30 +154,28 @@ def test_an_exception_in_the_last_attempt_escalates(h, monkeypatch):
     def broken(*args):
         raise KeyError("value")
 
-    monkeypatch.setattr(h.engine, "_plan", broken)
+    monkeypatch.setattr(h.engine.attempts.planner, "plan", broken)
     incident = h.run(h.fire())
     assert incident.state == "escalated" and incident.outcome == "escalated"
     assert [e["event"] for e in h.lineage()] == ["auto_remediation", "escalation"]
 
 
-def test_the_watchdog_resumes_an_incident_whose_worker_vanished_mid_attempt(h):
+def test_an_incident_whose_worker_vanished_mid_attempt_is_taken_over_once_its_lease_expires(h):
+    from devstack.polling import wait_until
+
     h.build()
     h.prom.add("CMO", "Marketing", status="error", errorCode="TIMEOUT")
     incident_id = h.fire()
-    h.engine._queue.get_nowait()  # its queue entry is gone with the worker that held it
-    with h.engine._busy_lock:
-        h.engine._in_hand.clear()
-    h.ledger.update(incident_id, state="remediating", attempts=1, playbooks_run=("RestartAndRetryTransient",))
-    assert h.engine.watchdog() == []  # updated just now: the webhook may still be queueing it
-    h.ledger._db.execute("UPDATE incidents SET doc = json_set(doc, '$.updated_at', 0) WHERE id = ?", (incident_id,))
-    assert h.engine.watchdog() == [incident_id]
-    resumed = h.ledger.get(incident_id)
-    assert (resumed.state, resumed.attempts, resumed.reason) == ("open", 0, "resumed: its worker vanished")
-    assert h.work() == incident_id
-    assert h.ledger.get(incident_id).outcome == "auto_resolved"
+    vanished = h.store.claim("a-worker-that-vanished", lease_seconds=0.5)
+    h.store.update(incident_id, vanished, state="remediating", attempts=1, playbooks_run=("RestartAndRetryTransient",))
+    assert h.work() is None  # its lease still runs: nobody else may take it
+    wait_until(lambda: h.work() == incident_id, 10, "a worker to take the incident over after the lease")
+    done = h.store.get(incident_id)
+    assert (done.outcome, done.attempts, done.playbooks_run) == ("auto_resolved", 1, ("RestartAndRetryTransient",))
+    assert [(e["attempt"], e["ok"]) for e in h.lineage("auto_remediation")] == [(1, True)]
 
 
-def test_when_even_the_failure_cannot_be_recorded_the_watchdog_takes_the_incident_up_later(h, monkeypatch):
+def test_when_even_the_failure_cannot_be_recorded_the_incident_is_taken_up_again_later(h, monkeypatch):
     h.build()
     h.prom.add("CMO", "Marketing", status="error", errorCode="TIMEOUT")
     appended = []
@@ -194,13 +190,11 @@ def test_when_even_the_failure_cannot_be_recorded_the_watchdog_takes_the_inciden
     monkeypatch.setattr(h.state.lineage, "append", disk_full_then_space)
     incident_id = h.fire()
     assert h.work() == incident_id
-    assert h.ledger.get(incident_id).state == "remediating"  # the actions ran; neither line could be written
-    h.ledger._db.execute("UPDATE incidents SET doc = json_set(doc, '$.updated_at', 0) WHERE id = ?", (incident_id,))
-    assert h.engine.watchdog() == [incident_id]
-    assert h.work() == incident_id
+    assert h.store.get(incident_id).state == "remediating"  # the actions ran; neither line could be written
+    assert h.work() == incident_id  # given back: taken up again after its backoff (none in these tests)
     # The unrecorded attempt had healed the agent: taken up again, it finds nothing to fix. Without its line the
     # layer does not claim the recovery (self-resolved, not auto-resolved), and the coverage says a line is missing.
-    assert h.ledger.get(incident_id).outcome == "self_resolved"
+    assert h.store.get(incident_id).outcome == "self_resolved"
     assert appended == ["auto_remediation", "auto_remediation"]
     assert h.metric("autonomy_decisions_total", event="auto_remediation") == 2
     assert h.metric("autonomy_lineage_lines_total", event="auto_remediation") == 0
@@ -258,18 +252,15 @@ def receiver_settings(tmp_path, **env) -> Settings:
                               "AUTOREM_ALERTMANAGER_URL": "", "AUTOREM_DATA_DIR": str(tmp_path), **env})
 
 
-def test_a_second_receiver_on_the_same_data_directory_is_refused_naming_it_and_the_holders_pid(tmp_path):
-    config = {"SETTINGS": receiver_settings(tmp_path), "WEBHOOK_TOKEN": Secret("AUTOREM_WEBHOOK_TOKEN", "t" * 20),
-              "START_ENGINE": False}
-    first = create_app(config)
-    try:
-        with pytest.raises(DataDirError) as caught:
-            create_app(config)
-        assert str(caught.value) == (f"{tmp_path}: already in use by another receiver (pid {__import__('os').getpid()})"
-                                     "; one receiver per data directory")
-    finally:
-        shutdown(first)
-    shutdown(create_app(config))  # released with the first: a restart gets it
+def test_a_second_receiver_on_the_same_data_directory_is_refused_naming_it_and_the_holders_pid(tmp_path,
+                                                                                               make_receiver):
+    first = make_receiver(settings=receiver_settings(tmp_path))
+    with pytest.raises(DataDirError) as caught:
+        make_receiver(settings=receiver_settings(tmp_path))
+    assert str(caught.value) == (f"{tmp_path}: already in use by another receiver (pid {__import__('os').getpid()})"
+                                 "; one receiver per data directory")
+    make_receiver.close(first)
+    make_receiver(settings=receiver_settings(tmp_path))  # released with the first: a restart gets it
 
 
 def run_receiver(data_dir: Path, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -420,7 +411,7 @@ def test_new_agents_beyond_the_limit_get_429_and_nothing_is_stored(h):
                                          "autonomy_class": "TRANSIENT"}}]}),
         content_type="application/json", headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"})
     assert reply.status_code == 429 and "AUTOREM_MAX_AGENTS=2" in reply.get_json()["error"]
-    assert h.ledger.open_for("COO") is None
+    assert h.store.open_for("COO") is None
     assert h.metric("autonomy_webhook_requests_total", endpoint="alerts", code="429") == 1
     h.notify("CMO")  # an agent it already holds is still taken
 
@@ -450,10 +441,10 @@ def test_an_agent_whose_incident_closed_leaves_the_state_exposition(h):
 
 def test_a_healthy_heartbeat_on_the_direct_path_is_counted_not_stored(h):
     h.build()
-    before = h.ledger.notification_count()
+    before = h.store.notification_count()
     for _ in range(3):
         h.post_signal({**future_signal("CMO", 0), "ts": iso(time.time())})
-    assert h.ledger.notification_count() == before
+    assert h.store.notification_count() == before
     assert h.metric("autonomy_direct_signals_total", result="unchanged") == 3
 
 

@@ -43,7 +43,6 @@ from devstack.checkout import PLAYBOOKS_FILE as DEFAULT_PATH
 from devstack.fleet import REQUIRED_SECRETS, SimulatedFleet
 from devstack.local_stack import ServedApp, free_port
 from webhook_receiver.actions import RESERVED_NAMES, ActionRunner
-from webhook_receiver.app import create_app, shutdown
 from webhook_receiver.classifier import CLASSES
 from webhook_receiver.engine import Upstreams
 from webhook_receiver.lineage import LINEAGE_FILE
@@ -76,12 +75,9 @@ def receiver_settings(**extra) -> Settings:
 
 
 @pytest.fixture
-def receiver(tmp_path):
+def receiver(make_receiver):
     """One receiver app per test function (not per example), with no worker threads."""
-    app = create_app({"SETTINGS": receiver_settings(), "WEBHOOK_TOKEN": Secret("AUTOREM_WEBHOOK_TOKEN", TOKEN),
-                      "DATA_DIR": tmp_path, "START_ENGINE": False})
-    yield app
-    shutdown(app)
+    return make_receiver(settings=receiver_settings(), WEBHOOK_TOKEN=Secret("AUTOREM_WEBHOOK_TOKEN", TOKEN))
 
 
 @pytest.fixture
@@ -93,7 +89,7 @@ def exporter():
 def receiver_stored(app) -> tuple:
     """Everything a refused request must leave alone: notifications, incidents, held signals."""
     state = app.extensions["autonomy_receiver"]
-    return (state.ledger.notification_count(), len(state.ledger.list(limit=100000)),
+    return (state.store.notification_count(), len(state.store.list(limit=100000)),
             tuple((e.signal.agent, e.received) for e in state.signals.snapshot()))
 
 
@@ -320,9 +316,11 @@ def _reference_grouping(doc: dict) -> tuple[dict, list]:
     for index, alert in enumerate(doc["alerts"]):
         labels, name = alert["labels"], alert["labels"].get("alertname", "?")
         agent = labels.get("agent")
-        if agent is None or not AGENT_NAME.fullmatch(agent) or labels.get("autonomy_class") not in CLASSES:
+        if (agent is None or not AGENT_NAME.fullmatch(agent) or agent == "autonomy-layer"
+                or labels.get("autonomy_class") not in CLASSES):
             reason = ("no agent label" if agent is None else "agent label is not an agent name"
-                      if not AGENT_NAME.fullmatch(agent) else "no remediable autonomy_class")
+                      if not AGENT_NAME.fullmatch(agent) else "the layer's own agent name"
+                      if agent == "autonomy-layer" else "no remediable autonomy_class")
             ignored.append(f"alerts[{index}] ({name}): {reason}")
             continue
         fingerprint = alert.get("fingerprint") or "|".join(f"{k}={v}" for k, v in sorted(labels.items()))
@@ -783,9 +781,9 @@ def test_settings_and_secrets_print_only_names(tmp_path):
     assert "AUTOREM_WEBHOOK_TOKEN" in repr(settings)  # the names do appear
 
 
-def test_a_401_never_echoes_the_presented_token(tmp_path):
+def test_a_401_never_echoes_the_presented_token(tmp_path, make_receiver):
     settings = receiver_settings(**secret_env(tmp_path))
-    app = create_app({"SETTINGS": settings, "DATA_DIR": tmp_path / "data", "START_ENGINE": False})
+    app = make_receiver(settings=settings, data_dir=tmp_path / "data", token_from_settings=True)
     exp = exporter_app.create_app({"SETTINGS": settings})
     try:
         web, ex = app.test_client(), exp.test_client()
@@ -809,7 +807,7 @@ def test_a_401_never_echoes_the_presented_token(tmp_path):
                 assert_no_secret("a 401 answer", text)
         assert receiver_stored(app)[:2] == (0, 0) and exporter_stored(exp) == ()
     finally:
-        shutdown(app)
+        make_receiver.close(app)
 
 
 def test_the_fleets_check_secrets_answers_names_only(monkeypatch):
@@ -831,7 +829,7 @@ def test_the_fleets_check_secrets_answers_names_only(monkeypatch):
     assert (reply.status_code, reply.get_json()) == (200, {"missing": []})
 
 
-def test_one_escalated_remediation_end_to_end_leaks_no_secret_value(tmp_path, caplog, capsys):
+def test_one_escalated_remediation_end_to_end_leaks_no_secret_value(tmp_path, caplog, capsys, make_receiver):
     caplog.set_level(logging.DEBUG)  # the root logger: every library's records are captured
     capture = Capture(status_for=lambda path: 500 if path.startswith("/agents/") else 200)
     spans = InMemorySpanExporter()
@@ -842,9 +840,8 @@ def test_one_escalated_remediation_end_to_end_leaks_no_secret_value(tmp_path, ca
     doc["actions"].update(baseUrl=capture.url, timeoutSeconds=2,
                           retry={"attempts": 2, "backoffSeconds": 0.01, "maxBackoffSeconds": 0.02, "jitter": 0})
     data_dir = tmp_path / "data"
-    app = create_app({"SETTINGS": settings, "DATA_DIR": data_dir, "START_ENGINE": False,
-                      "PLAYBOOKS": parse_playbooks(doc), "SPAN_EXPORTER": spans,
-                      "PUBLIC_URL": "http://receiver.test"})
+    app = make_receiver(settings=settings, data_dir=data_dir, token_from_settings=True,
+                        PLAYBOOKS=parse_playbooks(doc), SPAN_EXPORTER=spans, PUBLIC_URL="http://receiver.test")
     exp = exporter_app.create_app({"SETTINGS": settings})
     outputs: list[tuple[str, str]] = []
     try:
@@ -867,7 +864,7 @@ def test_one_escalated_remediation_end_to_end_leaks_no_secret_value(tmp_path, ca
         assert reply.status_code == 200, reply.get_json()
         [incident_id] = reply.get_json()["opened"]
         state.engine.process(incident_id)
-        incident = state.ledger.get(incident_id)
+        incident = state.store.get(incident_id)
         assert incident.state == "escalated" and incident.attempts == 2
 
         # The tokens were in use...
@@ -896,7 +893,7 @@ def test_one_escalated_remediation_end_to_end_leaks_no_secret_value(tmp_path, ca
         keep("401", post(web, ALERTS, dumps(valid_body(ALERTS)), headers={"Authorization": f"Bearer {PRESENTED}"}))
         state.engine.sweep()
     finally:
-        shutdown(app)
+        make_receiver.close(app)
         capture.stop()
 
     lineage_text = (data_dir / LINEAGE_FILE).read_text()

@@ -6,7 +6,13 @@ Every import counts, function-level ones included (stdlib ast, nothing imported 
 from __future__ import annotations
 
 import ast
+import fnmatch
+import os
+import re
+import shutil
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -153,3 +159,68 @@ def test_nothing_in_production_computes_paths_from_its_own_file():
     wrong = [str(p.relative_to(REPO)) for m, p in MODULES.items() if room(m) in PRODUCTION
              and "__file__" in p.read_text()]
     assert not wrong
+
+
+ARCHITECTURE = REPO / "docs" / "architecture.md"
+
+
+def test_the_architecture_page_names_only_modules_that_exist_and_every_receiver_module():
+    text = ARCHITECTURE.read_text()
+    named = set(re.findall(r"`([\w/]+\.py)`", text))
+    receiver = REPO / "webhook_receiver"
+    missing = [n for n in named if not ((receiver / n).is_file() or (REPO / n).is_file()
+                                         or any((REPO / d / n).is_file() for d in ("autonomy", "devstack", "exporter")))]
+    assert not missing, f"docs/architecture.md names modules that do not exist: {sorted(missing)}"
+    modules = {str(p.relative_to(receiver)) for p in receiver.rglob("*.py") if p.name != "__init__.py"}
+    globbed = {m for m in modules if any(fnmatch.fnmatch(m, pattern) for pattern in re.findall(r"`([\w/]+\*\.py)`",
+                                                                                                text))}
+    unnamed = sorted(modules - named - globbed - {m for m in modules if m.startswith("playbooks/")})
+    assert not unnamed, f"receiver modules docs/architecture.md does not place: {unnamed}"
+
+
+def test_the_production_wheel_holds_the_production_packages_their_data_and_nothing_of_the_development_stack(
+        tmp_path):
+    """Built as the image's production stage builds it (a context without devstack/), then imported and served
+    from the installed files alone: the runbooks come from the package, not from a checkout."""
+    context = tmp_path / "context"
+    context.mkdir()
+    for name in ("pyproject.toml", "README.md", "autonomy_cli.py"):
+        shutil.copy(REPO / name, context / name)
+    for package in ("autonomy", "exporter", "webhook_receiver"):
+        shutil.copytree(REPO / package, context / package, ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                            "--wheel-dir", str(tmp_path / "wheels"), str(context)],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    [wheel] = (tmp_path / "wheels").glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"autonomy", "exporter", "webhook_receiver", "autonomy_cli.py"}
+    assert "autonomy/schemas/signal.schema.json" in names
+    runbooks = {n for n in names if n.startswith("webhook_receiver/runbooks/")}
+    assert {f"webhook_receiver/runbooks/{p.name}" for p in (REPO / "webhook_receiver" / "runbooks").glob("*.md")} \
+        == runbooks
+    installed = tmp_path / "installed"
+    zipfile.ZipFile(wheel).extractall(installed)
+    # No site (so not the editable checkout): the installed files, then the dependencies' directory.
+    deps = next(p for p in map(Path, sys.path) if p.name == "site-packages")
+    probe = ("import sys, webhook_receiver, autonomy_cli\n"
+             "from webhook_receiver.app import create_app\n"
+             "from autonomy.settings import Secret, Settings\n"
+             "assert webhook_receiver.__file__.startswith(sys.argv[1]), webhook_receiver.__file__\n"
+             "app = create_app({'SETTINGS': Settings.from_env({'AUTOREM_PLAYBOOKS_FILE': sys.argv[2]}),\n"
+             "                  'WEBHOOK_TOKEN': Secret('AUTOREM_WEBHOOK_TOKEN', 't' * 20), 'DATA_DIR': sys.argv[3],\n"
+             "                  'START_ENGINE': False})\n"
+             "reply = app.test_client().get('/runbooks/AgentSilent.md')\n"
+             "assert reply.status_code == 200 and b'AgentSilent' in reply.data, reply.status_code\n"
+             "try:\n    import devstack\nexcept ImportError:\n    print('no devstack')\n")
+    done = subprocess.run([sys.executable, "-S", "-c", probe, str(installed), str(REPO / "playbooks.yaml"),
+                           str(tmp_path / "data")], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={"PYTHONPATH": f"{installed}:{deps}", "PATH": os.environ.get("PATH", "")})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "no devstack"
+    # The CLI of that install says what a development command needs, in one line.
+    cli = subprocess.run([sys.executable, "-S", "-c", "import sys, autonomy_cli; sys.exit(autonomy_cli.main())",
+                          "demo"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env={"PYTHONPATH": f"{installed}:{deps}", "PATH": os.environ.get("PATH", "")})
+    assert cli.returncode == 2 and "the development stack (devstack/) is not installed" in cli.stderr

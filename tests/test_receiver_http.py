@@ -8,58 +8,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from autonomy.settings import Secret, Settings, SettingsError
 from autonomy.vocabulary import ESCALATION_REASONS, IncidentClass, Outcome
-from devstack.checkout import PLAYBOOKS_FILE as DEFAULT_PATH
-from devstack.local_stack import ServedApp, free_port
-from webhook_receiver.app import create_app, shutdown
+from devstack.local_stack import ServedApp
+from tests.receivers import WEBHOOK_TOKEN as TOKEN
+from tests.receivers import receiver_env as base_env
 from webhook_receiver.lineage import PACK_FIELDS
 from webhook_receiver.receiver_state import receiver
 
-TOKEN = "whk-test-token-5b7d1e"
 READ_TOKEN = "read-test-token-c93f0a"
 MIB = 1024 * 1024
-
-
-def closed_url() -> str:
-    """A loopback URL nothing listens on: connections are refused at once."""
-    return f"http://127.0.0.1:{free_port()}"
-
-
-def base_env(**extra) -> dict:
-    env = {"AUTOREM_PROMETHEUS_URL": closed_url(), "AUTOREM_ALERTMANAGER_URL": closed_url(),
-           "AUTOREM_PLAYBOOKS_FILE": str(DEFAULT_PATH), "AUTOREM_VERIFY_TIMEOUT_SECONDS": "0.5",
-           "AUTOREM_VERIFY_INTERVAL_SECONDS": "0.05", "AUTO_REMEDIATE": "true"}
-    env.update(extra)
-    return env
-
-
-@pytest.fixture
-def make_app(tmp_path):
-    """Build receiver apps on tmp_path; every app built is shut down at teardown."""
-    live = []
-
-    def make(env=None, data_dir=None, **config):
-        test_config = {"SETTINGS": Settings.from_env(base_env(**(env or {}))),
-                       "WEBHOOK_TOKEN": Secret("AUTOREM_WEBHOOK_TOKEN", TOKEN),
-                       "DATA_DIR": data_dir or tmp_path, "START_ENGINE": False}
-        test_config.update(config)
-        app = create_app(test_config)
-        live.append(app)
-        return app
-
-    make.close = lambda app: (live.remove(app), shutdown(app))
-    yield make
-    for app in live:
-        shutdown(app)
-
-
-@pytest.fixture
-def app(make_app):
-    return make_app()
-
-
-@pytest.fixture
-def web(app):
-    return app.test_client()
 
 
 def state(app):
@@ -110,7 +66,7 @@ def signal(agent="CMO", status="healthy", error_code=None, **checks) -> dict:
 
 def stored(app) -> tuple[int, list]:
     s = state(app)
-    return s.ledger.notification_count(), [i.as_dict() for i in s.ledger.list()]
+    return s.store.notification_count(), [i.as_dict() for i in s.store.list()]
 
 
 def metric_samples(web) -> dict:
@@ -215,14 +171,14 @@ def test_200_comes_only_after_the_incident_is_recorded_in_the_ledger(app, web):
     body = reply.get_json()
     assert body["notification"] == 1
     assert len(body["opened"]) == 1 and body["queued"] == body["opened"]
-    incident = state(app).ledger.get(body["opened"][0])
+    incident = state(app).store.get(body["opened"][0])
     assert (incident.agent, incident.state, incident.source) == ("CMO", "open", "alertmanager")
     assert incident.alerts[0].labels["directive_id"] == "D-1"
-    assert state(app).ledger.notification_count() == 1
+    assert state(app).store.notification_count() == 1
 
 
-def test_503_when_the_work_queue_is_full_and_nothing_of_that_request_is_stored(make_app):
-    app = make_app({"AUTOREM_QUEUE_SIZE": "2"})
+def test_503_when_the_work_queue_is_full_and_nothing_of_that_request_is_stored(make_receiver):
+    app = make_receiver({"AUTOREM_QUEUE_SIZE": "2"})
     web = app.test_client()
     assert post(web, payload(alert("COO"))).status_code == 200  # one of the two slots taken
     before = stored(app)
@@ -242,8 +198,8 @@ def test_503_when_the_work_queue_is_full_and_nothing_of_that_request_is_stored(m
     assert count == 2 and sorted(i["agent"] for i in incidents) == ["CMO", "COO"]
 
 
-def test_a_batch_larger_than_the_whole_queue_gets_in_once_the_queue_is_empty(make_app):
-    app = make_app({"AUTOREM_QUEUE_SIZE": "1"})
+def test_a_batch_larger_than_the_whole_queue_gets_in_once_the_queue_is_empty(make_receiver):
+    app = make_receiver({"AUTOREM_QUEUE_SIZE": "1"})
     reply = post(app.test_client(), payload(alert("CMO"), alert("CRO", "CAPACITY")))
     assert reply.status_code == 200 and len(reply.get_json()["opened"]) == 2
 
@@ -258,12 +214,12 @@ def test_the_same_payload_three_times_gives_one_incident_and_two_duplicates(app,
     assert count == 3 and len(incidents) == 1
 
 
-def test_a_resolved_notification_closes_an_incident_no_worker_holds(make_app):
-    app = make_app({"AUTO_REMEDIATE": "false", "AUTOREM_ALERTMANAGER_URL": ""})
+def test_a_resolved_notification_closes_an_incident_no_worker_holds(make_receiver):
+    app = make_receiver({"AUTO_REMEDIATE": "false", "AUTOREM_ALERTMANAGER_URL": ""})
     web = app.test_client()
     incident_id = post(web, payload()).get_json()["opened"][0]
     state(app).engine.process(incident_id)  # remediation is off: the incident is skipped
-    assert state(app).ledger.get(incident_id).state == "skipped"
+    assert state(app).store.get(incident_id).state == "skipped"
     reply = post(web, payload(alert(status="resolved")))
     assert reply.status_code == 200
     assert reply.get_json()["closed"] == [incident_id]
@@ -275,7 +231,7 @@ def test_a_resolved_notification_while_queued_only_marks_it_resolved(app, web):
     incident_id = post(web, payload()).get_json()["opened"][0]
     reply = post(web, payload(alert(status="resolved"))).get_json()
     assert reply["closed"] == [] and reply["duplicates"] == [incident_id]
-    incident = state(app).ledger.get(incident_id)
+    incident = state(app).store.get(incident_id)
     assert incident.state == "open" and incident.resolved_at is not None
 
 
@@ -301,28 +257,24 @@ def test_a_notification_with_only_ignored_alerts_is_recorded_but_opens_nothing(a
 
 # ------------------------------------------------------------------ start-up
 
-def test_the_app_refuses_to_start_without_a_webhook_token(tmp_path):
+def test_the_app_refuses_to_start_without_a_webhook_token(make_receiver):
     with pytest.raises(SettingsError) as err:
-        create_app({"SETTINGS": Settings.from_env(base_env()), "DATA_DIR": tmp_path, "START_ENGINE": False})
+        make_receiver(token_from_settings=True)
     assert "AUTOREM_WEBHOOK_TOKEN" in str(err.value)
 
 
-def test_the_app_starts_without_a_token_when_insecure_and_then_accepts_unauthenticated_webhooks(make_app):
-    app = make_app(WEBHOOK_TOKEN=None, INSECURE=True)
+def test_the_app_starts_without_a_token_when_insecure_and_then_accepts_unauthenticated_webhooks(make_receiver):
+    app = make_receiver(WEBHOOK_TOKEN=None, INSECURE=True)
     assert post(app.test_client(), payload(), token=None).status_code == 200
 
 
-def test_the_webhook_token_can_come_from_the_settings(make_app, tmp_path):
+def test_the_webhook_token_can_come_from_the_settings(make_receiver, tmp_path):
     secret_file = tmp_path / "token"
     secret_file.write_text("from-a-file-123\n")
     settings = Settings.from_env(base_env(AUTOREM_WEBHOOK_TOKEN_FILE=str(secret_file)))
-    app = create_app({"SETTINGS": settings, "DATA_DIR": tmp_path, "START_ENGINE": False})
-    try:
-        web = app.test_client()
-        assert post(web, payload(), token="from-a-file-123").status_code == 200
-        assert post(web, payload(), token=TOKEN).status_code == 401
-    finally:
-        shutdown(app)
+    web = make_receiver(settings=settings, token_from_settings=True).test_client()
+    assert post(web, payload(), token="from-a-file-123").status_code == 200
+    assert post(web, payload(), token=TOKEN).status_code == 401
 
 
 # ------------------------------------------------------------------ reading incidents and lineage
@@ -330,7 +282,7 @@ def test_the_webhook_token_can_come_from_the_settings(make_app, tmp_path):
 def test_incidents_are_listed_and_filtered_by_agent_and_state(app, web):
     cmo = post(web, payload(alert("CMO"))).get_json()["opened"][0]
     cro = post(web, payload(alert("CRO", "CAPACITY"))).get_json()["opened"][0]
-    state(app).ledger.update(cro, state="escalated")
+    state(app).store.update(cro, state="escalated")
     assert {i["id"] for i in web.get("/api/v1/incidents").get_json()["incidents"]} == {cmo, cro}
     assert [i["id"] for i in web.get("/api/v1/incidents?agent=CMO").get_json()["incidents"]] == [cmo]
     assert [i["id"] for i in web.get("/api/v1/incidents?state=escalated").get_json()["incidents"]] == [cro]
@@ -419,8 +371,8 @@ def put_switch(web, body, token=TOKEN):
 
 
 @pytest.mark.parametrize("token", [None, "wrong", READ_TOKEN])
-def test_the_kill_switch_needs_the_webhook_token(make_app, token):
-    app = make_app(READ_TOKEN=Secret("AUTOREM_READ_TOKEN", READ_TOKEN))
+def test_the_kill_switch_needs_the_webhook_token(make_receiver, token):
+    app = make_receiver(READ_TOKEN=Secret("AUTOREM_READ_TOKEN", READ_TOKEN))
     web = app.test_client()
     reply = put_switch(web, {"enabled": False, "reason": "x"}, token=token)
     assert reply.status_code == 401 and reply.headers["WWW-Authenticate"] == "Bearer"
@@ -456,39 +408,39 @@ def test_the_kill_switch_validates_its_body_naming_the_fields(app, web, body, st
     assert state(app).engine.enabled is True
 
 
-def test_turning_the_kill_switch_back_on_requeues_what_it_held_back(make_app):
-    app = make_app({"AUTOREM_ALERTMANAGER_URL": ""})
+def test_turning_the_kill_switch_back_on_requeues_what_it_held_back(make_receiver):
+    app = make_receiver({"AUTOREM_ALERTMANAGER_URL": ""})
     web = app.test_client()
     incident_id = post(web, payload()).get_json()["opened"][0]
     assert put_switch(web, {"enabled": False, "reason": "review"}).status_code == 200
     state(app).engine.process(incident_id)
-    assert state(app).ledger.get(incident_id).state == "skipped"
+    assert state(app).store.get(incident_id).state == "skipped"
     assert put_switch(web, {"enabled": True}).status_code == 200
-    assert state(app).ledger.get(incident_id).state == "open"
+    assert state(app).store.get(incident_id).state == "open"
 
 
-def test_the_kill_switch_persists_across_restarts_on_the_same_data_dir(make_app, tmp_path):
-    first = make_app()
+def test_the_kill_switch_persists_across_restarts_on_the_same_data_dir(make_receiver, tmp_path):
+    first = make_receiver()
     assert put_switch(first.test_client(), {"enabled": False, "reason": "bad deploy"}).status_code == 200
-    make_app.close(first)
-    second = make_app()
+    make_receiver.close(first)
+    second = make_receiver()
     status = second.test_client().get("/api/v1/remediation").get_json()
     assert status["enabled"] is False
     assert status["reason"] == "disabled before the last restart"
     assert metric_samples(second.test_client())[("autonomy_remediation_enabled", ())] == 0
     assert put_switch(second.test_client(), {"enabled": True}).status_code == 200
-    make_app.close(second)
-    assert make_app().test_client().get("/api/v1/remediation").get_json()["enabled"] is True
+    make_receiver.close(second)
+    assert make_receiver().test_client().get("/api/v1/remediation").get_json()["enabled"] is True
 
 
 @pytest.mark.parametrize("value", ["false", None])
-def test_auto_remediate_not_exactly_true_starts_disabled_and_the_kill_switch_cannot_turn_it_on(make_app, value):
+def test_auto_remediate_not_exactly_true_starts_disabled_and_the_kill_switch_cannot_turn_it_on(make_receiver, value):
     env = base_env()
     if value is None:
         env.pop("AUTO_REMEDIATE")
     else:
         env["AUTO_REMEDIATE"] = value
-    web = make_app(SETTINGS=Settings.from_env(env)).test_client()
+    web = make_receiver(SETTINGS=Settings.from_env(env)).test_client()
     assert web.get("/api/v1/remediation").get_json() == {
         "enabled": False, "reason": "AUTO_REMEDIATE is not true (feature flag off)", "dry_run": False,
         "canary_agents": []}
@@ -518,8 +470,8 @@ def test_reads_are_open_when_no_read_token_is_set(web, url):
 
 
 @pytest.mark.parametrize("url", READS)
-def test_the_read_token_guards_reads_and_is_accepted_as_bearer_or_query_parameter(make_app, url):
-    web = make_app(READ_TOKEN=Secret("AUTOREM_READ_TOKEN", READ_TOKEN)).test_client()
+def test_the_read_token_guards_reads_and_is_accepted_as_bearer_or_query_parameter(make_receiver, url):
+    web = make_receiver(READ_TOKEN=Secret("AUTOREM_READ_TOKEN", READ_TOKEN)).test_client()
     reply = web.get(url)
     assert reply.status_code == 401 and reply.headers["WWW-Authenticate"] == "Bearer"
     assert web.get(url, headers={"Authorization": "Bearer nope"}).status_code == 401
@@ -529,16 +481,16 @@ def test_the_read_token_guards_reads_and_is_accepted_as_bearer_or_query_paramete
     assert web.get(f"{url}?token={READ_TOKEN}").status_code == 200
 
 
-def test_the_read_token_guards_incident_detail_too(make_app):
-    app = make_app(READ_TOKEN=Secret("AUTOREM_READ_TOKEN", READ_TOKEN))
+def test_the_read_token_guards_incident_detail_too(make_receiver):
+    app = make_receiver(READ_TOKEN=Secret("AUTOREM_READ_TOKEN", READ_TOKEN))
     web = app.test_client()
     incident_id = post(web, payload()).get_json()["opened"][0]
     assert web.get(f"/api/v1/incidents/{incident_id}").status_code == 401
     assert web.get(f"/api/v1/incidents/{incident_id}?token={READ_TOKEN}").status_code == 200
 
 
-def test_ops_endpoints_stay_open_with_a_read_token(make_app):
-    web = make_app(READ_TOKEN=Secret("AUTOREM_READ_TOKEN", READ_TOKEN)).test_client()
+def test_ops_endpoints_stay_open_with_a_read_token(make_receiver):
+    web = make_receiver(READ_TOKEN=Secret("AUTOREM_READ_TOKEN", READ_TOKEN)).test_client()
     assert web.get("/metrics").status_code == 200
     assert web.get("/healthz").status_code == 200
 
@@ -602,16 +554,16 @@ def upstream():
         yield served.url
 
 
-def test_readyz_is_200_when_every_dependency_answers_and_the_workers_run(make_app, upstream):
-    app = make_app({"AUTOREM_PROMETHEUS_URL": upstream, "AUTOREM_ALERTMANAGER_URL": upstream,
+def test_readyz_is_200_when_every_dependency_answers_and_the_workers_run(make_receiver, upstream):
+    app = make_receiver({"AUTOREM_PROMETHEUS_URL": upstream, "AUTOREM_ALERTMANAGER_URL": upstream,
                     "AUTOREM_WORKERS": "1"}, START_ENGINE=True)
     reply = app.test_client().get("/readyz")
     assert reply.status_code == 200, reply.get_json()
     assert reply.get_json()["missing"] == []
 
 
-def test_readyz_names_only_the_missing_dependency(make_app, upstream):
-    app = make_app({"AUTOREM_PROMETHEUS_URL": upstream, "AUTOREM_WORKERS": "1"}, START_ENGINE=True)
+def test_readyz_names_only_the_missing_dependency(make_receiver, upstream):
+    app = make_receiver({"AUTOREM_PROMETHEUS_URL": upstream, "AUTOREM_WORKERS": "1"}, START_ENGINE=True)
     reply = app.test_client().get("/readyz")
     assert reply.status_code == 503
     assert reply.get_json()["missing"] == ["alertmanager"]
@@ -669,7 +621,7 @@ def test_a_timeout_signal_opens_an_incident_with_source_signal_and_returns_the_d
     decision = body["decisions"]["CMO"]
     assert decision["classification"] == "TRANSIENT"
     assert decision["reasons"][0] == "errorCode TIMEOUT"
-    incident = state(app).ledger.get(body["opened"][0])
+    incident = state(app).store.get(body["opened"][0])
     assert (incident.agent, incident.source, incident.state) == ("CMO", "signal", "open")
     assert incident.alert_classes == {"TRANSIENT"}
     assert incident.signal["context"]["errorCode"] == "TIMEOUT"
@@ -681,11 +633,11 @@ def test_a_healthy_signal_after_a_failing_one_marks_the_queued_incident_resolved
     incident_id = post(web, signal(status="error", error_code="TIMEOUT"), path="/api/v1/signals").get_json()["opened"][0]
     reply = post(web, signal(), path="/api/v1/signals").get_json()
     assert reply["opened"] == [] and reply["duplicates"] == [incident_id]
-    assert state(app).ledger.get(incident_id).resolved_at is not None
+    assert state(app).store.get(incident_id).resolved_at is not None
 
 
-def test_a_full_queue_refuses_a_failing_signal_and_does_not_store_it(make_app):
-    app = make_app({"AUTOREM_QUEUE_SIZE": "2"})
+def test_a_full_queue_refuses_a_failing_signal_and_does_not_store_it(make_receiver):
+    app = make_receiver({"AUTOREM_QUEUE_SIZE": "2"})
     web = app.test_client()
     assert post(web, [signal("COO", status="error", error_code="TIMEOUT")], path="/api/v1/signals").status_code == 200
     before = stored(app)

@@ -81,13 +81,13 @@ def test_every_incident_ends_in_a_recorded_state_whatever_the_upstreams_answer(h
     incident_id = h.notify(agent, data.draw(st.sampled_from(["TRANSIENT", "CAPACITY", "CONFIG"])))["opened"][0]
     h.engine.process(incident_id)
     for _ in range(3):  # an unexpected failure is retried: drive the retries as the watchdog would
-        incident = h.ledger.get(incident_id)
+        incident = h.store.get(incident_id)
         if incident.state not in RUNNABLE_STATES:
             break
         assert incident.retry_at, incident  # runnable only while a retry is scheduled
-        h.ledger.update(incident_id, retry_at=None)
+        h.store.update(incident_id, retry_at=None)
         h.engine.process(incident_id)
-    incident = h.ledger.get(incident_id)
+    incident = h.store.get(incident_id)
     assert incident.state in ("escalated", "skipped", "recovered", "closed"), incident
     lines = h.state.lineage.read(incident_id=incident_id).entries
     events = [e["event"] for e in lines]

@@ -98,7 +98,7 @@ def test_a_conflict_between_cmo_and_cro_is_one_incident_remediated_once_and_the_
                   directive_id="D-REV-1") == conflict  # the other claimant's alert joins it
     symptom = h.fire("CRO", "CAPACITY", alertname="AgentAlignmentBelowSLO")  # CRO's own incident
     h.engine.process(symptom)  # waits: the conflict goes first
-    assert h.agents.calls == [] and h.ledger.get(symptom).state == "open"
+    assert h.agents.calls == [] and h.store.get(symptom).state == "open"
 
     incident = h.run(conflict)
     assert incident.claimants == ("CMO", "CRO") and incident.outcome == "auto_resolved"
@@ -143,7 +143,7 @@ def test_on_the_direct_path_two_claimants_signals_open_one_conflict_incident(h):
     overlap(h)
     now = iso(time.time())
     body = h.post_signal([{**h.prom.docs["CMO"], "ts": now}, {**h.prom.docs["CRO"], "ts": now}])
-    conflicts = [i for i in h.ledger.open_incidents() if i.conflict_key]
+    conflicts = [i for i in h.store.open_incidents() if i.conflict_key]
     assert [i.conflict_key for i in conflicts] == ["directive:D-REV-1"]
     assert conflicts[0].claimants == ("CMO", "CRO") and conflicts[0].id in body["opened"]
 
@@ -177,7 +177,7 @@ def silenced_then_lifted(h):
     h.am.alerts.clear()
     h.am.fire("CMO", "TRANSIENT")
     assert h.notify()["queued"] == [incident_id]
-    assert h.ledger.get(incident_id).gate_changed_at is not None
+    assert h.store.get(incident_id).gate_changed_at is not None
     return incident_id
 
 
@@ -220,7 +220,7 @@ def test_switching_remediation_back_on_makes_the_held_incidents_wait_for_samples
     h.run(incident_id)
     before = time.time()
     h.engine.set_enabled(True, "")
-    assert h.ledger.get(incident_id).gate_changed_at >= before
+    assert h.store.get(incident_id).gate_changed_at >= before
 
 
 # ------------------------------------------------------------------ tile states, and after a restart
@@ -244,7 +244,7 @@ def test_a_restarted_receiver_exports_the_ledgers_states_from_its_first_scrape(h
     try:
         assert tile(again, "CMO") == ("escalated", {"attempts_exhausted"})  # nothing has run in this process
         assert tile(again, "CRO") == ("recovering", {"queued"})
-        assert again.ledger.get(queued).state == "open"
+        assert again.store.get(queued).state == "open"
     finally:
         again.close()
 

@@ -10,8 +10,8 @@ from tests.engine_harness import FakePrometheus
 from webhook_receiver.agent_view import AgentView
 from webhook_receiver.alert_conditions import RuleCatalog
 from webhook_receiver.classifier import Facts, SloThresholds
+from webhook_receiver.fleet_reader import PrometheusFleetReader, SignalFleetReader
 from webhook_receiver.incident import AlertRef, Incident
-from webhook_receiver.observation import PrometheusObserver, SignalObserver
 from webhook_receiver.upstreams import UpstreamError
 from webhook_receiver.verification import RECOVERED, Verification, judge, verify_recovery
 
@@ -53,22 +53,22 @@ ACTION_END = time.time() - 60  # every sample the fakes give is newer than this
 def prometheus_path(backlog: float, success: float):
     prom = FakePrometheus()
     prom.add("CMO", "Marketing", backlogAgeMinutes=backlog, successRate=success)
-    return PrometheusObserver(prom, RuleCatalog(prom), 120, 25.0), incident("AgentSuccessRatioBelowSLO")
+    return PrometheusFleetReader(prom, RuleCatalog(prom), 120, 25.0), incident("AgentSuccessRatioBelowSLO")
 
 
 def direct_path(backlog: float, success: float):
     prom = FakePrometheus()  # only used to build the signal document
     prom.add("CMO", "Marketing", backlogAgeMinutes=backlog, successRate=success)
     signal = prom.signal("CMO")
-    return SignalObserver(lambda: [signal], 120, SLO), incident(source="signal")
+    return SignalFleetReader(lambda: [signal], 120, SLO), incident(source="signal")
 
 
 @pytest.mark.parametrize("path", [prometheus_path, direct_path], ids=["prometheus", "direct"])
 @pytest.mark.parametrize("criteria_hold", [True, False], ids=["criteria-held", "criteria-not-met"])
 @pytest.mark.parametrize("condition_cleared", [True, False], ids=["condition-cleared", "condition-persists"])
 def test_verification_over_criteria_condition_and_path(path, criteria_hold, condition_cleared):
-    observer, what = path(backlog=5 if criteria_hold else 41, success=0.98 if condition_cleared else 0.70)
-    result = verify_recovery(observer, Verification(what, {"backlogAgeMaxMinutes": 15}, ACTION_END, ("CMO",),
+    reader, what = path(backlog=5 if criteria_hold else 41, success=0.98 if condition_cleared else 0.70)
+    result = verify_recovery(reader, Verification(what, {"backlogAgeMaxMinutes": 15}, ACTION_END, ("CMO",),
                                                     ("CMO",)), timeout=0.2, interval=0.05, budget_cap=25.0)
     assert result.ok is (criteria_hold and condition_cleared), result.reason
     assert result.checks == {"backlogAgeMaxMinutes": criteria_hold}
@@ -83,8 +83,8 @@ def test_verification_over_criteria_condition_and_path(path, criteria_hold, cond
 
 # ------------------------------------------------------------------ polling, freshness, upstream faults
 
-class ScriptedObserver:
-    """An Observer whose answers a test scripts: fresh from poll N on, conditions true until poll M."""
+class ScriptedReader:
+    """A FleetReader whose answers a test scripts: fresh from poll N on, conditions true until poll M."""
 
     def __init__(self, fresh_from=1, cleared_from=1, down_until=0, signal_fields=None):
         self.polls = 0
@@ -111,19 +111,19 @@ class ScriptedObserver:
         return (["AgentTransientError"] if self.polls < self.cleared_from else []), []
 
 
-def run(observer, criteria, timeout=5.0, interval=0.01, agents=("CMO",), fresh=("CMO",), stop=None, cap=25.0):
-    return verify_recovery(observer, Verification(incident("AgentTransientError"), criteria, ACTION_END, agents, fresh),
+def run(reader, criteria, timeout=5.0, interval=0.01, agents=("CMO",), fresh=("CMO",), stop=None, cap=25.0):
+    return verify_recovery(reader, Verification(incident("AgentTransientError"), criteria, ACTION_END, agents, fresh),
                            timeout, interval, cap, stop)
 
 
 def test_it_waits_for_samples_newer_than_the_action_before_judging():
-    observer = ScriptedObserver(fresh_from=3)
-    result = run(observer, {"lastTaskSucceeded": True})
+    reader = ScriptedReader(fresh_from=3)
+    result = run(reader, {"lastTaskSucceeded": True})
     assert result.ok and result.polls == 3 and result.after_fresh
 
 
 def test_without_a_fresh_sample_it_times_out_saying_so_and_says_after_is_not_fresh():
-    result = run(ScriptedObserver(fresh_from=10**6), {"lastTaskSucceeded": True}, timeout=0.2, interval=0.05)
+    result = run(ScriptedReader(fresh_from=10**6), {"lastTaskSucceeded": True}, timeout=0.2, interval=0.05)
     assert not result.ok
     assert result.reason == "no sample newer than the action yet from CMO"
     assert result.after == {"successRate": 0.97, "backlogAgeMinutes": 9.0} and result.after_fresh is False
@@ -131,44 +131,44 @@ def test_without_a_fresh_sample_it_times_out_saying_so_and_says_after_is_not_fre
 
 
 def test_it_keeps_polling_while_the_condition_holds_and_recovers_once_it_clears():
-    observer = ScriptedObserver(cleared_from=4)
-    result = run(observer, {"lastTaskSucceeded": True})
+    reader = ScriptedReader(cleared_from=4)
+    result = run(reader, {"lastTaskSucceeded": True})
     assert result.ok and result.polls == 4
 
 
 def test_a_condition_that_never_clears_fails_with_the_criteria_held_reason():
-    result = run(ScriptedObserver(cleared_from=10**6), {"lastTaskSucceeded": True}, timeout=0.2, interval=0.05)
+    result = run(ScriptedReader(cleared_from=10**6), {"lastTaskSucceeded": True}, timeout=0.2, interval=0.05)
     assert not result.ok and result.polls >= 2
     assert result.reason == "criteria held but AgentTransientError still true"
     assert result.still_true == ("AgentTransientError",)
 
 
 def test_every_target_of_the_playbook_must_have_reported_since_the_action():
-    observer = ScriptedObserver(fresh_from=10**6)
-    run(observer, {"conflictCleared": True}, fresh=("CMO", "CRO"), timeout=0.1, interval=0.05)
-    assert set(observer.stale_asked) == {("CMO", "CRO")}
+    reader = ScriptedReader(fresh_from=10**6)
+    run(reader, {"conflictCleared": True}, fresh=("CMO", "CRO"), timeout=0.1, interval=0.05)
+    assert set(reader.stale_asked) == {("CMO", "CRO")}
 
 
 def test_an_unreachable_upstream_gives_a_reason_and_no_exception_and_coming_back_still_verifies():
-    down = run(ScriptedObserver(down_until=10**6), {"lastTaskSucceeded": True}, timeout=0.15, interval=0.05)
+    down = run(ScriptedReader(down_until=10**6), {"lastTaskSucceeded": True}, timeout=0.15, interval=0.05)
     assert not down.ok and down.reason.startswith("prometheus unreachable")
-    back = run(ScriptedObserver(down_until=2), {"lastTaskSucceeded": True})
+    back = run(ScriptedReader(down_until=2), {"lastTaskSucceeded": True})
     assert back.ok and back.polls == 3
 
 
 def test_a_false_boolean_criterion_asks_for_nothing():
-    result = run(ScriptedObserver(signal_fields={"last_task_succeeded": False}), {"lastTaskSucceeded": False})
+    result = run(ScriptedReader(signal_fields={"last_task_succeeded": False}), {"lastTaskSucceeded": False})
     assert result.ok and result.checks == {}
 
 
 def test_the_budget_cap_comes_from_the_setting():
-    assert run(ScriptedObserver(), {"budgetWithinCap": True}, cap=12.5).ok  # 10 a day
-    result = run(ScriptedObserver(), {"budgetWithinCap": True}, cap=9.5, timeout=0.1, interval=0.05)
+    assert run(ScriptedReader(), {"budgetWithinCap": True}, cap=12.5).ok  # 10 a day
+    result = run(ScriptedReader(), {"budgetWithinCap": True}, cap=9.5, timeout=0.1, interval=0.05)
     assert not result.ok and result.checks == {"budgetWithinCap": False}
 
 
 def test_criteria_are_checked_for_every_claimant_of_a_conflict():
-    result = run(ScriptedObserver(), {"alignmentMin": 0.92}, agents=("CMO", "CRO"), fresh=("CMO", "CRO"))
+    result = run(ScriptedReader(), {"alignmentMin": 0.92}, agents=("CMO", "CRO"), fresh=("CMO", "CRO"))
     assert result.ok and result.checks == {"alignmentMin[CMO]": True, "alignmentMin[CRO]": True}
 
 
@@ -176,7 +176,7 @@ def test_the_stop_event_ends_verification_early():
     stop = threading.Event()
     stop.set()
     started = time.monotonic()
-    result = run(ScriptedObserver(fresh_from=10**6), {"inputsValid": True}, timeout=30, interval=10, stop=stop)
+    result = run(ScriptedReader(fresh_from=10**6), {"inputsValid": True}, timeout=30, interval=10, stop=stop)
     assert not result.ok and result.polls == 1
     assert time.monotonic() - started < 5
 
@@ -185,8 +185,8 @@ def test_on_the_direct_path_a_signal_not_newer_than_the_action_is_not_judged():
     prom = FakePrometheus()
     prom.add("CMO", "Marketing")
     old = Signal.from_document({**prom.docs["CMO"], "ts": "2025-08-18T15:02:11Z"})
-    observer = SignalObserver(lambda: [old], 10**9, SLO)
-    result = verify_recovery(observer, Verification(incident(source="signal"), {"lastTaskSucceeded": True},
+    reader = SignalFleetReader(lambda: [old], 10**9, SLO)
+    result = verify_recovery(reader, Verification(incident(source="signal"), {"lastTaskSucceeded": True},
                                                     old.timestamp, ("CMO",), ("CMO",)), 0.15, 0.05, 25.0)
     assert not result.ok and result.reason == "no sample newer than the action yet from CMO"
     assert result.checks == {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from autonomy.http_edge import ApiError, json_body, require_token
+from autonomy.vocabulary import Source
 
 from .receiver_state import accepted, counted, receiver
 from .webhook_payload import PayloadError, parse_webhook
@@ -21,10 +22,10 @@ def alertmanager_webhook():
         raise ApiError(exc.status, "not an Alertmanager webhook payload (version 4); nothing was stored",
                        exc.errors) from None
     state = receiver()
-    new = [n.agent for n in notification.per_agent if n.firing and state.ledger.open_for(n.agent) is None]
-    if new and state.ledger.open_count() + len(new) > state.settings.max_agents:
+    new = [n.agent for n in notification.per_agent if n.firing and state.store.open_for(n.agent) is None]
+    if new and state.store.open_count() + len(new) > state.settings.max_agents:
         raise ApiError(429, f"{len(new)} new agent(s) beyond AUTOREM_MAX_AGENTS={state.settings.max_agents} "
                             "agents with an open incident; nothing was stored")
-    result = state.ledger.ingest("alertmanager", body.decode("utf-8"), notification.per_agent,
-                                 state.engine.reserve, state.engine.release_slots)
-    return jsonify({**accepted("alertmanager", result), "ignored": list(notification.ignored)})
+    result = state.store.ingest(Source.ALERTMANAGER, body.decode("utf-8"), notification.per_agent,
+                                max_queued=state.settings.queue_size)
+    return jsonify({**accepted(Source.ALERTMANAGER, result), "ignored": list(notification.ignored)})

@@ -21,7 +21,6 @@ from .alerts_api import alerts_bp
 from .data_dir import DataDirLock, writable_file
 from .engine import RemediationEngine, Upstreams
 from .incidents_api import incidents_bp
-from .ledger import SqliteIncidentLedger
 from .lineage import LINEAGE_FILE, LineageLog
 from .operations_api import operations_bp
 from .playbooks import load_playbooks
@@ -29,7 +28,10 @@ from .receiver_metrics import ReceiverMetrics
 from .receiver_state import Receiver
 from .runbooks_api import runbooks_bp
 from .signals_api import signals_bp
+from .store import SqliteIncidentStore
 from .upstreams import AlertmanagerApi, PrometheusApi
+
+LEDGER_FILE = "incidents.sqlite3"
 
 
 def _tracer_provider(span_exporter: Any) -> TracerProvider:
@@ -54,15 +56,25 @@ def _tracer_provider(span_exporter: Any) -> TracerProvider:
     return provider
 
 
+def _upstreams(settings: Settings, signals: LatestSignals) -> Upstreams:
+    return Upstreams(
+        prometheus=PrometheusApi(settings.prometheus_url),
+        alertmanager=AlertmanagerApi(settings.alertmanager_url) if settings.alertmanager_url else None,
+        latest_signal=signals.latest,
+        all_signals=lambda: [e.signal for e in signals.snapshot()],
+    )
+
+
 def init_app(app: Flask) -> Receiver:
-    """Build the ledger, lineage, metrics, playbooks and engine from the app's settings."""
+    """Build the store, lineage, metrics, playbooks and engine from the app's settings (UPSTREAMS, a function of
+    the latest signals, replaces Prometheus and Alertmanager in tests)."""
     settings: Settings = app.config["SETTINGS"]
     data_dir = Path(app.config.get("DATA_DIR") or settings.data_dir)
     playbooks = app.config.get("PLAYBOOKS") or load_playbooks(
         Path(settings.playbooks_file), actions_base_url=settings.actions_base_url or None)
     lock = DataDirLock(data_dir).acquire()  # one receiver per data directory, for the process's life
     try:
-        ledger = SqliteIncidentLedger(data_dir / "incidents.sqlite3", settings.reopen_grace_seconds)
+        store = SqliteIncidentStore(data_dir / LEDGER_FILE, settings.reopen_grace_seconds)
         writable_file(data_dir / LINEAGE_FILE, "decision lineage")
     except BaseException:
         lock.release()
@@ -73,18 +85,13 @@ def init_app(app: Flask) -> Receiver:
     metrics = ReceiverMetrics()
     signals = LatestSignals(expiry_seconds=settings.agent_expiry_seconds, max_agents=settings.max_agents)
     provider = _tracer_provider(app.config.get("SPAN_EXPORTER"))
-    upstreams = Upstreams(
-        prometheus=PrometheusApi(settings.prometheus_url),
-        alertmanager=AlertmanagerApi(settings.alertmanager_url) if settings.alertmanager_url else None,
-        latest_signal=signals.latest,
-        all_signals=lambda: [e.signal for e in signals.snapshot()],
-    )
+    upstreams = (app.config.get("UPSTREAMS") or _upstreams)(settings, signals)
     public = app.config.get("PUBLIC_URL", "").rstrip("/")
-    engine = RemediationEngine(settings, ledger, lineage, metrics, playbooks, upstreams,
+    engine = RemediationEngine(settings, store, lineage, metrics, playbooks, upstreams,
                                ActionRunner(playbooks), provider.get_tracer("autonomy.receiver"),
                                lineage_url=lambda agent: f"{public}/lineage?agent={quote(agent, safe='')}")
-    metrics.watch_states(AgentStateCollector(ledger.open_incidents, engine.running_agents))
-    state = Receiver(settings, ledger, lineage, metrics, playbooks, signals, engine, provider, lock)
+    metrics.watch_states(AgentStateCollector(store.open_incidents, engine.running_agents))
+    state = Receiver(settings, store, lineage, metrics, playbooks, signals, engine, provider, lock)
     app.extensions["autonomy_receiver"] = state
     if app.config.get("START_ENGINE", True):
         engine.start()
@@ -104,9 +111,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 
 def shutdown(app: Flask) -> None:
-    """Stop the engine's threads and close the ledger (tests, and the CLI on exit)."""
+    """Stop the engine's threads and close the store (tests, and the CLI on exit)."""
     state: Receiver = app.extensions["autonomy_receiver"]
     state.engine.stop()
     state.tracer_provider.shutdown()
-    state.ledger.close()
+    state.store.close()
     state.lock.release()

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from autonomy.vocabulary import EscalationReason, Gate, IncidentClass, Source
+from autonomy.vocabulary import EscalationReason, Gate, IncidentClass
 
 from .conflicts import conflict_key
 from .incident import Incident
@@ -33,6 +33,7 @@ class GateInputs:
     alertmanager: AlertmanagerApi | None
     fleet_spend: Callable[[], float | None]
     budget_cap: float
+    through_alertmanager: bool = True  # Alertmanager holds the incident's alerts (else: ask it about a probe)
 
 
 def _belongs(incident: Incident, alert: dict) -> bool:
@@ -87,7 +88,7 @@ def check_gates(incident: Incident, classification: str, playbook: Playbook, inp
     if outside:
         return Refusal(Gate.CANARY, f"{', '.join(outside)} not in AUTOREM_CANARY_AGENTS; observed only")
     if inputs.alertmanager is not None:
-        refusal = (_alert_state(inputs.alertmanager, incident) if incident.source == Source.ALERTMANAGER
+        refusal = (_alert_state(inputs.alertmanager, incident) if inputs.through_alertmanager
                    else _signal_silence(inputs.alertmanager, incident, classification))
         if refusal:
             return refusal

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify, request
 from autonomy.http_edge import ApiError
 from autonomy.signal_contract import parse_timestamp
 
-from .ledger import STATES
+from .incident import STATES
 from .receiver_state import readable, receiver
 
 incidents_bp = Blueprint("incidents", __name__)
@@ -64,7 +64,7 @@ def list_incidents():
     if state and state not in STATES:
         raise ApiError(400, f"state: {state!r} is not one of {', '.join(STATES)}")
     limit = _limit()
-    incidents = receiver().ledger.list(agent=request.args.get("agent"), state=state, limit=limit,
+    incidents = receiver().store.list(agent=request.args.get("agent"), state=state, limit=limit,
                                        before=_cursor(_incident_cursor))
     last = incidents[-1] if len(incidents) == limit else None
     return jsonify({"incidents": [i.as_dict() for i in incidents],
@@ -74,7 +74,7 @@ def list_incidents():
 @incidents_bp.get("/api/v1/incidents/<incident_id>")
 @readable
 def get_incident(incident_id: str):
-    incident = receiver().ledger.get(incident_id)
+    incident = receiver().store.get(incident_id)
     if incident is None:
         raise ApiError(404, f"no incident {incident_id!r}")
     return jsonify(incident.as_dict())

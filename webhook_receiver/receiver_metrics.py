@@ -50,6 +50,8 @@ class ReceiverMetrics:
         self.direct_signals = Counter("autonomy_direct_signals",
                                       "Signals on the direct path: stored (they changed an incident) or unchanged "
                                       "(counted, not stored).", ["result"], registry=r)
+        self.outbox_dropped = Counter("autonomy_alert_outbox_dropped", "Alerts for Alertmanager dropped because "
+                                      "the outbox was full (Alertmanager resolves them at their endsAt).", registry=r)
         self.agent_states: AgentStateCollector | None = None
         self.lineage_skipped = Gauge("autonomy_lineage_torn_lines",
                                      "Unreadable lines found in the lineage file on the last read.", registry=r)

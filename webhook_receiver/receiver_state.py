@@ -13,10 +13,10 @@ from autonomy.settings import Settings
 
 from .data_dir import DataDirLock
 from .engine import RemediationEngine
-from .ledger import IngestResult, SqliteIncidentLedger
 from .lineage import LineageLog
 from .playbooks import PlaybookSet
 from .receiver_metrics import ReceiverMetrics
+from .store import IncidentStore, IngestResult
 
 
 @dataclass
@@ -24,7 +24,7 @@ class Receiver:
     """Everything the receiver's views use, attached to the app by init_app."""
 
     settings: Settings
-    ledger: SqliteIncidentLedger
+    store: IncidentStore
     lineage: LineageLog
     metrics: ReceiverMetrics
     playbooks: PlaybookSet
@@ -75,15 +75,13 @@ def readable(view):
 
 
 def accepted(source: str, result: IngestResult) -> dict:
-    """After the ledger committed: queue the work, account for closures, and say what happened."""
+    """After the store committed: wake the workers, account for closures, and say what happened."""
     state = receiver()
     if result.refused:
         raise ApiError(503, "work queue full; nothing was stored, retry later")
     state.metrics.incidents.labels(source).inc(len(result.opened))
-    state.engine.enqueue(result.to_run)
+    state.engine.wake(len(result.to_run))
     state.engine.on_closed(result.closed)
     return {"notification": result.notification_id, "opened": list(result.opened),
             "queued": list(result.to_run), "duplicates": list(result.duplicates),
             "closed": [i.id for i in result.closed]}
-
-

@@ -8,11 +8,13 @@ from flask import Blueprint, jsonify
 from autonomy.http_edge import ApiError, json_body, require_token
 from autonomy.latest_signals import AgentLimit
 from autonomy.signal_contract import SignalError, load_signals
+from autonomy.vocabulary import Source
 
 from .agent_view import view_from_signals
 from .classifier import SloThresholds, classify
 from .conflicts import conflict_key, signal_conflict_labels, without_conflicts
-from .ledger import AgentNotification, AlertRef
+from .incident import AlertRef
+from .notification import AgentNotification
 from .receiver_state import accepted, counted, receiver
 
 signals_bp = Blueprint("signals", __name__)
@@ -79,9 +81,9 @@ def direct_signals():
                                rest.classification or "none")
         alerts.append(AlertRef(f"signal:{signal.agent}", "firing" if rest.classification else "resolved", labels, ts))
         per_agent.append(AgentNotification(signal.agent, tuple(alerts), signal.document))
-    result = state.ledger.ingest("signal", body.decode("utf-8"), per_agent, state.engine.reserve,
-                                 state.engine.release_slots, keep_unchanged=False)
+    result = state.store.ingest(Source.SIGNAL, body.decode("utf-8"), per_agent, max_queued=state.settings.queue_size,
+                                keep_unchanged=False)
     if not result.refused:
         state.signals.put_many(signals, enforce_limit=False)  # room was checked above: never half-stored
         state.metrics.direct_signals.labels("stored" if result.notification_id else "unchanged").inc(len(signals))
-    return jsonify({**accepted("signal", result), "decisions": decisions})
+    return jsonify({**accepted(Source.SIGNAL, result), "decisions": decisions})

@@ -10,8 +10,8 @@ from typing import Callable, Iterable, Mapping
 from .agent_view import FLEET
 from .conflicts import without_conflicts
 from .criteria import FLEET_CRITERIA, active, check_criteria
+from .fleet_reader import FleetReader
 from .incident import Incident
-from .observation import Observer
 from .upstreams import DeadlinePassed, UpstreamError, prometheus_problem
 from .upstreams import deadline as upstream_deadline
 
@@ -58,25 +58,25 @@ class Verification:
     foreign_conflicts: tuple[str, ...] = ()  # conflicts other incidents own: not this one's to judge
 
 
-def verify_recovery(observer: Observer, what: Verification, timeout: float, interval: float, budget_cap: float,
+def verify_recovery(reader: FleetReader, what: Verification, timeout: float, interval: float, budget_cap: float,
                     stop: threading.Event | None = None, clock: Callable[[], float] = time.time) -> VerifyResult:
     """Poll until recovered on fresh samples, or TIMEOUT passes; never raises for an unreachable upstream."""
     stop = stop or threading.Event()
     wanted = active(what.criteria)
     deadline = clock() + timeout
     with upstream_deadline(time.time() + timeout):  # no upstream call may outlast the verification
-        return _poll(observer, what, wanted, deadline, interval, budget_cap, stop, clock)
+        return _poll(reader, what, wanted, deadline, interval, budget_cap, stop, clock)
 
 
-def _poll(observer: Observer, what: Verification, wanted: Mapping[str, object], deadline: float, interval: float,
+def _poll(reader: FleetReader, what: Verification, wanted: Mapping[str, object], deadline: float, interval: float,
           budget_cap: float, stop: threading.Event, clock: Callable[[], float]) -> VerifyResult:
     polls, reason, checks, true = 0, "not verified", {}, []
     after, after_fresh, note = {}, False, None
     while True:
         polls += 1
         try:
-            stale = observer.stale(what.fresh_agents, what.action_end)
-            views = {a: without_conflicts(observer.view(a), what.foreign_conflicts) for a in what.agents}
+            stale = reader.stale(what.fresh_agents, what.action_end)
+            views = {a: without_conflicts(reader.view(a), what.foreign_conflicts) for a in what.agents}
             main = views.get(what.incident.agent) or views[what.agents[0]]
             after, after_fresh, note = main.metrics, not stale, main.problem
             problems = [v.problem for v in views.values() if v.problem]
@@ -86,10 +86,10 @@ def _poll(observer: Observer, what: Verification, wanted: Mapping[str, object], 
                 reason = f"no sample newer than the action yet from {', '.join(stale)}"
                 note = "the latest samples, from before the action ended"
             else:
-                spend = observer.fleet_spend() if FLEET_CRITERIA & set(wanted) else None
+                spend = reader.fleet_spend() if FLEET_CRITERIA & set(wanted) else None
                 per_agent = {a: (v.signal, v.facts) for a, v in views.items() if a != FLEET}
                 checks = check_criteria(wanted, per_agent, spend, budget_cap)
-                true, unknown = observer.conditions(what.incident, what.agents, what.foreign_conflicts)
+                true, unknown = reader.conditions(what.incident, what.agents, what.foreign_conflicts)
                 ok, reason = judge(checks, true, unknown)
                 if ok:
                     return VerifyResult(True, reason, checks, after, polls, (), True)

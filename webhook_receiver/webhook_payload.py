@@ -9,7 +9,8 @@ import jsonschema
 from autonomy.signal_contract import SignalError, parse_json, schema_errors
 from autonomy.vocabulary import AGENT_NAME, IncidentClass
 
-from .ledger import AgentNotification, AlertRef
+from .incident import AlertRef
+from .notification import AgentNotification
 from .upstreams import PROBE_LABEL
 
 # The layer's own alerts use this agent name; it is never an agent to remediate.

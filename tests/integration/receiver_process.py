@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import os
 import secrets
-import sqlite3
 import sys
 import threading
 from collections import Counter
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import requests
 from flask import Flask, jsonify, request
 
-from autonomy import local_stack
 from autonomy.settings import Secret, Settings
+from devstack import local_stack
 from devstack.checkout import PLAYBOOKS_FILE
 from devstack.drills import every_page
 from devstack.durations import format_duration
@@ -33,6 +33,7 @@ from devstack.polling import wait_until
 from devstack.rule_render import render_rules
 from devstack.stack_config import alertmanager_config, prometheus_config
 from tests.integration.small_agents import SmallAgents
+from webhook_receiver.store import SqliteIncidentStore
 
 AUTONOMY_SCRIPT = Path(sys.executable).with_name("autonomy")
 LINEAGE_FILE = "decision_lineage.jsonl"
@@ -75,13 +76,15 @@ class ReceiverProcess(local_stack.ReceiverProcess):
         return every_page(lambda params: self.call("GET", "/api/v1/lineage", params=params), "entries",
                           **({"agent": agent} if agent else {}))
 
-    def ledger_rows(self, query: str, args: tuple = ()) -> list[tuple]:
-        """Read the SQLite ledger directly (the receiver may be dead or alive)."""
-        db = sqlite3.connect(self.ledger_path, timeout=10)
+    @contextmanager
+    def stopped_store(self) -> Iterator[SqliteIncidentStore]:
+        """The receiver's store, opened through the store's own API while the receiver is not running."""
+        assert not self.alive(), "the receiver runs: read it through its API instead"
+        store = SqliteIncidentStore(self.ledger_path)
         try:
-            return db.execute(query, args).fetchall()
+            yield store
         finally:
-            db.close()
+            store.close()
 
 
 class ScriptedAgents(SmallAgents):
@@ -225,6 +228,9 @@ class ProcessLayer:
             "AUTOREM_REOPEN_GRACE_SECONDS": f"{300 * f:g}",
             "AUTOREM_AGENT_SILENT_SECONDS": f"{120 * f:g}",
             "AUTOREM_ATTEMPT_BACKOFF_SECONDS": f"{30 * f:g}",
+            # A killed receiver's claims are taken over after this; long enough that a renewal delayed on a
+            # loaded machine never lets a second worker start what the first still runs.
+            "AUTOREM_LEASE_SECONDS": "5",
             "AUTO_REMEDIATE": "true",
         }
         env.update(self.receiver_env)

@@ -124,7 +124,9 @@ def crash(tmp_path_factory):
         flood.stop()
         seen["acked"] = list(flood.acked)
         seen["flood_other"] = list(flood.other)
-        seen["at_kill"] = rec.ledger_rows("SELECT state, doc FROM incidents WHERE id = ?", (incident["id"],))
+        with rec.stopped_store() as store:  # what the store held at the kill, and every notification it stored
+            seen["at_kill"] = store.get(incident["id"])
+            seen["stored_at_kill"] = {n.id for n in store.notifications(limit=1_000_000)}
 
         raw = rec.lineage_path.read_bytes() if rec.lineage_path.exists() else b""
         seen["lineage_at_kill"] = raw
@@ -145,9 +147,8 @@ class TestReceiverKilledMidPlaybook:
         rec, agents = layer.receiver, layer.agents
         assert seen["exit_code"] == -signal.SIGKILL
         # At the kill the ledger held the incident mid-attempt.
-        [(state, doc)] = seen["at_kill"]
-        at_kill = json.loads(doc)
-        assert (state, at_kill["attempts"], at_kill["classification"], at_kill["playbook"]) == (
+        at_kill = seen["at_kill"]
+        assert (at_kill.state, at_kill.attempts, at_kill.classification, at_kill.playbook) == (
             "remediating", 1, "TRANSIENT", "RestartAndRetryTransient")
 
         [incident] = rec.incidents("CMO")  # the same incident; the restart opened no second one
@@ -174,7 +175,7 @@ class TestReceiverKilledMidPlaybook:
         assert not [o for o in seen["flood_other"] if o.startswith("HTTP")], seen["flood_other"]
         assert len(seen["flood_other"]) <= 1, seen["flood_other"]
 
-        stored = {row[0] for row in rec.ledger_rows("SELECT id FROM notifications")}
+        stored = seen["stored_at_kill"]
         missing_notifications = {r["notification"] for r in acked} - stored
         assert not missing_notifications, f"acknowledged but not stored: {sorted(missing_notifications)}"
 

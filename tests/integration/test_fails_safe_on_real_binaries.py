@@ -77,7 +77,7 @@ def remediate(direct, doc) -> dict:
     [incident_id] = web.post("/api/v1/signals", json=doc, headers=headers).get_json()["opened"]
     engine = app.extensions["autonomy_receiver"].engine
     engine.process(incident_id)
-    return app.extensions["autonomy_receiver"].ledger.get(incident_id).as_dict()
+    return app.extensions["autonomy_receiver"].store.get(incident_id).as_dict()
 
 
 def test_alertmanager_decides_silences_on_the_direct_path_as_it_does_for_its_own_alerts(direct):

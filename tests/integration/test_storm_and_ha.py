@@ -1,7 +1,7 @@
 """Issue 7, items 2 and 3: an alert storm against the real receiver, and duplicates from clustered Alertmanagers.
 
-The scenarios live in bench/storm_and_ha.py (the benchmark runs them at full size: 10,000 alerts for
-1,000 agents); here they run smaller and every property is asserted.
+The scenarios live in devstack/storm.py and devstack/ha_drill.py (bench/storm_and_ha.py runs them at full size:
+10,000 alerts for 1,000 agents); here they run smaller and every property is asserted.
 
 Storm: 2,000 firing alerts for 200 agents, 20 version-4 webhooks of 100 alerts (10 agents each), posted
 by 8 client threads to `autonomy receiver` in its own process (waitress), AUTOREM_QUEUE_SIZE=50 and
@@ -20,8 +20,10 @@ import pytest
 import requests
 
 from autonomy.settings import Settings
-from bench.storm_and_ha import ha_duplicates, read_metrics, storm, storm_webhooks
+from devstack.ha_drill import ha_duplicates
 from devstack.local_stack import ServedApp
+from devstack.records import read_metrics
+from devstack.storm import storm, storm_webhooks
 from tests.conftest import real_binary
 from webhook_receiver.app import create_app, shutdown
 

@@ -1,11 +1,13 @@
-"""How the engine sees agents: through Prometheus (the Alertmanager path) or through the signals agents report
-straight to the receiver (the direct path). Both answer the same questions, so the loop has one shape."""
+"""The fleet reader port: how the engine sees agents, through Prometheus (the Alertmanager path) or through the
+signals agents report straight to the receiver (the direct path). Both answer the same questions, so the loop has
+one shape; `through_alertmanager` says which path's incidents these are, for the few places the paths differ."""
 from __future__ import annotations
 
 import re
 from typing import Callable, Iterable, Protocol
 
 from autonomy.signal_contract import Signal
+from autonomy.vocabulary import Source
 
 from .agent_view import FLEET, FLEET_SPEND, AgentView, read_agent, view_from_signals
 from .alert_conditions import RuleCatalog, still_true
@@ -32,8 +34,17 @@ def incident_alertnames(incident: Incident, agents: Iterable[str]) -> dict[str, 
     return names
 
 
-class Observer(Protocol):
-    """What the engine asks about agents; UpstreamError where the source cannot be read."""
+class FleetReader(Protocol):
+    """What the engine asks about agents; UpstreamError where the source cannot be read.
+
+    `through_alertmanager`: the incidents are Prometheus alert rules notified by Alertmanager, so their alerts
+    resolve there (a resolved notification, or the sweeper, closes them), a conflict's own alert arrives on
+    its own, and Alertmanager holds their silences. Otherwise agents report straight to the receiver: a
+    verified recovery closes the incident, and Alertmanager is asked what it would silence.
+    """
+
+    source: Source
+    through_alertmanager: bool
 
     def view(self, agent: str) -> AgentView: ...
 
@@ -51,8 +62,10 @@ class Observer(Protocol):
     def onset(self, incident: Incident) -> float | None: ...
 
 
-class PrometheusObserver:
+class PrometheusFleetReader:
     """The agents as Prometheus holds them; the incident's conditions are its alert rules, evaluated now."""
+
+    source, through_alertmanager = Source.ALERTMANAGER, True
 
     def __init__(self, prom: PrometheusApi, catalog: RuleCatalog, silent_seconds: float, budget_cap: float):
         self.prom, self.catalog = prom, catalog
@@ -124,8 +137,10 @@ class PrometheusObserver:
         return min(exact) if exact else second
 
 
-class SignalObserver:
+class SignalFleetReader:
     """The agents as their latest reported signals show them; the incident's condition is the classifier's."""
+
+    source, through_alertmanager = Source.SIGNAL, False
 
     def __init__(self, signals: Callable[[], list[Signal]], silent_seconds: float, slo: SloThresholds):
         self.signals, self.silent_seconds, self.slo = signals, silent_seconds, slo

@@ -1,0 +1,519 @@
+"""The incident store's contract: one suite run against every store (SQLite here; the shared database of the next
+step runs it too). Every notification recorded, one open incident per agent and per conflict, durable across a
+reopen, work claimed with leases (taken over after a dead holder's lease), the kill switch, one claim per agent."""
+import threading
+
+import pytest
+
+from webhook_receiver.incident import AlertRef
+from webhook_receiver.notification import AgentNotification
+from webhook_receiver.store import IncidentClosed, LeaseLost, SqliteIncidentStore
+
+GRACE = 300.0
+
+
+def firing(agent="CMO", cls="TRANSIENT", fingerprint=None) -> AgentNotification:
+    labels = {"alertname": "AgentTaskFailing", "agent": agent, "autonomy_class": cls, "severity": "warning"}
+    return AgentNotification(agent, (AlertRef(fingerprint or f"fp-{agent}-{cls}", "firing", labels,
+                                              "2025-08-18T15:02:11Z"),))
+
+
+def resolved(agent="CMO", cls="TRANSIENT") -> AgentNotification:
+    labels = {"alertname": "AgentTaskFailing", "agent": agent, "autonomy_class": cls, "severity": "warning"}
+    return AgentNotification(agent, (AlertRef(f"fp-{agent}-{cls}", "resolved", labels, "2025-08-18T15:02:11Z"),))
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SqliteBackend:
+    """A place where a SQLite store lives (a file on tmp_path); each open() is a store on it, as after a restart."""
+
+    name = "sqlite"
+
+    def __init__(self, tmp_path, clock):
+        self.path, self.clock, self.opened = tmp_path / "incidents.sqlite3", clock, []
+
+    def open(self):
+        store = SqliteIncidentStore(self.path, GRACE, clock=self.clock)
+        self.opened.append(store)
+        return store
+
+    def close(self):
+        for store in self.opened:
+            store.close()
+
+
+BACKENDS = [SqliteBackend]
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture(params=BACKENDS, ids=lambda b: b.name)
+def backend(request, tmp_path, clock):
+    made = request.param(tmp_path, clock)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def store(backend):
+    return backend.open()
+
+
+def ingest(store, *items, source="alertmanager", body="{}", max_queued=None):
+    return store.ingest(source, body, list(items), max_queued=max_queued)
+
+
+def test_a_firing_notification_opens_one_incident_and_queues_it(store):
+    result = ingest(store, firing())
+    assert not result.refused
+    assert result.notification_id > 0
+    assert len(result.opened) == 1 and result.to_run == result.opened
+    incident = store.get(result.opened[0])
+    assert (incident.agent, incident.state, incident.source, incident.attempts) == ("CMO", "open", "alertmanager", 0)
+    assert incident.alert_classes == frozenset({"TRANSIENT"})
+    assert incident.labels["autonomy_class"] == "TRANSIENT"
+    assert store.open_for("CMO") == incident
+    assert store.notification_count() == 1
+
+
+def test_repeated_firing_notifications_are_duplicates_of_the_one_open_incident(store):
+    first = ingest(store, firing())
+    second = ingest(store, firing())
+    third = ingest(store, firing(cls="CAPACITY"))  # another alert of the same agent: still the same incident
+    assert second.opened == () and second.to_run == () and second.duplicates == first.opened
+    assert third.opened == () and third.duplicates == first.opened
+    assert [i.id for i in store.list()] == list(first.opened)
+    assert store.get(first.opened[0]).alert_classes == {"CAPACITY"}  # the latest alerts are kept
+    assert store.notification_count() == 3
+
+
+def test_each_agent_gets_its_own_incident_from_one_notification(store):
+    result = ingest(store, firing("CMO"), firing("CRO", "CAPACITY"))
+    assert len(result.opened) == 2
+    assert sorted(i.agent for i in store.list()) == ["CMO", "CRO"]
+    assert store.notification_count() == 1
+
+
+def test_a_resolved_notification_closes_an_incident_no_worker_holds(store, clock):
+    incident_id = ingest(store, firing()).opened[0]
+    store.update(incident_id, state="escalated", outcome="escalated", reason="AutoRemediationFailed")
+    clock.now += 10
+    result = ingest(store, resolved())
+    assert [i.id for i in result.closed] == [incident_id]
+    closed = store.get(incident_id)
+    assert closed.state == "closed" and closed.closed_at == clock.now
+    assert closed.outcome == "escalated"  # the outcome it had is kept
+    assert store.open_for("CMO") is None
+
+
+def test_a_resolved_notification_closes_a_skipped_incident_as_self_resolved(store):
+    incident_id = ingest(store, firing()).opened[0]
+    store.update(incident_id, state="skipped")
+    result = ingest(store, resolved())
+    assert [i.id for i in result.closed] == [incident_id]
+    assert store.get(incident_id).outcome == "self_resolved"
+    assert store.get(incident_id).reason == "alert resolved"
+
+
+@pytest.mark.parametrize("state", ["open", "remediating"])
+def test_resolved_while_a_worker_holds_the_incident_only_marks_resolved_at(store, clock, state):
+    incident_id = ingest(store, firing()).opened[0]
+    store.update(incident_id, state=state)
+    clock.now += 5
+    result = ingest(store, resolved())
+    assert result.closed == () and result.duplicates == (incident_id,)
+    incident = store.get(incident_id)
+    assert incident.state == state
+    assert incident.resolved_at == clock.now and incident.closed_at is None
+
+
+def test_a_closed_incident_refuses_updates(store):
+    incident_id = ingest(store, firing()).opened[0]
+    store.update(incident_id, state="recovered", recovered_at=1.0)
+    ingest(store, resolved())
+    with pytest.raises(IncidentClosed):
+        store.update(incident_id, state="open")
+    with pytest.raises(IncidentClosed):
+        store.update(incident_id, reason="late note")
+    assert store.get(incident_id).state == "closed"
+
+
+def test_update_rejects_unknown_fields_states_and_incidents(store):
+    incident_id = ingest(store, firing()).opened[0]
+    with pytest.raises(TypeError):
+        store.update(incident_id, colour="red")
+    with pytest.raises(ValueError):
+        store.update(incident_id, state="sleeping")
+    with pytest.raises(KeyError):
+        store.update("no-such-incident", state="open")
+
+
+def test_after_closing_a_new_firing_notification_opens_a_new_incident(store):
+    first = ingest(store, firing()).opened[0]
+    store.update(first, state="recovered", recovered_at=1.0)
+    ingest(store, resolved())
+    second = ingest(store, firing()).opened
+    assert len(second) == 1 and second[0] != first
+    assert {i.id: i.state for i in store.list(agent="CMO")} == {first: "closed", second[0]: "open"}
+
+
+def test_a_skipped_incident_is_queued_again_by_a_new_firing_notification(store):
+    incident_id = ingest(store, firing()).opened[0]
+    store.update(incident_id, state="skipped", attempts=1, outcome="skipped", reason="silenced: by an SRE")
+    result = ingest(store, firing())
+    assert result.to_run == (incident_id,) and result.opened == () and result.duplicates == ()
+    incident = store.get(incident_id)
+    assert incident.state == "open" and incident.outcome is None and incident.reason is None
+    assert incident.attempts == 1  # a skip is not a relapse: attempts made so far still count
+
+
+def test_reopening_an_incident_clears_the_resolved_at_of_the_previous_episode(store, clock):
+    incident_id = ingest(store, firing()).opened[0]
+    clock.now += 1
+    ingest(store, resolved())  # arrives while queued: only marks resolved_at
+    store.update(incident_id, state="skipped", outcome="skipped", reason="silenced: by an SRE")
+    clock.now += 60
+    result = ingest(store, firing())  # the alert fires again
+    assert result.to_run == (incident_id,)
+    assert store.get(incident_id).resolved_at is None
+
+
+def test_a_recovered_incident_absorbs_firing_notifications_within_the_reopen_grace(store, clock):
+    incident_id = ingest(store, firing()).opened[0]
+    store.update(incident_id, state="recovered", attempts=1, recovered_at=clock.now, outcome="auto_resolved")
+    clock.now += GRACE - 1
+    result = ingest(store, firing())
+    assert result.to_run == () and result.duplicates == (incident_id,)
+    assert store.get(incident_id).state == "recovered"
+
+
+def test_a_firing_notification_after_the_reopen_grace_is_a_relapse_with_fresh_attempts(store, clock):
+    incident_id = ingest(store, firing()).opened[0]
+    store.update(incident_id, state="recovered", attempts=2, recovered_at=clock.now, outcome="auto_resolved",
+                  reason="Resolved by CoS: RestartAndRetryTransient")
+    clock.now += GRACE + 1
+    result = ingest(store, firing())
+    assert result.to_run == (incident_id,) and result.opened == ()
+    incident = store.get(incident_id)
+    assert (incident.state, incident.attempts, incident.outcome, incident.reason) == ("open", 0, None, None)
+
+
+def test_an_escalated_incident_is_not_reopened_by_firing_notifications(store, clock):
+    incident_id = ingest(store, firing()).opened[0]
+    store.update(incident_id, state="escalated", attempts=2, outcome="escalated")
+    clock.now += GRACE * 10
+    result = ingest(store, firing())
+    assert result.to_run == () and result.duplicates == (incident_id,)
+    assert store.get(incident_id).state == "escalated"
+
+
+def test_notifications_from_the_other_source_do_not_touch_an_incident(store):
+    incident_id = ingest(store, firing(), source="signal").opened[0]
+    store.update(incident_id, state="recovered", recovered_at=1.0)
+    result = ingest(store, resolved(), source="alertmanager")
+    assert result.closed == () and result.duplicates == (incident_id,)
+    assert store.get(incident_id).state == "recovered"
+
+
+def test_a_notification_that_would_overfill_the_queue_is_refused_whole_including_its_notification_row(store):
+    kept = ingest(store, firing("CRO", "CAPACITY")).opened[0]
+    store.update(kept, state="escalated", outcome="escalated")
+    waiting = ingest(store, firing("COO")).opened[0]  # one incident waits for a worker
+    before = ([i.as_dict() for i in store.list()], store.notification_count())
+    # one new incident (needs room in the queue) and one closure in the same notification: all or nothing
+    result = ingest(store, firing("CMO"), resolved("CRO", "CAPACITY"), max_queued=1)
+    assert result.refused and result.notification_id == 0 and result.to_run == ()
+    assert ([i.as_dict() for i in store.list()], store.notification_count()) == before
+    assert store.open_for("CMO") is None and store.get(kept).state == "escalated"
+    assert store.queued_count() == 1 and store.get(waiting).state == "open"
+
+
+def test_a_notification_that_runs_nothing_is_never_refused_for_room(store):
+    incident_id = ingest(store, firing()).opened[0]
+    result = ingest(store, firing(), max_queued=1)  # the queue is full, but a duplicate needs no worker
+    assert not result.refused and result.duplicates == (incident_id,)
+    assert store.notification_count() == 2
+
+
+def test_a_batch_larger_than_the_whole_queue_gets_in_when_nothing_waits(store):
+    result = ingest(store, firing("CMO"), firing("CRO"), firing("COO"), max_queued=2)
+    assert not result.refused and len(result.to_run) == 3
+    assert ingest(store, firing("Content"), max_queued=2).refused  # now three wait: no more room
+
+
+def test_runnable_incidents_and_every_field_survive_reopening_the_store(backend):
+    first = backend.open()
+    queued = ingest(first, firing("CMO")).opened[0]
+    running = ingest(first, firing("CRO", "CAPACITY")).opened[0]
+    first.update(running, state="remediating", attempts=1, playbooks_run=("RebalanceCapacity",))
+    done = ingest(first, firing("Content", "CONFIG")).opened[0]
+    first.update(done, state="escalated")
+    first.close()
+
+    again = backend.open()
+    assert [i.id for i in again.list(state="open")] == [queued]
+    resumed = again.get(running)
+    assert resumed.state == "remediating" and resumed.attempts == 1
+    assert resumed.playbooks_run == ("RebalanceCapacity",)
+    assert resumed.alerts[0].labels["autonomy_class"] == "CAPACITY"
+    assert again.notification_count() == 3
+    assert {i.id for i in again.open_incidents()} == {queued, running, done}
+    assert again.queued_count() == 2  # both runnable ones wait for a worker: no claim survives a reopen unexpired
+
+
+def test_stored_notifications_are_paged_oldest_first_as_received(store, clock):
+    for n in range(5):
+        clock.now += 1
+        store.ingest("alertmanager", f'{{"n": {n}}}', [firing(fingerprint=f"fp-{n}")])
+    page = store.notifications(limit=2)
+    assert [(x.body, x.source, x.received_at) for x in page] == [('{"n": 0}', "alertmanager", clock.now - 4),
+                                                                 ('{"n": 1}', "alertmanager", clock.now - 3)]
+    rest = store.notifications(after=page[-1].id, limit=10)
+    assert [x.body for x in rest] == ['{"n": 2}', '{"n": 3}', '{"n": 4}']
+    assert store.notifications(after=rest[-1].id) == []
+
+
+def test_list_filters_by_agent_and_state_newest_first(store, clock):
+    a = ingest(store, firing("CMO")).opened[0]
+    clock.now += 1
+    b = ingest(store, firing("CRO", "CAPACITY")).opened[0]
+    store.update(b, state="escalated")
+    assert [i.id for i in store.list()] == [b, a]
+    assert [i.id for i in store.list(agent="CMO")] == [a]
+    assert [i.id for i in store.list(state="escalated")] == [b]
+    assert store.list(agent="CMO", state="escalated") == []
+    assert [i.id for i in store.list(limit=1)] == [b]
+
+
+def test_an_incident_round_trips_through_its_json_document(store):
+    incident_id = ingest(store, firing(), source="signal").opened[0]
+    store.update(incident_id, metrics={"successRate": 0.5}, playbooks_run=("A", "B"), trace_id="ab" * 16)
+    incident = store.get(incident_id)
+    assert incident.metrics == {"successRate": 0.5}
+    assert incident.playbooks_run == ("A", "B")
+    assert incident.as_dict()["alerts"][0]["fingerprint"] == "fp-CMO-TRANSIENT"
+
+
+@pytest.mark.parametrize("gate", ["kill_switch", "canary", "dry_run"])
+def test_a_repeat_notification_does_not_requeue_what_only_a_setting_can_lift(store, gate):
+    incident_id = ingest(store, firing()).opened[0]
+    store.update(incident_id, state="skipped", outcome="skipped", reason=f"{gate}: refused")
+    result = ingest(store, firing())
+    assert result.to_run == () and result.duplicates == (incident_id,)
+    assert store.get(incident_id).state == "skipped"
+
+
+# ------------------------------------------------------------------ conflicts: one incident per conflict
+
+def claim(agent, directive="D-REV-1", status="firing", *others: AlertRef) -> AgentNotification:
+    labels = {"alertname": "DirectiveClaimedByMultipleAgents", "agent": agent, "autonomy_class": "CONFLICT",
+              "directive_id": directive, "severity": "warning"}
+    return AgentNotification(agent, (AlertRef(f"fp-{agent}-claim", status, labels, "2025-08-18T15:02:11Z"),
+                                     *others))
+
+
+def symptom(agent) -> AlertRef:
+    labels = {"alertname": "AgentAlignmentBelowSLO", "agent": agent, "autonomy_class": "CAPACITY"}
+    return AlertRef(f"fp-{agent}-align", "firing", labels, "2025-08-18T15:02:15Z")
+
+
+def test_a_conflict_between_two_agents_is_one_incident_listing_both_claimants(store):
+    first = ingest(store, claim("CMO"))
+    second = ingest(store, claim("CRO"))
+    assert len(first.opened) == 1 and second.opened == () and second.to_run == ()
+    [conflict] = store.list()
+    assert conflict.conflict_key == "directive:D-REV-1" and conflict.claimants == ("CMO", "CRO")
+    assert {a.labels["agent"] for a in conflict.alerts} == {"CMO", "CRO"}
+    assert [i.id for i in store.list(agent="CRO")] == [conflict.id]  # listed under every claimant
+    assert store.open_for("CRO") is None and store.conflicts_of("CRO") == [conflict]
+
+
+def test_both_claimants_in_one_notification_open_one_conflict_incident(store):
+    result = ingest(store, claim("CMO"), claim("CRO"))
+    assert len(result.opened) == 1 and result.to_run == result.opened
+    assert store.get(result.opened[0]).claimants == ("CMO", "CRO")
+
+
+def test_a_claimants_other_alerts_are_its_own_incident(store):
+    result = ingest(store, claim("CRO", "D-REV-1", "firing", symptom("CRO")))
+    assert len(result.opened) == 2
+    own, conflict = store.open_for("CRO"), store.conflicts_of("CRO")[0]
+    assert [a.labels["alertname"] for a in own.alerts] == ["AgentAlignmentBelowSLO"]
+    assert [a.labels["alertname"] for a in conflict.alerts] == ["DirectiveClaimedByMultipleAgents"]
+
+
+def test_the_conflict_closes_only_when_no_claimant_has_its_alert_firing(store):
+    conflict_id = ingest(store, claim("CMO"), claim("CRO")).opened[0]
+    store.update(conflict_id, state="recovered", recovered_at=1.0, outcome="auto_resolved")
+    assert ingest(store, claim("CMO", status="resolved")).closed == ()
+    assert store.get(conflict_id).state == "recovered"
+    # CRO's next notification no longer carries the alert at all (resolved and gone): the conflict is over.
+    closed = ingest(store, AgentNotification("CRO", ())).closed
+    assert [i.id for i in closed] == [conflict_id]
+    assert store.get(conflict_id).outcome == "auto_resolved" and store.conflicts_of("CRO") == []
+
+
+def test_the_onset_of_an_incident_is_its_earliest_firing_alert(store):
+    incident = store.get(ingest(store, firing()).opened[0])
+    assert incident.onset_at == 1755529331.0  # 2025-08-18T15:02:11Z
+
+
+
+
+# ------------------------------------------------------------------ work claimed with leases
+
+def test_a_claim_takes_the_oldest_runnable_incident_and_no_other_claim_gets_it(store, clock):
+    first = ingest(store, firing("CMO")).opened[0]
+    clock.now += 1
+    second = ingest(store, firing("CRO")).opened[0]
+    a = store.claim("worker-a", 30)
+    b = store.claim("worker-b", 30)
+    assert (a.incident_id, a.owner, a.agents) == (first, "worker-a", ("CMO",))
+    assert (b.incident_id, b.agents) == (second, ("CRO",))
+    assert store.claim("worker-c", 30) is None
+    assert store.queued_count() == 0 and store.leased_agents() == {"CMO", "CRO"}
+    store.release(a)
+    assert store.queued_count() == 1 and store.leased_agents() == {"CRO"}
+    assert store.claim("worker-c", 30).incident_id == first
+
+
+def test_a_claim_by_id_takes_that_incident_or_nothing(store):
+    first = ingest(store, firing("CMO")).opened[0]
+    second = ingest(store, firing("CRO")).opened[0]
+    assert store.claim("w", 30, second).incident_id == second
+    assert store.claim("w", 30, second) is None  # already held
+    assert store.claim("w", 30, "no-such-incident") is None
+    store.update(first, state="escalated")
+    assert store.claim("w", 30, first) is None  # not runnable
+
+
+def test_a_claim_held_by_a_dead_worker_is_taken_over_after_its_lease(store, clock):
+    incident_id = ingest(store, firing()).opened[0]
+    dead = store.claim("worker-that-died", 30)
+    store.update(incident_id, dead, state="remediating", attempts=1)
+    clock.now += 29
+    assert store.claim("survivor", 30) is None  # still within the lease
+    clock.now += 2
+    assert store.leased_agents() == frozenset() and store.queued_count() == 1
+    taken = store.claim("survivor", 30)
+    assert taken.incident_id == incident_id and taken.incident.state == "remediating"
+    # The dead worker's claim fences it out: it can neither renew, nor write, nor free the survivor's hold.
+    assert store.renew(dead, 30) is None
+    with pytest.raises(LeaseLost):
+        store.update(incident_id, dead, reason="late write")
+    store.release(dead)
+    assert store.leased_agents() == {"CMO"} and store.claim("third", 30) is None
+    assert store.update(incident_id, taken, state="open").state == "open"
+
+
+def test_a_renewed_lease_keeps_the_claim(store, clock):
+    ingest(store, firing())
+    held = store.claim("w", 10)
+    for _ in range(5):
+        clock.now += 8
+        held = store.renew(held, 10)
+        assert held is not None and held.expires_at == clock.now + 10
+        assert store.claim("other", 10) is None
+
+
+def test_one_claim_per_agent_a_conflict_holds_each_of_its_claimants(store):
+    conflict = ingest(store, claim("CMO"), claim("CRO")).opened[0]
+    own = ingest(store, firing("COO")).opened[0]
+    held = store.claim("w1", 30, conflict)
+    assert set(held.agents) == {"CMO", "CRO"}
+    cro_own = ingest(store, AgentNotification("CRO", (symptom("CRO"),))).opened[0]
+    assert store.claim("w2", 30, cro_own) is None  # CRO is held by the conflict's claim
+    assert store.claim("w2", 30).incident_id == own  # another agent's incident is free to take
+    store.release(held)
+    assert store.claim("w3", 30, cro_own) is None  # the conflict is still runnable: it goes first
+    store.update(conflict, state="recovered", recovered_at=1.0)
+    assert store.claim("w3", 30, cro_own).incident_id == cro_own
+
+
+def test_a_claim_extends_to_more_agents_only_when_no_other_claim_holds_them(store):
+    conflict = ingest(store, claim("CMO")).opened[0]
+    busy = ingest(store, firing("COO")).opened[0]
+    held = store.claim("w1", 30, conflict)
+    other = store.claim("w2", 30, busy)
+    wider = store.extend(held, ["CRO"])
+    assert wider.agents == ("CMO", "CRO") and store.leased_agents() == {"CMO", "CRO", "COO"}
+    assert store.extend(wider, ["COO"]) is None  # held by the other claim: nothing taken
+    assert store.leased_agents() == {"CMO", "CRO", "COO"}
+    store.release(other)
+    assert store.extend(wider, ["COO"]).agents == ("CMO", "CRO", "COO")
+    store.release(wider)
+    assert store.leased_agents() == frozenset()
+
+
+def test_a_released_claim_with_a_retry_time_is_not_claimed_before_it(store, clock):
+    incident_id = ingest(store, firing()).opened[0]
+    store.release(store.claim("w", 30), retry_at=clock.now + 5)
+    assert store.get(incident_id).retry_at == clock.now + 5
+    assert store.claim("w", 30) is None and store.queued_count() == 1
+    clock.now += 5
+    assert store.claim("w", 30).incident_id == incident_id
+
+
+def test_concurrent_claimers_never_hold_one_agent_twice_and_run_each_incident_once(store):
+    agents = [f"agent-{n}" for n in range(12)]
+    expected = {i for agent in agents for i in ingest(store, firing(agent)).opened}
+    # Two conflicts sharing agent-1, and claiming agents whose own incidents must wait for them.
+    expected |= set(ingest(store, claim("agent-0", "D-1"), claim("agent-1", "D-1")).opened)
+    expected |= set(ingest(store, claim("agent-1", "D-2"), claim("agent-2", "D-2")).opened)
+    held: dict[str, str] = {}
+    lock, problems, ran = threading.Lock(), [], []
+
+    def worker(name: str) -> None:
+        idle = 0
+        while idle < 200 and len(ran) < len(expected):
+            got = store.claim(name, 30)
+            if got is None:
+                idle += 1
+                continue
+            idle = 0
+            with lock:
+                problems.extend(f"{a} held by {held[a]} and {name}" for a in got.agents if a in held)
+                held.update({a: name for a in got.agents})
+                ran.append(got.incident_id)
+            for _ in range(3):
+                store.get(got.incident_id)  # some work while holding it
+            with lock:
+                for agent in got.agents:
+                    held.pop(agent, None)
+            store.update(got.incident_id, got, state="recovered", recovered_at=1.0)
+            store.release(got)
+
+    threads = [threading.Thread(target=worker, args=(f"w{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not problems
+    assert sorted(ran) == sorted(expected)  # every incident ran, none twice
+    assert store.queued_count() == 0 and store.leased_agents() == frozenset()
+
+
+# ------------------------------------------------------------------ the kill switch
+
+def test_the_kill_switch_is_on_until_switched_off_and_keeps_its_reason_across_a_reopen(backend, clock):
+    store = backend.open()
+    switch = store.kill_switch()
+    assert (switch.enabled, switch.reason, switch.changed_at) == (True, None, None)
+    off = store.set_kill_switch(False, "bad deploy")
+    assert (off.enabled, off.reason, off.changed_at) == (False, "bad deploy", clock.now)
+    store.close()
+    again = backend.open()
+    assert again.kill_switch() == off
+    clock.now += 10
+    on = again.set_kill_switch(True, "ignored when switching on")
+    assert (on.enabled, on.reason, on.changed_at) == (True, None, clock.now) and again.kill_switch() == on

@@ -1,0 +1,78 @@
+"""Alerts for Alertmanager posted from a thread of their own, so no request waits on Alertmanager."""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Callable
+
+from ..escalation import post_escalated_alert
+from ..upstreams import AlertmanagerApi
+
+log = logging.getLogger("autonomy.outbox")
+
+
+class AlertOutbox:
+    """A bounded queue of alerts and the thread that posts them. When full, an alert is dropped and counted:
+    every alert posted carries an endsAt, so Alertmanager resolves a lost one by itself within the hour."""
+
+    def __init__(self, alertmanager: Callable[[], AlertmanagerApi | None], on_dropped: Callable[[], None],
+                 capacity: int = 1000):
+        self.alertmanager, self.on_dropped = alertmanager, on_dropped
+        self._queue: queue.Queue[dict | None] = queue.Queue(maxsize=capacity)
+        self._thread: threading.Thread | None = None
+
+    def put(self, alert: dict) -> None:
+        if self.alertmanager() is None:
+            return
+        try:
+            self._queue.put_nowait(alert)
+        except queue.Full:
+            log.warning("alert outbox full: %s for %s dropped", alert["labels"].get("alertname"),
+                        alert["labels"].get("agent"))
+            self.on_dropped()
+
+    def drain(self) -> int:
+        """Post everything queued now, in this thread (tests, and the final flush at stop); how many were posted."""
+        posted = 0
+        while True:
+            try:
+                alert = self._queue.get_nowait()
+            except queue.Empty:
+                return posted
+            if alert is not None:
+                self._post(alert)
+                posted += 1
+
+    def _post(self, alert: dict) -> None:
+        alertmanager = self.alertmanager()
+        if alertmanager is None:
+            return
+        problem = post_escalated_alert(alertmanager, alert)
+        if problem:
+            log.warning("%s for %s not posted: %s", alert["labels"].get("alertname"), alert["labels"].get("agent"),
+                        problem)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="alert-outbox", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            alert = self._queue.get()
+            if alert is None:
+                return
+            self._post(alert)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._thread is None:
+            return
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            pass
+        self._thread.join(timeout=timeout)
+        self._thread = None
+
+    def alive(self) -> bool:
+        return self._thread is None or self._thread.is_alive()

@@ -1,0 +1,190 @@
+"""Every ending of an attempt or an incident, written the same way: the store, one lineage line from one entry
+builder, and the metrics (decisions and lineage lines counted alike, so a lost line shows)."""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Callable
+
+from autonomy.settings import Settings
+from autonomy.vocabulary import ESCALATION_REASONS, GATE_REASONS, IncidentState, LineageEvent, Outcome
+
+from ..agent_view import FLEET, AgentView
+from ..classifier import CLASSES
+from ..escalation import escalated_alert, escalation_payload, post_escalated_alert, post_payload
+from ..fleet_reader import FleetReader
+from ..gates import Refusal
+from ..incident import Incident
+from ..lineage import LINEAGE_FILE, LineageLog, utc_now_iso
+from ..outcomes import COUNTED_BEFORE_CLOSE, closing_outcome
+from ..playbooks import PlaybookSet
+from ..receiver_metrics import ReceiverMetrics
+from ..store import Claim, IncidentStore
+from ..upstreams import UpstreamError
+from ..upstreams import deadline as upstream_deadline
+from .alert_outbox import AlertOutbox
+from .fleet_readers import Upstreams
+
+
+def lineage_entry(event: LineageEvent, incident: Incident, *, ok: bool, before: dict, after: dict,
+                  attempt: int | None = None, **fields: object) -> dict:
+    """One lineage line: the pack's fields (section 8) for INCIDENT, then the event's own FIELDS."""
+    return {"event": event, "agent": incident.agent, "classification": fields.pop("classification",
+                                                                                  incident.classification),
+            "playbook": fields.pop("playbook", incident.playbook),
+            "attempt": incident.attempts if attempt is None else attempt, "ok": ok, "before": before, "after": after,
+            "incident_id": incident.id, "trace_id": incident.trace_id, **fields}
+
+
+def read_after(incident: Incident, reader: FleetReader, since: float | None,
+               timeout: float) -> tuple[dict, bool | None, str | None]:
+    """The agent's latest metrics, whether they are newer than SINCE (None: nothing to compare with), and what
+    to say when they are not; no upstream call may take longer than TIMEOUT."""
+    with upstream_deadline(time.time() + timeout):
+        view = reader.view(incident.agent)
+        if view.problem:
+            return {}, False, view.problem
+        if since is None or incident.agent == FLEET:
+            return view.metrics, None, None
+        try:
+            fresh = not reader.stale([incident.agent], since)
+        except UpstreamError as exc:
+            return view.metrics, False, f"freshness unknown: {exc}"
+        return view.metrics, fresh, None if fresh else "the latest samples, from before the action ended"
+
+
+class OutcomeRecorder:
+    """Writes what happened; a LEASE given fences the store writes (LeaseLost once another worker holds it)."""
+
+    def __init__(self, settings: Settings, store: IncidentStore, lineage: LineageLog, metrics: ReceiverMetrics,
+                 playbooks: PlaybookSet, upstreams: Callable[[], Upstreams], lineage_url: Callable[[str], str],
+                 outbox: AlertOutbox):
+        self.settings, self.store, self.lineage, self.metrics = settings, store, lineage, metrics
+        self.playbooks, self.upstreams, self.lineage_url, self.outbox = playbooks, upstreams, lineage_url, outbox
+
+    def record(self, entry: dict) -> dict:
+        """Write a decision's lineage line; coverage = lines written / decisions made, so a lost line shows."""
+        self.metrics.decisions.labels(entry["event"]).inc()
+        written = self.lineage.append(entry)
+        self.metrics.lineage_lines.labels(entry["event"]).inc()
+        return written
+
+    def after(self, incident: Incident, reader: FleetReader, since: float | None):
+        return read_after(incident, reader, since, self.settings.verify_timeout_seconds)
+
+    @staticmethod
+    def class_of(incident: Incident) -> str:
+        if incident.classification:
+            return incident.classification
+        return next((c for c in CLASSES if c in incident.alert_classes), "none")
+
+    # -- endings ------------------------------------------------------------------------------------------------
+    def recovered(self, incident: Incident, classification: str, playbook: str, reader: FleetReader,
+                  lease: Claim | None) -> None:
+        """Verified: auto-resolved. The direct path (or an incident whose alerts resolved meanwhile) closes now."""
+        now = time.time()
+        incident = self.store.get(incident.id) or incident
+        changes = dict(outcome=Outcome.AUTO_RESOLVED, recovered_at=now, reason=f"Resolved by CoS: {playbook}",
+                       state_reason=None)
+        if not reader.through_alertmanager or incident.resolved_at:
+            done = self.store.update(incident.id, lease, state=IncidentState.CLOSED, closed_at=now, **changes)
+        else:
+            done = self.store.update(incident.id, lease, state=IncidentState.RECOVERED, **changes)
+        onset = done.onset_at if done.onset_at is not None else done.opened_at
+        self.metrics.outcomes.labels(classification, Outcome.AUTO_RESOLVED).inc()
+        self.metrics.recovery.labels(classification).observe(max(0.0, now - onset))
+        burn = (done.metrics or {}).get("costBurnRatePerHour") or 0.0
+        self.metrics.incident_cost.labels(classification).inc(burn * max(0.0, now - onset) / 3600)
+        if done.state == IncidentState.CLOSED:
+            self.closed([done])
+
+    def nothing_to_fix(self, incident: Incident, view: AgentView, lease: Claim | None) -> None:
+        self.record(lineage_entry(
+            LineageEvent.NO_ACTION, incident, ok=True, before=view.metrics, after=view.metrics, classification=None,
+            playbook=None, reason="the agent's latest samples show nothing to fix: it healed without the layer"))
+        self.store.update(incident.id, lease, state=IncidentState.RECOVERED, recovered_at=time.time(),
+                          outcome=closing_outcome(replace(incident, outcome=None)), state_reason=None,
+                          reason="nothing to fix on the latest samples")
+
+    def refused(self, incident: Incident, classification: str | None, playbook: str | None, refusal: Refusal,
+                reader: FleetReader, lease: Claim | None, view: AgentView | None = None, attempt: int | None = None,
+                steps=(), extra: dict | None = None, action_end: float | None = None) -> None:
+        """A gate said no: recorded, then escalated, closed or held as the refusal says."""
+        self.metrics.refusals.labels(refusal.gate).inc()
+        before = view.metrics if view else {}
+        after, fresh = before, None  # nothing ran: what it saw is what it leaves
+        if steps:  # something ran before the refusal: what it left
+            after, fresh, _ = self.after(incident, reader, action_end)
+        entry = lineage_entry(LineageEvent.REMEDIATION_REFUSED, incident, ok=False, before=before, after=after,
+                              attempt=attempt, classification=classification, playbook=playbook, gate=refusal.gate,
+                              reason=refusal.reason, steps=[s.as_dict() for s in steps], **(extra or {}))
+        if fresh is not None:
+            entry["after_fresh"] = fresh
+        self.record(entry)
+        if refusal.escalate_reason:
+            incident = self.store.update(incident.id, lease, classification=classification, playbook=playbook)
+            self.escalate(incident, refusal.escalate_reason, reader, lease)
+        elif refusal.close:
+            done = self.store.update(incident.id, lease, state=IncidentState.CLOSED, closed_at=time.time(),
+                                     outcome=closing_outcome(incident), reason=refusal.reason)
+            self.closed([done])
+        else:
+            self.store.update(incident.id, lease, state=IncidentState.SKIPPED, classification=classification,
+                              playbook=playbook, outcome=Outcome.SKIPPED, reason=f"{refusal.gate}: {refusal.reason}",
+                              state_reason=GATE_REASONS.get(refusal.gate, refusal.gate))
+
+    def failed_attempt(self, incident: Incident, attempt: int, error: str, reader: FleetReader) -> None:
+        """An attempt that ended in an exception, as a failed attempt's line (the caller retries or escalates)."""
+        after, _, note = self.after(incident, reader, None)
+        entry = lineage_entry(LineageEvent.AUTO_REMEDIATION, incident, ok=False, before=incident.metrics or {},
+                              after=after, attempt=attempt, error=error,
+                              verification={"ok": False, "reason": f"the attempt failed unexpectedly: {error}"})
+        if note:
+            entry["after_note"] = note
+        self.record(entry)
+
+    def escalate(self, incident: Incident, reason: str, reader: FleetReader, lease: Claim | None) -> None:
+        """Hand the incident to a human: the pack's payload (section 7) posted, AutonomyEscalated in Alertmanager."""
+        ts = utc_now_iso()
+        payload = escalation_payload(incident, reason, self.playbooks, f"{LINEAGE_FILE}#{ts}")
+        after, _, note = self.after(incident, reader, None)  # the agent as it is when handed over
+        entry = lineage_entry(LineageEvent.ESCALATION, incident, ok=False, before=incident.metrics or {},
+                              after=after, ts=ts, reason=reason, payload=payload)
+        if note:
+            entry["after_note"] = note
+        self.record(entry)
+        incident = self.store.update(incident.id, lease, state=IncidentState.ESCALATED, outcome=Outcome.ESCALATED,
+                                     reason=reason, state_reason=ESCALATION_REASONS.get(reason, reason))
+        problems = self._deliver(incident, reason, payload)
+        if problems:
+            self.lineage.append(lineage_entry(LineageEvent.ESCALATION_DELIVERY, incident, ok=False,
+                                              before=incident.metrics or {}, after=after, reason="; ".join(problems)))
+            self.store.update(incident.id, lease, reason=f"{reason}; delivery: {'; '.join(problems)}")
+        self.metrics.escalations.labels(reason).inc()
+        self.metrics.outcomes.labels(self.class_of(incident), Outcome.ESCALATED).inc()
+
+    def _deliver(self, incident: Incident, reason: str, payload: dict) -> list[str]:
+        problems = []
+        if self.settings.escalation_url:
+            problem = post_payload(self.settings.escalation_url, payload, self.settings.escalation_token)
+            if problem:
+                problems.append(problem)
+        else:
+            problems.append("AUTOREM_ESCALATION_URL is not set: payload recorded in the lineage only")
+        alertmanager = self.upstreams().alertmanager
+        if alertmanager is not None:
+            problem = post_escalated_alert(alertmanager, escalated_alert(
+                incident, reason, self.lineage_url(incident.agent), self.playbooks.escalate_to))
+            if problem:
+                problems.append(problem)
+        return problems
+
+    def closed(self, incidents) -> None:
+        """Account for closed incidents (each counted once, by how it ended); an escalated one's AutonomyEscalated
+        is resolved in Alertmanager from the outbox, never from the caller's thread (a webhook request)."""
+        for incident in incidents:
+            if incident.outcome and incident.outcome not in COUNTED_BEFORE_CLOSE:
+                self.metrics.outcomes.labels(self.class_of(incident), incident.outcome).inc()
+            if incident.outcome == Outcome.ESCALATED:
+                self.outbox.put(escalated_alert(incident, incident.reason or "", "", self.playbooks.escalate_to,
+                                                resolved=True))

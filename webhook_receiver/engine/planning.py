@@ -1,0 +1,160 @@
+"""Deciding what an attempt does, from a fresh view of the agent (or a conflict's claimants)."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+
+from autonomy.settings import Settings
+from autonomy.signal_contract import Signal
+from autonomy.vocabulary import RUNNABLE_STATES, Gate, IncidentClass
+
+from ..agent_view import AgentView
+from ..classifier import Decision, Facts, SloThresholds, classify
+from ..conflicts import DIRECTIVE, Arbitration, arbitrate, key_parts, signal_conflict_labels, without_conflicts
+from ..fleet_reader import FleetReader
+from ..fleet_view import Member, directive_claimants, template_variables
+from ..gates import Refusal
+from ..incident import Incident
+from ..playbooks import PlaybookSet
+from ..store import IncidentStore
+from ..upstreams import UpstreamError
+from .worker_pool import Deferred, Work
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What an attempt is about to do, decided from a fresh view."""
+
+    view: AgentView
+    decision: Decision
+    arbitration: Arbitration | None
+    agents: tuple[str, ...]  # whose recovery is verified: the agent, or a conflict's claimants
+    foreign: tuple[str, ...]  # conflicts other incidents own
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def classification_inputs(view: AgentView, incident: Incident) -> tuple[Signal | None, Facts]:
+    """The agent's own signal decides when it is live; alert classes only stand in when it is not."""
+    if view.signal is not None and not view.facts.silent:
+        return view.signal, replace(view.facts, alert_classes=frozenset())
+    # A silent agent's last signal is old news: its stale error code must not outrank `silent`.
+    return None, replace(view.facts, alert_classes=incident.alert_classes)
+
+
+def members_of(reader: FleetReader) -> list[Member]:
+    try:
+        return reader.members()
+    except UpstreamError:
+        return []
+
+
+class Planner:
+    """Classifies the incident on the latest view, arbitrates conflicts, and waits for evidence where it must."""
+
+    def __init__(self, settings: Settings, store: IncidentStore, playbooks: PlaybookSet, stop: threading.Event):
+        self.settings, self.store, self.playbooks, self.stop = settings, store, playbooks, stop
+        self.slo = SloThresholds.from_settings(settings)
+
+    def plan(self, work: Work, incident: Incident, reader: FleetReader) -> tuple[Incident, Plan]:
+        view = reader.view(incident.agent)
+        if incident.conflict_key:
+            return self._plan_conflict(work, incident, reader, view)
+        foreign = self._foreign_conflicts(incident, view, reader)
+        decision = classify(*classification_inputs(without_conflicts(view, foreign), incident), self.slo)
+        arbitration = None
+        if decision.classification == IncidentClass.CONFLICT:
+            claimants = directive_claimants(incident.agent, view, members_of(reader))
+            arbitration = arbitrate({m.agent: self.playbooks.domain_of(m.agent, m.domain) for m in claimants}
+                                    or {incident.agent: self.playbooks.domain_of(incident.agent)},
+                                    self.settings.priority)
+        return incident, Plan(view, decision, arbitration, (incident.agent,), foreign)
+
+    def _foreign_conflicts(self, incident: Incident, view: AgentView, reader: FleetReader) -> tuple[str, ...]:
+        """The conflicts with an incident of their own, which this agent's incident leaves to them.
+
+        A conflict this agent is in whose alert has not reached the receiver yet gets a moment to arrive (its
+        rule fires well before its symptoms'), then its incident goes first; without one, this incident acts.
+        """
+        signal = view.signal
+        own = signal_conflict_labels(signal, view.facts.directive_claimants) if signal else {}
+        key = (f"conflict:{own['conflict_id']}" if "conflict_id" in own
+               else f"directive:{own['directive_id']}" if "directive_id" in own else None)
+        deadline = time.time() + self.settings.verify_timeout_seconds
+        while key and reader.through_alertmanager and key not in self.store.open_conflict_keys():
+            if time.time() >= deadline or self.stop.wait(self.settings.verify_interval_seconds):
+                break
+        conflict = next((c for c in self.store.open_incidents() if c.conflict_key == key), None) if key else None
+        if conflict is not None and conflict.state in RUNNABLE_STATES:
+            raise Deferred(f"waits for the conflict {key} to be settled first",
+                           retry_at=time.time() + self.settings.verify_interval_seconds)
+        return tuple(sorted(self.store.open_conflict_keys()))
+
+    def _plan_conflict(self, work: Work, incident: Incident, reader: FleetReader,
+                       view: AgentView) -> tuple[Incident, Plan]:
+        kind, ident = key_parts(incident.conflict_key)
+        holders = reader.claimants(incident.conflict_key)
+        foreign = tuple(sorted(self.store.open_conflict_keys() - {incident.conflict_key}))
+        persists = len(holders) >= 2 if kind == DIRECTIVE else bool(holders)
+        if not persists:
+            return incident, Plan(view, Decision(None, (), None), None, incident.agents, foreign)
+        incident = self._more_agents(work, incident, holders)
+        members = {m.agent: m for m in members_of(reader)}
+        arbitration = arbitrate({a: self.playbooks.domain_of(a, members[a].domain if a in members else None)
+                                 for a in holders}, self.settings.priority)
+        what = f"directiveId {ident}" if kind == DIRECTIVE else f"conflictId {ident}"
+        decision = Decision(IncidentClass.CONFLICT, (f"{what} claimed by {', '.join(holders)}",), f"conflict-{kind}")
+        return incident, Plan(view, decision, arbitration, incident.agents, foreign)
+
+    def _more_agents(self, work: Work, incident: Incident, agents) -> Incident:
+        """A conflict found more claimants: record them and take them too, or wait for whoever holds one."""
+        new = [a for a in agents if a not in work.claim.agents]
+        if not new:
+            return incident
+        incident = self.store.update(incident.id, work.claim,
+                                     claimants=tuple(dict.fromkeys((*incident.claimants, *new))))
+        extended = self.store.extend(work.claim, new)
+        if extended is None:
+            raise Deferred(f"waits for {', '.join(new)} to be free")  # claimable again once they are
+        work.claim = extended
+        return incident
+
+    def await_evidence(self, incident: Incident, reader: FleetReader) -> Refusal | None:
+        """After a hold was lifted, act only on samples newer than that moment; wait for them, or refuse."""
+        since = incident.gate_changed_at
+        if since is None:
+            return None
+        deadline = time.time() + self.settings.verify_timeout_seconds
+        stale: list[str] = list(incident.agents)
+        while True:
+            try:
+                stale = reader.stale(incident.agents, since)
+                # A silent agent sends nothing new: its silence, on a sample scraped since, is the evidence.
+                if not stale or (all(reader.view(a).facts.silent for a in stale)
+                                 and not reader.stale(stale, since, own_signal=False)):
+                    return None
+            except UpstreamError:
+                pass
+            if time.time() >= deadline or self.stop.wait(self.settings.verify_interval_seconds):
+                return Refusal(Gate.STALE_EVIDENCE, f"no sample from {', '.join(stale)} newer than the end of its "
+                                                    f"hold ({_iso(since)}) within "
+                                                    f"{self.settings.verify_timeout_seconds:g}s: nothing done")
+
+    def refine_onset(self, work: Work, incident: Incident, reader: FleetReader) -> Incident:
+        try:
+            onset = reader.onset(incident)
+        except UpstreamError:
+            return incident
+        if onset is not None and (incident.onset_at is None or onset < incident.onset_at):
+            return self.store.update(incident.id, work.claim, onset_at=onset)
+        return incident
+
+    def variables(self, incident: Incident, plan: Plan, reader: FleetReader) -> dict:
+        kind, ident = key_parts(incident.conflict_key) if incident.conflict_key else (None, None)
+        directive = ident if kind == DIRECTIVE else None
+        return template_variables(incident.agent, plan.view, members_of(reader), self.playbooks,
+                                  self.settings.priority, incident.labels, incident.id, plan.arbitration, directive)

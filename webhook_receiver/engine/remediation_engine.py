@@ -1,0 +1,165 @@
+"""The closed loop's front: the kill switch, and the workers, sweeper and outbox that run it."""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from typing import Callable
+
+from opentelemetry import trace
+
+from autonomy.settings import Settings
+from autonomy.vocabulary import IncidentState, StateReason
+
+from ..actions import ActionRunner
+from ..incident import Incident
+from ..lineage import LineageLog
+from ..playbooks import PlaybookSet
+from ..receiver_metrics import ReceiverMetrics
+from ..store import IncidentStore
+from .alert_outbox import AlertOutbox
+from .attempts import AttemptLoop
+from .fleet_readers import FleetReaders, Upstreams
+from .outcome_recorder import OutcomeRecorder
+from .planning import Planner
+from .sweeper import Sweeper
+from .worker_pool import WorkerPool
+
+log = logging.getLogger("autonomy.engine")
+FLAG_OFF = "AUTO_REMEDIATE is not true (feature flag off)"
+
+
+class FeatureFlagOff(RuntimeError):
+    """Remediation was asked to be switched on while AUTO_REMEDIATE is not exactly true."""
+
+
+def _or_nan(read: Callable[[], float]) -> Callable[[], float]:
+    def safe() -> float:
+        try:
+            return float(read())
+        except Exception:  # a scrape during shutdown, or a broken store: unknown, not a guess
+            return math.nan
+    return safe
+
+
+class RemediationEngine:
+    """Workers claim incidents from the store, one remediation per agent at a time (the store's leases say so)."""
+
+    def __init__(self, settings: Settings, store: IncidentStore, lineage: LineageLog, metrics: ReceiverMetrics,
+                 playbooks: PlaybookSet, upstreams: Upstreams, runner: ActionRunner, tracer: trace.Tracer,
+                 lineage_url: Callable[[str], str], owner: str | None = None):
+        self.settings, self.store, self.metrics, self.up = settings, store, metrics, upstreams
+        self.built_at = time.time()
+        self.stopping = threading.Event()
+        self.readers = FleetReaders(settings, lambda: self.up)
+        self.outbox = AlertOutbox(lambda: self.up.alertmanager, metrics.outbox_dropped.inc)
+        self.recorder = OutcomeRecorder(settings, store, lineage, metrics, playbooks, lambda: self.up, lineage_url,
+                                        self.outbox)
+        self.attempts = AttemptLoop(settings, store, self.recorder, Planner(settings, store, playbooks, self.stopping),
+                                    self.readers, playbooks, runner, tracer, metrics, lambda: self.up,
+                                    lambda: self.enabled, self.stopping)
+        self.pool = WorkerPool(store, self.attempts.run, metrics, settings.lease_seconds, self.stopping, owner)
+        self.sweeper = Sweeper(store, self.readers, self.recorder, playbooks, lambda: self.up, lineage_url,
+                               settings.sweep_seconds)
+        metrics.queue_capacity.set(settings.queue_size)
+        metrics.queue_depth.set_function(_or_nan(store.queued_count))
+        metrics.remediation_enabled.set_function(_or_nan(lambda: self.enabled))
+
+    # -- the kill switch -------------------------------------------------------------------------------------------
+    @property
+    def enabled(self) -> bool:
+        """AUTO_REMEDIATE is exactly true and the kill switch (in the store, shared) is on; read each time."""
+        return self.settings.auto_remediate and self.store.kill_switch().enabled
+
+    def set_enabled(self, enabled: bool, reason: str) -> None:
+        """Flip the kill switch durably; an in-flight playbook stops before its next step.
+
+        Switching it back on resumes the incidents the switch had held back; they act only on samples newer
+        than this moment. With AUTO_REMEDIATE not exactly true it cannot be switched on (FeatureFlagOff).
+        """
+        if enabled and not self.settings.auto_remediate:
+            raise FeatureFlagOff("AUTO_REMEDIATE is not true: set AUTO_REMEDIATE=true and restart the receiver")
+        self.store.set_kill_switch(enabled, reason)
+        if enabled:
+            self._resume_held(lambda i: i.state_reason == StateReason.KILL_SWITCH
+                              or (i.reason or "").startswith("kill_switch"), "resumed: kill switch on")
+
+    def remediation_status(self) -> dict:
+        switch = self.store.kill_switch()
+        if not self.settings.auto_remediate:
+            reason = FLAG_OFF
+        elif switch.enabled:
+            reason = None
+        elif switch.changed_at is None or switch.changed_at < self.built_at:
+            reason = "disabled before the last restart"
+        else:
+            reason = switch.reason
+        return {"enabled": self.enabled, "reason": reason, "dry_run": self.settings.dry_run,
+                "canary_agents": list(self.settings.canary_agents)}
+
+    def _resume_held(self, held_here: Callable[[Incident], bool], reason: str) -> int:
+        """Open again the skipped incidents HELD_HERE selects, a page at a time; they wait for samples newer than
+        now. How many were resumed."""
+        now, resumed, before = time.time(), 0, None
+        while True:
+            page = self.store.list(state=IncidentState.SKIPPED, limit=500, before=before)
+            for incident in page:
+                if held_here(incident):
+                    self.store.update(incident.id, state=IncidentState.OPEN, outcome=None, resolved_at=None,
+                                      reason=reason, state_reason=None, gate_changed_at=now)
+                    resumed += 1
+            if len(page) < 500:
+                break
+            before = (page[-1].opened_at, page[-1].id)
+        self.pool.wake(resumed)
+        return resumed
+
+    # -- running -----------------------------------------------------------------------------------------------------
+    def start(self, workers: int | None = None, sweeper: bool = True) -> None:
+        """Start the workers, the outbox and the sweeper. What a stopped or crashed receiver held is taken over
+        as its leases expire; holds a restart lifted (canary widened, dry run off) are resumed."""
+        canary, dry_run = self.settings.canary_agents, self.settings.dry_run
+
+        def lifted(incident: Incident) -> bool:
+            if incident.state_reason == StateReason.NOT_IN_CANARY:
+                return not canary or all(a in canary for a in incident.agents)
+            return incident.state_reason == StateReason.DRY_RUN and not dry_run
+        self._resume_held(lifted, "resumed: the restart lifted its hold")
+        self.pool.start(workers or self.settings.workers)
+        self.outbox.start()
+        if sweeper:
+            self.sweeper.start(self.stopping)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping.set()
+        self.pool.stop(timeout)
+        self.sweeper.join(timeout)
+        self.outbox.stop(timeout)
+
+    def alive(self) -> bool:
+        return self.pool.alive() and self.sweeper.alive() and self.outbox.alive()
+
+    def wake(self, count: int) -> None:
+        """COUNT incidents were just queued (the webhook committed them)."""
+        if count:
+            self.pool.wake(count)
+
+    def running_agents(self) -> set[str]:
+        """Agents a live claim holds right now (the tiles' spinner)."""
+        return set(self.store.leased_agents())
+
+    def on_closed(self, incidents) -> None:
+        self.recorder.closed(incidents)
+
+    # -- one step at a time (the tests, and a receiver without workers) -----------------------------------------------
+    def process(self, incident_id: str) -> bool:
+        """Claim INCIDENT_ID and run it now, in this thread; False if it could not be claimed."""
+        return self.pool.run_one(incident_id) is not None
+
+    def work_once(self) -> str | None:
+        """Claim the next claimable incident and run it, as a worker would; its id, or None."""
+        return self.pool.run_one()
+
+    def sweep(self) -> None:
+        self.sweeper.sweep()

@@ -1,0 +1,147 @@
+"""Workers that claim incidents from the store with a lease, run them, and give them back; a lease keeper renews
+the leases of what they hold. Nothing about who holds what lives only in this process."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+from ..receiver_metrics import ReceiverMetrics
+from ..store import Claim, IncidentStore
+
+log = logging.getLogger("autonomy.workers")
+IDLE_POLL_SECONDS = 1.0  # an idle worker looks again this often: retry times come, leases of dead workers expire
+
+
+class Deferred(Exception):
+    """The incident waits for another remediation or incident to end; RETRY_AT, if given, is when to look again
+    (otherwise the store holds it back until what it waits for is released)."""
+
+    def __init__(self, why: str, retry_at: float | None = None):
+        super().__init__(why)
+        self.retry_at = retry_at
+
+
+@dataclass
+class Work:
+    """A claimed incident in a worker's hands: the claim (renewed, or extended to more agents, as it runs),
+    whether its lease was lost to another worker, and when to look at it again once given back."""
+
+    claim: Claim
+    lost: bool = False
+    retry_at: float | None = None
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class WorkerPool:
+    """RUN(work) for every incident a worker claims; the claim is released after, whatever happened."""
+
+    def __init__(self, store: IncidentStore, run: Callable[[Work], None], metrics: ReceiverMetrics,
+                 lease_seconds: float, stopping: threading.Event, owner: str | None = None,
+                 idle_poll_seconds: float = IDLE_POLL_SECONDS):
+        self.store, self.run, self.metrics = store, run, metrics
+        self.lease_seconds, self.idle_poll_seconds = lease_seconds, min(idle_poll_seconds, lease_seconds / 3)
+        self.owner = owner or default_owner()
+        self._held: dict[str, Work] = {}  # token -> work: what the lease keeper renews
+        self._held_lock = threading.Lock()
+        self._wake = threading.Condition()
+        self._signals = 0
+        self.stopping = stopping
+        self._threads: list[threading.Thread] = []
+
+    def wake(self, count: int = 1) -> None:
+        """COUNT new incidents may be claimable: wake as many idle workers."""
+        with self._wake:
+            self._signals += count
+            self._wake.notify(count)
+
+    def wake_all(self) -> None:
+        """Agents were freed: whatever waited for them may be claimable now."""
+        with self._wake:
+            self._signals += max(1, len(self._threads))
+            self._wake.notify_all()
+
+    def run_one(self, incident_id: str | None = None) -> str | None:
+        """Claim the next claimable incident (or INCIDENT_ID), run it, give it back; its id, or None if none."""
+        claim = self.store.claim(self.owner, self.lease_seconds, incident_id)
+        if claim is None:
+            return None
+        work = Work(claim)
+        with self._held_lock:
+            self._held[claim.token] = work
+        self.metrics.in_flight.inc()
+        try:
+            self.run(work)
+        except Exception:  # one bad incident must not take a worker down
+            log.exception("incident %s failed unexpectedly", claim.incident_id)
+        finally:
+            self.metrics.in_flight.dec()
+            with self._held_lock:
+                self._held.pop(claim.token, None)
+            try:
+                self.store.release(work.claim, work.retry_at)
+            except Exception:
+                log.exception("incident %s: its claim could not be released; its lease expires instead",
+                              claim.incident_id)
+            self.wake_all()
+        return claim.incident_id
+
+    def renew_all(self) -> None:
+        """Extend the lease of everything held; a claim another worker took over is marked lost."""
+        with self._held_lock:
+            held = list(self._held.values())
+        for work in held:
+            try:
+                renewed = self.store.renew(work.claim, self.lease_seconds)
+            except Exception:
+                log.exception("incident %s: lease renewal failed", work.claim.incident_id)
+                continue
+            if renewed is None:
+                log.warning("incident %s: its lease was taken over; this worker stops at its next step",
+                            work.claim.incident_id)
+                work.lost = True
+            else:
+                work.claim = renewed
+
+    def start(self, workers: int) -> None:
+        for n in range(workers):
+            self._spawn(self._work_loop, f"remediation-{n}")
+        self._spawn(self._keep_leases, "lease-keeper")
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _work_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                ran = self.run_one()
+            except Exception:  # the store itself failed: wait, then try again
+                log.exception("claiming work failed")
+                ran = None
+            if ran is None:
+                with self._wake:
+                    if not self._signals and not self.stopping.is_set():
+                        self._wake.wait(self.idle_poll_seconds)
+                    self._signals = max(0, self._signals - 1)
+
+    def _keep_leases(self) -> None:
+        while not self.stopping.wait(self.lease_seconds / 3):
+            self.renew_all()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping.set()
+        self.wake_all()
+        for thread in self._threads:
+            thread.join(timeout=timeout)
+
+    def alive(self) -> bool:
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)

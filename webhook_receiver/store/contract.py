@@ -1,0 +1,138 @@
+"""What the receiver needs from its incident store: one Protocol every backend implements (SQLite here, a shared
+database next), and the values it hands back. tests/test_store_contract.py runs one suite against each."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Protocol
+
+from ..data_dir import DataDirError
+from ..incident import Incident
+from ..notification import AgentNotification
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What a notification did: incidents to run, duplicates absorbed, incidents closed; `refused` when the
+    work queue was full (nothing stored)."""
+
+    notification_id: int
+    to_run: tuple[str, ...] = ()
+    opened: tuple[str, ...] = ()
+    duplicates: tuple[str, ...] = ()
+    closed: tuple[Incident, ...] = ()
+    refused: bool = False
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's exclusive hold on an incident and on each of its agents, until `expires_at` unless renewed.
+
+    `token` fences its holder: once the lease expired and another worker took it, the old holder's writes
+    are refused (LeaseLost)."""
+
+    incident: Incident
+    owner: str
+    token: str
+    agents: tuple[str, ...]
+    expires_at: float
+
+    @property
+    def incident_id(self) -> str:
+        return self.incident.id
+
+
+@dataclass(frozen=True)
+class KillSwitch:
+    """The kill switch as stored: on unless someone switched it off (with a reason, at a time)."""
+
+    enabled: bool = True
+    reason: str | None = None
+    changed_at: float | None = None
+
+
+@dataclass(frozen=True)
+class StoredNotification:
+    """A notification as received and stored, before anything was decided from it."""
+
+    id: int
+    received_at: float
+    source: str
+    body: str
+
+
+class IncidentClosed(RuntimeError):
+    """A change was asked of an incident that is already closed."""
+
+
+class LeaseLost(RuntimeError):
+    """A write under a claim whose lease another worker has taken over since (it expired)."""
+
+
+class StoreError(DataDirError):
+    """The store cannot be used (newer schema, not a ledger, corrupt, read-only); the message says what and
+    what to do."""
+
+
+class IncidentStore(Protocol):
+    """Every notification recorded, one open incident per agent (and per conflict), work claimed with leases."""
+
+    def ingest(self, source: str, body: str, per_agent: Iterable[AgentNotification], max_queued: int | None = None,
+               keep_unchanged: bool = True) -> IngestResult:
+        """Record a notification and open, update or close incidents in one transaction. Refused (nothing
+        stored) when it would queue work beyond MAX_QUEUED incidents waiting for a worker, unless none wait.
+        Without KEEP_UNCHANGED a notification that changes no incident is not stored (notification_id 0)."""
+
+    def get(self, incident_id: str) -> Incident | None: ...
+
+    def open_for(self, agent: str) -> Incident | None:
+        """The agent's own open incident (not the conflicts it is a claimant of)."""
+
+    def open_incidents(self) -> list[Incident]: ...
+
+    def open_count(self) -> int:
+        """How many agents have an open incident of their own."""
+
+    def conflicts_of(self, agent: str) -> list[Incident]:
+        """The open conflict incidents AGENT is a claimant of."""
+
+    def open_conflict_keys(self) -> frozenset[str]: ...
+
+    def list(self, agent: str | None = None, state: str | None = None, limit: int = 100,
+             before: tuple[float, str] | None = None) -> list[Incident]:
+        """Incidents newest first (ties by id), from before the (opened_at, id) cursor BEFORE; AGENT matches its
+        own and the conflicts it claims."""
+
+    def notifications(self, after: int = 0, limit: int = 100) -> list[StoredNotification]:
+        """Stored notifications oldest first, those with an id above AFTER."""
+
+    def notification_count(self) -> int: ...
+
+    def update(self, incident_id: str, lease: Claim | None = None, **changes: object) -> Incident:
+        """Change an incident durably; IncidentClosed if it is closed, KeyError if unknown, LeaseLost if LEASE
+        is given and no longer held."""
+
+    def claim(self, owner: str, lease_seconds: float, incident_id: str | None = None) -> Claim | None:
+        """Take the oldest runnable incident (or INCIDENT_ID) that no live lease holds, whose agents no other
+        claim holds, whose retry time has come and, for an agent's own incident, none of whose agents is a
+        claimant of a runnable conflict; None if there is none."""
+
+    def extend(self, claim: Claim, agents: Iterable[str]) -> Claim | None:
+        """CLAIM holding AGENTS too, or None (and nothing taken) if another claim holds one of them."""
+
+    def renew(self, claim: Claim, lease_seconds: float) -> Claim | None:
+        """CLAIM with its lease extended, or None if it was lost (expired and taken over)."""
+
+    def release(self, claim: Claim, retry_at: float | None = None) -> None:
+        """Give the incident and its agents back; RETRY_AT keeps the incident from being claimed before then."""
+
+    def queued_count(self) -> int:
+        """Runnable incidents no live lease holds: the work waiting for a worker."""
+
+    def leased_agents(self) -> frozenset[str]:
+        """Agents a live claim holds: a remediation of them is running."""
+
+    def kill_switch(self) -> KillSwitch: ...
+
+    def set_kill_switch(self, enabled: bool, reason: str | None) -> KillSwitch: ...
+
+    def close(self) -> None: ...
