@@ -5,7 +5,7 @@ import itertools
 import pytest
 
 from webhook_receiver.incident import AlertRef, Incident
-from webhook_receiver.notification import AgentNotification, Batch, apply_notification, split_alerts
+from webhook_receiver.notification import AgentNotification, Batch, apply_notification, split_alerts, split_notification
 
 NOW, GRACE = 10_000.0, 300.0
 
@@ -69,7 +69,7 @@ def test_what_a_notification_does_to_the_open_incidents(name, current, items, ex
     batch = Batch({i.agent: i for i in current if not i.conflict_key},
                   {i.conflict_key: i for i in current if i.conflict_key}, NOW)
     notification = [AgentNotification(agent, tuple(alerts)) for agent, alerts in items]
-    apply_notification(batch, notification, "alertmanager", GRACE, new_id=lambda: next(ids))
+    apply_notification(batch, split_notification(notification), "alertmanager", GRACE, new_id=lambda: next(ids))
     opened = [batch.inserts[i] for i in batch.opened]
     assert [(i.agent, i.conflict_key) for i in opened] == expected["opened"]
     assert all(i.state == "open" and i.opened_at == NOW for i in opened)

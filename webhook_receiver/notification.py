@@ -30,17 +30,21 @@ def firing(alerts: tuple[AlertRef, ...]) -> bool:
     return False
 
 
+_CONFLICT = IncidentClass.CONFLICT.value  # a plain str: compared once per alert on the hot path
+Split = tuple[AgentNotification, tuple[AlertRef, ...], dict[str, tuple[AlertRef, ...]]]
+
+
 def split_alerts(alerts: tuple[AlertRef, ...]) -> tuple[tuple[AlertRef, ...], dict[str, tuple[AlertRef, ...]]]:
     """An agent's alerts: its own, and those about a conflict with other agents, by conflict key."""
     for alert in alerts:
-        if alert.labels.get("autonomy_class") == IncidentClass.CONFLICT:
+        if alert.labels.get("autonomy_class") == _CONFLICT:
             break
     else:
         return alerts, {}  # the common case, without building anything
     own: list[AlertRef] = []
     by_key: dict[str, list[AlertRef]] = {}
     for alert in alerts:
-        key = conflict_key(alert.labels) if alert.labels.get("autonomy_class") == IncidentClass.CONFLICT else None
+        key = conflict_key(alert.labels) if alert.labels.get("autonomy_class") == _CONFLICT else None
         if key is None:
             own.append(alert)
         else:
@@ -97,21 +101,26 @@ class Batch:
         return updated
 
 
-def conflict_keys_touched(items: Iterable[AgentNotification], claims: Callable[[str], Iterable[str]]) -> set[str]:
+def split_notification(items: Iterable[AgentNotification]) -> list[Split]:
+    """Each agent of a notification with its own alerts and its alerts about conflicts (split once)."""
+    return [(item, *split_alerts(item.alerts)) for item in items]
+
+
+def conflict_keys_touched(split: list[Split], claims: Callable[[str], Iterable[str]]) -> set[str]:
     """The conflict keys a notification may change: those its alerts name, and those its agents claim."""
     keys: set[str] = set()
-    for item in items:
-        keys.update(split_alerts(item.alerts)[1])
+    for item, _, by_key in split:
+        keys.update(by_key)
         keys.update(claims(item.agent))
     return keys
 
 
-def apply_notification(batch: Batch, items: Iterable[AgentNotification], source: str, reopen_grace: float,
+def apply_notification(batch: Batch, split: list[Split], source: str, reopen_grace: float,
                        new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> Batch:
-    """Apply every agent's alerts of one notification to BATCH: each agent's own go to its own incident, those
-    about a conflict with other agents to that conflict's incident (one per conflict, listing every claimant)."""
-    for item in items:
-        own, by_key = split_alerts(item.alerts)
+    """Apply every agent's alerts of one notification (as split_notification splits it) to BATCH: each agent's own
+    go to its own incident, those about a conflict with other agents to that conflict's incident (one per
+    conflict, listing every claimant)."""
+    for item, own, by_key in split:
         if by_key or batch.conflicts:
             claimed = {k for k, c in batch.conflicts.items() if item.agent in c.claimants}
             for key in sorted(set(by_key) | claimed):

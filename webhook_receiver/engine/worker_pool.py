@@ -86,11 +86,11 @@ class WorkerPool:
             with self._held_lock:
                 self._held.pop(claim.token, None)
             try:
+                # No one is woken: this worker claims again at once, and takes whatever the release unblocked.
                 self.store.release(work.claim, work.retry_at)
             except Exception:
                 log.exception("incident %s: its claim could not be released; its lease expires instead",
                               claim.incident_id)
-            self.wake_all()
         return claim.incident_id
 
     def renew_all(self) -> None:

@@ -9,6 +9,7 @@ from typing import Iterable
 
 from autonomy.vocabulary import RUNNABLE_STATES, IncidentState
 
+from ..incident import Incident
 from ..notification import changed
 from .contract import Claim, LeaseLost
 from .sqlite_rows import UPDATE_INCIDENT, from_doc
@@ -17,8 +18,19 @@ _RUNNABLE = "state IN ({})".format(", ".join(f"'{s}'" for s in RUNNABLE_STATES))
 _LIVE_LEASE = "SELECT incident_id FROM leases WHERE expires_at > ?"
 _HELD_AGENTS = ("SELECT la.agent FROM lease_agents la JOIN leases l ON l.incident_id = la.incident_id "
                 "WHERE l.expires_at > ? AND la.incident_id != ? AND la.agent IN ({})")
-_IN_RUNNABLE_CONFLICT = ("SELECT 1 FROM incident_agents ia JOIN incidents c ON c.id = ia.incident_id "
-                         "WHERE ia.agent = ? AND c.conflict_key IS NOT NULL AND c." + _RUNNABLE + " LIMIT 1")
+# A runnable incident no live lease holds, whose retry time has come; an agent's own incident also needs its
+# agent free of live claims and of runnable conflicts (a conflict goes first: the incident may be its symptom).
+# A conflict's claimants are checked one by one (its agents are in its document).
+_CLAIMABLE = (
+    "SELECT i.id, i.conflict_key IS NOT NULL FROM incidents i "
+    f"WHERE i.{_RUNNABLE} AND (i.retry_at IS NULL OR i.retry_at <= ?) "
+    "AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.incident_id = i.id AND l.expires_at > ?) "
+    "AND (i.conflict_key IS NOT NULL OR ("
+    "  NOT EXISTS (SELECT 1 FROM lease_agents la JOIN leases l ON l.incident_id = la.incident_id "
+    "              WHERE la.agent = i.agent AND l.expires_at > ?) "
+    "  AND NOT EXISTS (SELECT 1 FROM incident_agents ia JOIN incidents c ON c.id = ia.incident_id "
+    f"                 WHERE ia.agent = i.agent AND c.conflict_key IS NOT NULL AND c.{_RUNNABLE})))")
+_CANDIDATES = 32
 
 
 class SqliteLeases:
@@ -42,35 +54,40 @@ class SqliteLeases:
 
     def claim(self, owner: str, lease_seconds: float, incident_id: str | None = None) -> Claim | None:
         now = self._clock()
-        query = (f"SELECT doc FROM incidents WHERE {_RUNNABLE} AND (retry_at IS NULL OR retry_at <= ?) "
-                 f"AND id NOT IN ({_LIVE_LEASE})")
-        args: list = [now, now]
+        query, args = _CLAIMABLE, [now, now, now]
         if incident_id is not None:
-            query += " AND id = ?"
+            query += " AND i.id = ?"
             args.append(incident_id)
-        with self._lock, self._transaction():
+        with self._lock, LeaseTransaction(self._db):
             self._expire(now)
-            for (doc,) in self._db.execute(query + " ORDER BY opened_at, id", args).fetchall():
-                incident = from_doc(doc)
-                if self._held_by_others(incident.agents, incident.id, now):
-                    continue
-                if not incident.conflict_key and any(
-                        self._db.execute(_IN_RUNNABLE_CONFLICT, (a,)).fetchone() for a in incident.agents):
-                    continue  # a conflict goes first: this incident may be its symptom
-                token = uuid.uuid4().hex
-                self._db.execute("INSERT INTO leases (incident_id, owner, token, expires_at) VALUES (?, ?, ?, ?)",
-                                 (incident.id, owner, token, now + lease_seconds))
-                self._db.executemany("INSERT OR REPLACE INTO lease_agents (agent, incident_id) VALUES (?, ?)",
-                                     [(a, incident.id) for a in incident.agents])
-                return Claim(incident, owner, token, incident.agents, now + lease_seconds)
+            # Ids only, a page at a time: the whole queue is never read (nor decoded) to take one incident.
+            for page in range(0, 1 << 30, _CANDIDATES):
+                rows = self._db.execute(query + f" ORDER BY i.opened_at, i.id LIMIT {_CANDIDATES} OFFSET {page}",
+                                        args).fetchall()
+                for candidate, is_conflict in rows:
+                    incident = from_doc(self._db.execute("SELECT doc FROM incidents WHERE id = ?",
+                                                         (candidate,)).fetchone()[0])
+                    if is_conflict and self._held_by_others(incident.agents, incident.id, now):
+                        continue  # one of its claimants is being remediated: it waits
+                    return self._take(incident, owner, lease_seconds, now)
+                if len(rows) < _CANDIDATES:
+                    return None
         return None
+
+    def _take(self, incident: Incident, owner: str, lease_seconds: float, now: float) -> Claim:
+        token = uuid.uuid4().hex
+        self._db.execute("INSERT INTO leases (incident_id, owner, token, expires_at) VALUES (?, ?, ?, ?)",
+                         (incident.id, owner, token, now + lease_seconds))
+        self._db.executemany("INSERT OR REPLACE INTO lease_agents (agent, incident_id) VALUES (?, ?)",
+                             [(a, incident.id) for a in incident.agents])
+        return Claim(incident, owner, token, incident.agents, now + lease_seconds)
 
     def extend(self, claim: Claim, agents: Iterable[str]) -> Claim | None:
         new = [a for a in dict.fromkeys(agents) if a not in claim.agents]
         if not new:
             return claim
         now = self._clock()
-        with self._lock, self._transaction():
+        with self._lock, LeaseTransaction(self._db):
             if not self._holds(claim):
                 raise LeaseLost(f"incident {claim.incident_id}: the lease of {claim.owner} was taken over")
             self._expire(now)
@@ -82,13 +99,13 @@ class SqliteLeases:
 
     def renew(self, claim: Claim, lease_seconds: float) -> Claim | None:
         until = self._clock() + lease_seconds
-        with self._lock:
+        with self._lock, LeaseTransaction(self._db):
             renewed = self._db.execute("UPDATE leases SET expires_at = ? WHERE incident_id = ? AND token = ?",
                                        (until, claim.incident_id, claim.token)).rowcount
         return Claim(claim.incident, claim.owner, claim.token, claim.agents, until) if renewed else None
 
     def release(self, claim: Claim, retry_at: float | None = None) -> None:
-        with self._lock, self._transaction():
+        with self._lock, LeaseTransaction(self._db):
             if not self._db.execute("DELETE FROM leases WHERE incident_id = ? AND token = ?",
                                     (claim.incident_id, claim.token)).rowcount:
                 return  # lost already: whoever holds it now keeps it
@@ -138,3 +155,21 @@ class Transaction:
             # ROLLBACK would raise "no transaction is active" and hide the real error.
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
+
+
+class LeaseTransaction(Transaction):
+    """A transaction on the lease tables, committed without an fsync (WAL, synchronous=NORMAL: atomic, and
+    durable once the next FULL commit or checkpoint syncs the log). A lease lost to a power cut is harmless:
+    its holder went down with the machine, and a lost release only makes the lease expire instead."""
+
+    def __enter__(self) -> None:
+        if not self.db.in_transaction:
+            self.db.execute("PRAGMA synchronous=NORMAL")
+        super().__enter__()
+
+    def __exit__(self, kind, value, trace) -> None:
+        try:
+            super().__exit__(kind, value, trace)
+        finally:
+            if self.outer:
+                self.db.execute("PRAGMA synchronous=FULL")

@@ -11,7 +11,14 @@ from typing import Callable, Iterable
 from autonomy.vocabulary import IncidentState
 
 from ..incident import Incident
-from ..notification import AgentNotification, Batch, apply_notification, changed, conflict_keys_touched
+from ..notification import (
+    AgentNotification,
+    Batch,
+    apply_notification,
+    changed,
+    conflict_keys_touched,
+    split_notification,
+)
 from .contract import Claim, IncidentClosed, IngestResult, KillSwitch, LeaseLost, StoredNotification
 from .sqlite_leases import SqliteLeases, Transaction
 from .sqlite_rows import INSERT_CLAIMANT, INSERT_INCIDENT, INSERT_NOTIFICATION, UPDATE_INCIDENT, from_doc, to_row
@@ -70,10 +77,11 @@ class SqliteIncidentStore(SqliteLeases):
         items = list(per_agent)
         now = self._clock()
         with self._lock:
-            keys = conflict_keys_touched(items, lambda a: self._claims.get(a, ()))
+            split = split_notification(items)
+            keys = conflict_keys_touched(split, lambda agent: self._claims.get(agent, ()))
             batch = Batch({i.agent: self._own[i.agent] for i in items if i.agent in self._own},
                           {k: self._conflicts[k] for k in keys if k in self._conflicts}, now)
-            apply_notification(batch, items, source, self.reopen_grace_seconds)
+            apply_notification(batch, split, source, self.reopen_grace_seconds)
             if batch.to_run and max_queued is not None:
                 queued = self.queued_count()
                 # A batch larger than the whole queue still gets in once the queue is empty, never 503 forever.
