@@ -10,6 +10,8 @@ from .receiver_state import accepted, counted, receiver
 from .webhook_payload import PayloadError, parse_webhook
 
 alerts_bp = Blueprint("alerts", __name__)
+
+
 @alerts_bp.post("/api/v1/alerts")
 @counted("alerts")
 @require_token("WEBHOOK_TOKEN")

@@ -8,7 +8,7 @@ from flask import Blueprint, jsonify
 from autonomy.http_edge import ApiError, json_body, require_token
 from autonomy.latest_signals import AgentLimit
 from autonomy.signal_contract import SignalError, load_signals
-from autonomy.vocabulary import Source
+from autonomy.vocabulary import IncidentClass, Source
 
 from .agent_view import view_from_signals
 from .classifier import SloThresholds, classify
@@ -70,10 +70,10 @@ def direct_signals():
         ts = signal.document.get("ts", "")
         alerts, rest = [], decision
         conflict = signal_conflict_labels(signal, view.facts.directive_claimants) \
-            if decision.classification == "CONFLICT" else {}
+            if decision.classification == IncidentClass.CONFLICT else {}
         if conflict:
             # A conflict with other agents is its own incident; what else ails the agent is the agent's own.
-            labels = direct_labels(DIRECT_ALERTNAMES[decision.rule], signal.agent, "CONFLICT", **conflict)
+            labels = direct_labels(DIRECT_ALERTNAMES[decision.rule], signal.agent, IncidentClass.CONFLICT, **conflict)
             alerts.append(AlertRef(f"signal:{signal.agent}:conflict", "firing", labels, ts))
             others = without_conflicts(view, [conflict_key(labels)])
             rest = classify(others.signal, others.facts, slo)
