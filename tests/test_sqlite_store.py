@@ -118,3 +118,20 @@ def test_the_store_refuses_an_update_under_a_lease_whose_row_another_claim_repla
     new = store.claim("b", 10)
     rows = store._db.execute("SELECT owner, token FROM leases WHERE incident_id = ?", (incident_id,)).fetchall()
     assert rows == [("b", new.token)] and old.token != new.token  # one row per incident: the new holder's
+
+
+def test_a_lease_transaction_that_cannot_begin_leaves_later_commits_fully_synced(store, tmp_path):
+    # Lease writes commit without an fsync; if their BEGIN fails (another writer holds the file), the
+    # connection must not stay that way for the notifications committed after it.
+    store._db.execute("PRAGMA busy_timeout=0")
+    ingest(store, firing())
+    other = sqlite3.connect(tmp_path / "incidents.sqlite3", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            store.claim("w", 30)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store.claim("w", 30) is not None

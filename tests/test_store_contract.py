@@ -517,3 +517,13 @@ def test_the_kill_switch_is_on_until_switched_off_and_keeps_its_reason_across_a_
     clock.now += 10
     on = again.set_kill_switch(True, "ignored when switching on")
     assert (on.enabled, on.reason, on.changed_at) == (True, None, clock.now) and again.kill_switch() == on
+
+
+def test_a_claim_whose_lease_expired_cannot_take_more_agents_even_before_anyone_took_it_over(store, clock):
+    conflict = ingest(store, claim("CMO")).opened[0]
+    held = store.claim("w1", 10, conflict)
+    clock.now += 11  # expired; no other worker claimed anything since
+    with pytest.raises(LeaseLost):
+        store.extend(held, ["CRO"])
+    assert store.leased_agents() == frozenset()
+    assert store.claim("w2", 10, conflict).agents == ("CMO",)

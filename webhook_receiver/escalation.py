@@ -55,14 +55,19 @@ def escalation_summary(reason: str, escalate_to: str) -> str:
     return text.replace("CEO", escalate_to, 1) if text else f"Escalated to {escalate_to}: {reason}"
 
 
+def escalated_labels(incident: Incident) -> dict[str, str]:
+    """The labels that name an incident's AutonomyEscalated alert in Alertmanager (its identity there)."""
+    return {"alertname": ESCALATED_ALERT, "agent": incident.agent, "severity": "critical",
+            "escalated_class": incident.classification or "none"}
+
+
 def escalated_alert(incident: Incident, reason: str, lineage_url: str, escalate_to: str = "CEO",
                     resolved: bool = False) -> dict:
     """The AutonomyEscalated alert; people's routing, paging and silences apply to it."""
     now = datetime.now(timezone.utc)
     ends = now if resolved else now + ALERT_LIFETIME
     return {
-        "labels": {"alertname": ESCALATED_ALERT, "agent": incident.agent, "severity": "critical",
-                   "escalated_class": incident.classification or "none"},
+        "labels": escalated_labels(incident),
         "annotations": {
             "summary": escalation_summary(reason, escalate_to),
             "description": (f"{incident.agent}: {reason} after {incident.attempts} attempt(s); playbooks tried: "

@@ -19,14 +19,15 @@ class AlertOutbox:
     def __init__(self, alertmanager: Callable[[], AlertmanagerApi | None], on_dropped: Callable[[], None],
                  capacity: int = 1000):
         self.alertmanager, self.on_dropped = alertmanager, on_dropped
-        self._queue: queue.Queue[dict | None] = queue.Queue(maxsize=capacity)
+        self._queue: queue.Queue[tuple[dict, Callable[[], bool]] | None] = queue.Queue(maxsize=capacity)
         self._thread: threading.Thread | None = None
 
-    def put(self, alert: dict) -> None:
+    def put(self, alert: dict, still_due: Callable[[], bool] = lambda: True) -> None:
+        """Queue ALERT; STILL_DUE is asked just before it is posted (what happened since may make it wrong)."""
         if self.alertmanager() is None:
             return
         try:
-            self._queue.put_nowait(alert)
+            self._queue.put_nowait((alert, still_due))
         except queue.Full:
             log.warning("alert outbox full: %s for %s dropped", alert["labels"].get("alertname"),
                         alert["labels"].get("agent"))
@@ -37,21 +38,28 @@ class AlertOutbox:
         posted = 0
         while True:
             try:
-                alert = self._queue.get_nowait()
+                item = self._queue.get_nowait()
             except queue.Empty:
                 return posted
-            if alert is not None:
-                self._post(alert)
-                posted += 1
+            if item is not None:
+                posted += self._post(*item)
 
-    def _post(self, alert: dict) -> None:
+    def _post(self, alert: dict, still_due: Callable[[], bool]) -> bool:
         alertmanager = self.alertmanager()
         if alertmanager is None:
-            return
+            return False
+        try:
+            if not still_due():
+                log.info("%s for %s not posted: superseded", alert["labels"].get("alertname"),
+                         alert["labels"].get("agent"))
+                return False
+        except Exception:  # the store cannot say: post it, as queued
+            log.exception("alert outbox: could not check whether an alert is still due")
         problem = post_escalated_alert(alertmanager, alert)
         if problem:
             log.warning("%s for %s not posted: %s", alert["labels"].get("alertname"), alert["labels"].get("agent"),
                         problem)
+        return True
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="alert-outbox", daemon=True)
@@ -59,20 +67,20 @@ class AlertOutbox:
 
     def _run(self) -> None:
         while True:
-            alert = self._queue.get()
-            if alert is None:
+            item = self._queue.get()
+            if item is None:
                 return
-            self._post(alert)
+            self._post(*item)
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self._thread is None:
-            return
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            pass
-        self._thread.join(timeout=timeout)
-        self._thread = None
+        if self._thread is not None:
+            try:
+                self._queue.put(None, timeout=timeout)
+            except queue.Full:
+                pass
+            self._thread.join(timeout=timeout)
+            self._thread = None
+        self.drain()  # what was queued behind the thread's last one (a webhook answered during the stop)
 
     def alive(self) -> bool:
         return self._thread is None or self._thread.is_alive()

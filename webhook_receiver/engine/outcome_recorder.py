@@ -11,7 +11,7 @@ from autonomy.vocabulary import ESCALATION_REASONS, GATE_REASONS, IncidentState,
 
 from ..agent_view import FLEET, AgentView
 from ..classifier import CLASSES
-from ..escalation import escalated_alert, escalation_payload, post_escalated_alert, post_payload
+from ..escalation import escalated_alert, escalated_labels, escalation_payload, post_escalated_alert, post_payload
 from ..fleet_reader import FleetReader
 from ..gates import Refusal
 from ..incident import Incident
@@ -155,13 +155,14 @@ class OutcomeRecorder:
         self.record(entry)
         incident = self.store.update(incident.id, lease, state=IncidentState.ESCALATED, outcome=Outcome.ESCALATED,
                                      reason=reason, state_reason=ESCALATION_REASONS.get(reason, reason))
+        # Counted once it is stored: a lease lost while delivering must not lose the count.
+        self.metrics.escalations.labels(reason).inc()
+        self.metrics.outcomes.labels(self.class_of(incident), Outcome.ESCALATED).inc()
         problems = self._deliver(incident, reason, payload)
         if problems:
             self.lineage.append(lineage_entry(LineageEvent.ESCALATION_DELIVERY, incident, ok=False,
                                               before=incident.metrics or {}, after=after, reason="; ".join(problems)))
             self.store.update(incident.id, lease, reason=f"{reason}; delivery: {'; '.join(problems)}")
-        self.metrics.escalations.labels(reason).inc()
-        self.metrics.outcomes.labels(self.class_of(incident), Outcome.ESCALATED).inc()
 
     def _deliver(self, incident: Incident, reason: str, payload: dict) -> list[str]:
         problems = []
@@ -187,4 +188,12 @@ class OutcomeRecorder:
                 self.metrics.outcomes.labels(self.class_of(incident), incident.outcome).inc()
             if incident.outcome == Outcome.ESCALATED:
                 self.outbox.put(escalated_alert(incident, incident.reason or "", "", self.playbooks.escalate_to,
-                                                resolved=True))
+                                                resolved=True), lambda incident=incident: not self._refiring(incident))
+
+    def _refiring(self, closed: Incident) -> bool:
+        """Whether a newer escalation of CLOSED's agent fires under the same labels: resolving the closed one's
+        alert now would resolve the newer one's."""
+        labels = escalated_labels(closed)
+        return any(c.id != closed.id and c.state == IncidentState.ESCALATED and escalated_labels(c) == labels
+                   for c in (self.store.open_for(closed.agent), *self.store.conflicts_of(closed.agent))
+                   if c is not None)

@@ -90,8 +90,9 @@ class Planner:
                 break
         conflict = next((c for c in self.store.open_incidents() if c.conflict_key == key), None) if key else None
         if conflict is not None and conflict.state in RUNNABLE_STATES:
-            raise Deferred(f"waits for the conflict {key} to be settled first",
-                           retry_at=time.time() + self.settings.verify_interval_seconds)
+            # A claimant of it is held back by the store until the conflict is settled: no need to look again.
+            retry_at = None if incident.agent in conflict.agents else time.time() + self.settings.verify_interval_seconds
+            raise Deferred(f"waits for the conflict {key} to be settled first", retry_at=retry_at)
         return tuple(sorted(self.store.open_conflict_keys()))
 
     def _plan_conflict(self, work: Work, incident: Incident, reader: FleetReader,

@@ -54,8 +54,11 @@ class Sweeper:
                     continue
                 self.recorder.closed([done])
             elif incident.state == IncidentState.ESCALATED and up.alertmanager is not None:
+                current = self.store.get(incident.id)  # closed since the list was read: firing again would be false
+                if current is None or current.state != IncidentState.ESCALATED:
+                    continue
                 post_escalated_alert(up.alertmanager, escalated_alert(
-                    incident, incident.reason or "", self.lineage_url(incident.agent), self.playbooks.escalate_to))
+                    current, current.reason or "", self.lineage_url(current.agent), self.playbooks.escalate_to))
 
     def start(self, stopping: threading.Event) -> None:
         def loop() -> None:

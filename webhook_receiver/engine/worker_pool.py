@@ -54,18 +54,21 @@ class WorkerPool:
         self._wake = threading.Condition()
         self._signals = 0
         self.stopping = stopping
+        self._workers_done = threading.Event()  # the lease keeper renews until every worker has stopped
         self._threads: list[threading.Thread] = []
+        self._keeper: threading.Thread | None = None
 
     def wake(self, count: int = 1) -> None:
         """COUNT new incidents may be claimable: wake as many idle workers."""
         with self._wake:
-            self._signals += count
+            # Capped: a storm of thousands must not make idle workers spin through as many empty claims.
+            self._signals = min(self._signals + count, max(1, len(self._threads)))
             self._wake.notify(count)
 
     def wake_all(self) -> None:
         """Agents were freed: whatever waited for them may be claimable now."""
         with self._wake:
-            self._signals += max(1, len(self._threads))
+            self._signals = max(1, len(self._threads))
             self._wake.notify_all()
 
     def run_one(self, incident_id: str | None = None) -> str | None:
@@ -112,13 +115,14 @@ class WorkerPool:
 
     def start(self, workers: int) -> None:
         for n in range(workers):
-            self._spawn(self._work_loop, f"remediation-{n}")
-        self._spawn(self._keep_leases, "lease-keeper")
+            self._threads.append(self._spawn(self._work_loop, f"remediation-{n}"))
+        self._keeper = self._spawn(self._keep_leases, "lease-keeper")
 
-    def _spawn(self, target: Callable[[], None], name: str) -> None:
+    @staticmethod
+    def _spawn(target: Callable[[], None], name: str) -> threading.Thread:
         thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
-        self._threads.append(thread)
+        return thread
 
     def _work_loop(self) -> None:
         while not self.stopping.is_set():
@@ -134,7 +138,9 @@ class WorkerPool:
                     self._signals = max(0, self._signals - 1)
 
     def _keep_leases(self) -> None:
-        while not self.stopping.wait(self.lease_seconds / 3):
+        # Not until `stopping`: a worker finishing its step during the stop still holds its incident, and a lease
+        # left to expire under it would let another receiver act on the same agent at the same time.
+        while not self._workers_done.wait(self.lease_seconds / 3):
             self.renew_all()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -142,6 +148,13 @@ class WorkerPool:
         self.wake_all()
         for thread in self._threads:
             thread.join(timeout=timeout)
+        if any(t.is_alive() for t in self._threads):
+            log.warning("a worker is still running its step: its lease stays renewed until it ends")
+            return
+        self._workers_done.set()
+        if self._keeper is not None:
+            self._keeper.join(timeout=timeout)
 
     def alive(self) -> bool:
-        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+        threads = [*self._threads, *([self._keeper] if self._keeper else [])]
+        return bool(threads) and all(t.is_alive() for t in threads)

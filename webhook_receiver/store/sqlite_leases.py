@@ -88,9 +88,9 @@ class SqliteLeases:
             return claim
         now = self._clock()
         with self._lock, LeaseTransaction(self._db):
+            self._expire(now)  # first: a lease that expired is not held, even if no one took it over yet
             if not self._holds(claim):
-                raise LeaseLost(f"incident {claim.incident_id}: the lease of {claim.owner} was taken over")
-            self._expire(now)
+                raise LeaseLost(f"incident {claim.incident_id}: the lease of {claim.owner} expired or was taken over")
             if self._held_by_others(new, claim.incident_id, now):
                 return None
             self._db.executemany("INSERT OR REPLACE INTO lease_agents (agent, incident_id) VALUES (?, ?)",
@@ -165,7 +165,12 @@ class LeaseTransaction(Transaction):
     def __enter__(self) -> None:
         if not self.db.in_transaction:
             self.db.execute("PRAGMA synchronous=NORMAL")
-        super().__enter__()
+        try:
+            super().__enter__()
+        except BaseException:  # BEGIN failed (locked): every later commit on this connection must sync again
+            if self.outer:
+                self.db.execute("PRAGMA synchronous=FULL")
+            raise
 
     def __exit__(self, kind, value, trace) -> None:
         try:
