@@ -32,7 +32,10 @@ class SqliteIncidentStore(SqliteLeases):
         self.path = Path(path)
         self.reopen_grace_seconds = reopen_grace_seconds
         self._clock = clock
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the connection, and every change
+        # The caches of open incidents have their own lock (taken inside _lock by writers), so the webhook's
+        # reads of them never wait for a worker's SQL statement.
+        self._cache_lock = threading.Lock()
         self._db = connect(self.path)
         migrate(self._db, self.path)
         self._own: dict[str, Incident] = {}
@@ -42,6 +45,10 @@ class SqliteIncidentStore(SqliteLeases):
             self._remember(from_doc(doc))
 
     def _remember(self, incident: Incident) -> None:
+        with self._cache_lock:
+            self._cache(incident)
+
+    def _cache(self, incident: Incident) -> None:
         closed = incident.state == IncidentState.CLOSED
         if incident.conflict_key:
             key = incident.conflict_key
@@ -116,23 +123,23 @@ class SqliteIncidentStore(SqliteLeases):
         return from_doc(row[0]) if row else None
 
     def open_for(self, agent: str) -> Incident | None:
-        with self._lock:
+        with self._cache_lock:
             return self._own.get(agent)
 
     def open_incidents(self) -> list[Incident]:
-        with self._lock:
+        with self._cache_lock:
             return [*self._own.values(), *self._conflicts.values()]
 
     def open_count(self) -> int:
-        with self._lock:
+        with self._cache_lock:
             return len(self._own)
 
     def conflicts_of(self, agent: str) -> list[Incident]:
-        with self._lock:
+        with self._cache_lock:
             return [self._conflicts[k] for k in sorted(self._claims.get(agent, ())) if k in self._conflicts]
 
     def open_conflict_keys(self) -> frozenset[str]:
-        with self._lock:
+        with self._cache_lock:
             return frozenset(self._conflicts)
 
     def list(self, agent: str | None = None, state: str | None = None, limit: int = 100,
