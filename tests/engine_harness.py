@@ -190,6 +190,9 @@ class FakePrometheus:
             hook(promql)
         if self.down:
             raise UpstreamError("http://127.0.0.1:9/api/v1/query: ConnectionError")
+        return self._answer(promql)
+
+    def _answer(self, promql: str) -> list[dict]:
         now = time.time()
         one = lambda v: v == 1.0  # noqa: E731
         if promql == 'ALERTS{alertstate="firing", autonomy_class=~"CONFLICT|CONFIG|DATA_DEP|TRANSIENT|CAPACITY"}':
@@ -248,6 +251,11 @@ class FakePrometheus:
             return [{"metric": {}, "value": [now, str(count)]}] if count else []
         if promql == FLEET_SPEND:
             return [{"metric": {}, "value": [now, repr(self.spend())]}]
+        m = re.fullmatch(r'(autonomy_agent_info|autonomy_agent_status|autonomy_agent_directive_claim|max by \(agent\) '
+                         r'\(autonomy_agent_cost_burn_dollars_per_hour)\{agent=~"([^"]+)"\}(.*)', promql)
+        if m:  # the members query for some agents only: the fleet's answer, filtered as the selector would
+            wanted = set(re.sub(r"\\\\(.)", r"\1", m[2]).split("|"))
+            return [r for r in self._answer(m[1] + m[3]) if r["metric"].get("agent") in wanted]
         if promql == "autonomy_agent_info":
             return self._select("autonomy_agent_info", now=now)
         if promql == "autonomy_agent_status == 1":
@@ -270,7 +278,9 @@ class FakeAlertmanager:
         self.alerts: dict[str, list[dict]] = {}
         self.silences: list[dict] = []
         self.posted: list[dict] = []
+        self.requests = 0  # post requests (each may carry many alerts)
         self.probes: list[dict] = []
+        self.down = False
 
     def fire(self, agent: str, cls: str, silenced_by=(), **labels):
         self.alerts.setdefault(agent, []).append({
@@ -289,6 +299,9 @@ class FakeAlertmanager:
         return [s["id"] for s in self.silences if all(labels.get(k) == v for k, v in s["matchers"].items())], []
 
     def post_alerts(self, alerts: list[dict]) -> None:
+        if self.down:
+            raise UpstreamError("connection refused")
+        self.requests += 1
         self.posted.extend(copy.deepcopy(alerts))
 
     def ready(self) -> bool:

@@ -1,11 +1,13 @@
 """The AutonomyEscalated alert in Alertmanager says what the store says: a resolve queued for a closed
-escalation never resolves a newer one of the same agent, the sweeper never re-fires a closed one, and an
-escalation stored is counted even when its lease is lost while delivering it."""
+escalation never resolves a newer one of the same agent, the sweeper never re-fires a closed one and re-posts
+open ones in batches only when due, and an escalation stored is counted even when its lease is lost while
+delivering it."""
 import time
 from datetime import datetime
 
 from tests.test_engine import failing_cmo
 from tests.test_store_contract import firing
+from webhook_receiver.engine.alert_outbox import REPOST_AFTER_SECONDS
 from webhook_receiver.store import LeaseLost
 
 
@@ -92,3 +94,38 @@ def test_an_escalation_is_counted_once_stored_even_if_its_lease_is_lost_while_de
     assert incident.state == "escalated"
     assert h.metric("autonomy_escalations_total", reason="AutoRemediationFailed") == 1
     assert h.metric("autonomy_incident_outcomes_total", classification="TRANSIENT", outcome="escalated") == 1
+
+
+def test_the_sweeper_reposts_open_escalations_in_batches_only_once_they_are_due(h, monkeypatch):
+    h.build()
+    agents = [f"agent-{n:03d}" for n in range(600)]
+    opened = h.store.ingest("alertmanager", "{}", [firing(a) for a in agents]).opened
+    for incident_id in opened:
+        escalated(h, incident_id)
+    h.prom.firing_alerts = set(agents)
+    clock = [time.time()]
+    monkeypatch.setattr(h.engine.sweeper.post_times, "clock", lambda: clock[0])
+    h.engine.sweep()
+    assert (h.am.requests, len(h.am.posted)) == (2, 600)  # 500 alerts per request, not one request each
+    h.engine.sweep()
+    assert h.am.requests == 2  # all active in Alertmanager for an hour: nothing is due
+    clock[0] += REPOST_AFTER_SECONDS
+    h.engine.sweep()
+    assert (h.am.requests, len(h.am.posted)) == (4, 1200)
+
+
+def test_an_escalation_posted_when_it_happened_is_not_due_at_the_next_sweep_and_a_failed_repost_stays_due(h):
+    h.build()
+    failing_cmo(h)
+    h.agents.unfixable.add("CMO")
+    assert h.run(h.fire()).state == "escalated"
+    h.prom.firing_alerts = {"CMO"}
+    requests = h.am.requests
+    h.engine.sweep()
+    assert h.am.requests == requests
+    h.engine.sweeper.post_times.keep_only([])  # as after a restart: due at once
+    h.am.down = True
+    h.engine.sweep()
+    h.am.down = False
+    h.engine.sweep()
+    assert h.am.requests == requests + 1 and h.am.posted[-1]["labels"]["agent"] == "CMO"

@@ -83,8 +83,13 @@ def escalated_alert(incident: Incident, reason: str, lineage_url: str, escalate_
 
 def post_escalated_alert(alertmanager: AlertmanagerApi, alert: dict) -> str | None:
     """Post to Alertmanager; None on success, else the reason."""
+    return post_escalated_alerts(alertmanager, [alert])
+
+
+def post_escalated_alerts(alertmanager: AlertmanagerApi, alerts: list[dict]) -> str | None:
+    """Post ALERTS to Alertmanager in one request; None on success, else the reason."""
     try:
-        alertmanager.post_alerts([alert])
+        alertmanager.post_alerts(alerts)
     except UpstreamError as exc:
         return f"alertmanager unreachable: {exc}"
     return None

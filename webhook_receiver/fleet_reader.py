@@ -52,7 +52,8 @@ class FleetReader(Protocol):
 
     def fleet_spend(self) -> float | None: ...
 
-    def members(self) -> list[Member]: ...
+    def members(self, agents: Iterable[str] | None = None) -> list[Member]:
+        """The fleet's agents, or only AGENTS (the whole fleet is read only when a ranking of it is needed)."""
 
     def claimants(self, key: str) -> list[str]: ...
 
@@ -93,8 +94,11 @@ class PrometheusFleetReader:
         rows = samples(self.prom.query(FLEET_SPEND))
         return float(rows[0]["value"][1]) if rows else None
 
-    def members(self) -> list[Member]:
-        return members_from_prometheus(self.prom)
+    def members(self, agents: Iterable[str] | None = None) -> list[Member]:
+        if agents is None:
+            return members_from_prometheus(self.prom)
+        wanted = sorted(set(agents) - {FLEET})
+        return members_from_prometheus(self.prom, f"{{agent=~{_alternatives(wanted)}}}") if wanted else []
 
     def claimants(self, key: str) -> list[str]:
         kind, ident = key_parts(key)
@@ -160,8 +164,12 @@ class SignalFleetReader:
     def fleet_spend(self) -> float | None:
         return sum(s.cost_burn_dollars_per_hour for s in self.signals()) * 24
 
-    def members(self) -> list[Member]:
-        return members_from_signals(self.signals())
+    def members(self, agents: Iterable[str] | None = None) -> list[Member]:
+        signals = self.signals()
+        if agents is not None:
+            wanted = set(agents)
+            signals = [s for s in signals if s.agent in wanted]
+        return members_from_signals(signals)
 
     def claimants(self, key: str) -> list[str]:
         kind, ident = key_parts(key)

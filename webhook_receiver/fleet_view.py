@@ -23,16 +23,17 @@ class Member:
     directive_id: str | None
 
 
-def members_from_prometheus(prom: PrometheusApi) -> list[Member]:
-    """Every agent the exporter reports, with domain, status, spend and directive."""
+def members_from_prometheus(prom: PrometheusApi, selector: str = "") -> list[Member]:
+    """The agents the exporter reports (those SELECTOR, such as `{agent=~"A|B"}`, selects), with domain,
+    status, spend and directive."""
     info = {r["metric"]["agent"]: r["metric"].get("domain") or None
-            for r in samples(prom.query("autonomy_agent_info"), "agent")}
+            for r in samples(prom.query(f"autonomy_agent_info{selector}"), "agent")}
     status = {r["metric"]["agent"]: r["metric"]["autonomy_agent_status"]
-              for r in samples(prom.query("autonomy_agent_status == 1"), "agent", "autonomy_agent_status")}
-    cost = {r["metric"]["agent"]: float(r["value"][1])
-            for r in samples(prom.query("max by (agent) (autonomy_agent_cost_burn_dollars_per_hour)"), "agent")}
-    directive = {r["metric"]["agent"]: r["metric"]["directive_id"]
-                 for r in samples(prom.query("autonomy_agent_directive_claim == 1"), "agent", "directive_id")}
+              for r in samples(prom.query(f"autonomy_agent_status{selector} == 1"), "agent", "autonomy_agent_status")}
+    cost = {r["metric"]["agent"]: float(r["value"][1]) for r in samples(
+        prom.query(f"max by (agent) (autonomy_agent_cost_burn_dollars_per_hour{selector})"), "agent")}
+    directive = {r["metric"]["agent"]: r["metric"]["directive_id"] for r in samples(
+        prom.query(f"autonomy_agent_directive_claim{selector} == 1"), "agent", "directive_id")}
     return [Member(a, info[a], status.get(a, "healthy"), cost.get(a, 0.0), directive.get(a)) for a in sorted(info)]
 
 
@@ -68,9 +69,10 @@ def directive_claimants(agent: str, view: AgentView, members: list[Member]) -> l
 
 def template_variables(agent: str, view: AgentView, members: list[Member], playbooks: PlaybookSet,
                        priority: Sequence[str], labels: dict, incident_id: str,
-                       arbitration: Arbitration | None = None, directive_id: str | None = None) -> dict:
-    """Everything a playbook template may name (see templating.TEMPLATE_ROOTS); a conflict's winner and loser
-    come from its ARBITRATION."""
+                       arbitration: Arbitration | None = None, directive_id: str | None = None,
+                       roots: Iterable[str] | None = None) -> dict:
+    """What a playbook template may name (see templating.TEMPLATE_ROOTS), or only ROOTS of it; a conflict's
+    winner and loser come from its ARBITRATION. MEMBERS need hold only the agents the ROOTS rank."""
     signal = view.signal
     context = signal_context(signal)
     if directive_id:
@@ -83,7 +85,7 @@ def template_variables(agent: str, view: AgentView, members: list[Member], playb
     donors = [m for m in _ranked(others, playbooks, priority) if m.status == "healthy"]
     spenders = [m for m in members if m.cost_per_hour > 0]
     failing = sorted(view.facts.failing_dependencies) or context.get("dependencies", [])
-    return {
+    variables = {
         "agent": agent,
         "context": context,
         "metrics": dict(view.metrics),
@@ -100,3 +102,4 @@ def template_variables(agent: str, view: AgentView, members: list[Member], playb
         "failingDependency": failing[0] if failing else agent,
         "incident": {"id": incident_id},
     }
+    return variables if roots is None else {k: v for k, v in variables.items() if k in set(roots)}

@@ -62,6 +62,17 @@ def _placeholders(text: str) -> list[tuple[int, int, str]]:
         pos = end + 2
 
 
+def template_roots(value: Any) -> frozenset[str]:
+    """The TEMPLATE_ROOTS the templates in VALUE (dicts, lists, strings; already checked) name."""
+    if isinstance(value, Mapping):
+        return frozenset().union(*(template_roots(v) for v in value.values()))
+    if isinstance(value, (list, tuple)):
+        return frozenset().union(*(template_roots(v) for v in value))
+    if isinstance(value, str):
+        return frozenset(_SEGMENT.match(path).group(1) for _, _, path in _placeholders(value))
+    return frozenset()
+
+
 def check_templates(value: Any, where: str) -> list[str]:
     """Every template problem in VALUE (dicts, lists, strings), as `where: reason` lines.
 

@@ -4,12 +4,43 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Callable
+import time
+from typing import Callable, Iterable
 
 from ..escalation import post_escalated_alert
 from ..upstreams import AlertmanagerApi
 
 log = logging.getLogger("autonomy.outbox")
+# An open escalation's AutonomyEscalated is posted again once a minute, as Prometheus re-sends its firing alerts
+# (resend_delay): Alertmanager keeps alerts in memory only, so one restarted has it back within the minute; it
+# lives ALERT_LIFETIME past each post, so Alertmanager never needs it more often.
+REPOST_AFTER_SECONDS = 60.0
+
+
+class PostTimes:
+    """When each open escalation's AutonomyEscalated was last posted, so it is posted again only when due; as
+    many entries as open escalations (forgotten as they close). After a restart every one is due once."""
+
+    def __init__(self, clock: Callable[[], float] = time.time):
+        self.clock = clock
+        self._posted: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def posted(self, incident_ids: Iterable[str]) -> None:
+        now = self.clock()
+        with self._lock:
+            self._posted.update((i, now) for i in incident_ids)
+
+    def due(self, incident_id: str) -> bool:
+        with self._lock:
+            last = self._posted.get(incident_id)
+        return last is None or self.clock() - last >= REPOST_AFTER_SECONDS
+
+    def keep_only(self, incident_ids: Iterable[str]) -> None:
+        keep = set(incident_ids)
+        with self._lock:
+            for gone in [i for i in self._posted if i not in keep]:
+                del self._posted[gone]
 
 
 class AlertOutbox:

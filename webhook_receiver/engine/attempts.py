@@ -186,7 +186,7 @@ class AttemptLoop:
         return incident, plan, playbook
 
     def _dry_run(self, work: Work, incident: Incident, playbook: Playbook, plan: Plan, reader: FleetReader) -> None:
-        variables = self.planner.variables(incident, plan, reader)
+        variables = self.planner.variables(incident, plan, reader, playbook)
         planned = []
         for step in playbook.steps:
             try:
@@ -202,7 +202,7 @@ class AttemptLoop:
                  reader: FleetReader, backoff: float) -> tuple[VerifyResult | None, bool]:
         started = time.time()
         with upstream_deadline(started + self.settings.verify_timeout_seconds):
-            variables = self.planner.variables(incident, plan, reader)
+            variables = self.planner.variables(incident, plan, reader, playbook)
         steps = []
         decision = plan.decision
         with self.tracer.start_as_current_span("attempt", attributes={

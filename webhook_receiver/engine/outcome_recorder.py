@@ -22,7 +22,7 @@ from ..receiver_metrics import ReceiverMetrics
 from ..store import Claim, IncidentStore
 from ..upstreams import UpstreamError
 from ..upstreams import deadline as upstream_deadline
-from .alert_outbox import AlertOutbox
+from .alert_outbox import AlertOutbox, PostTimes
 from .fleet_readers import Upstreams
 
 
@@ -58,9 +58,10 @@ class OutcomeRecorder:
 
     def __init__(self, settings: Settings, store: IncidentStore, lineage: LineageLog, metrics: ReceiverMetrics,
                  playbooks: PlaybookSet, upstreams: Callable[[], Upstreams], lineage_url: Callable[[str], str],
-                 outbox: AlertOutbox):
+                 outbox: AlertOutbox, post_times: PostTimes):
         self.settings, self.store, self.lineage, self.metrics = settings, store, lineage, metrics
         self.playbooks, self.upstreams, self.lineage_url, self.outbox = playbooks, upstreams, lineage_url, outbox
+        self.post_times = post_times
 
     def record(self, entry: dict) -> dict:
         """Write a decision's lineage line; coverage = lines written / decisions made, so a lost line shows."""
@@ -178,6 +179,8 @@ class OutcomeRecorder:
                 incident, reason, self.lineage_url(incident.agent), self.playbooks.escalate_to))
             if problem:
                 problems.append(problem)
+            else:
+                self.post_times.posted([incident.id])  # the sweeper posts it again only when it is due
         return problems
 
     def closed(self, incidents) -> None:

@@ -17,7 +17,7 @@ from ..fleet_reader import FleetReader
 from ..fleet_view import Member, directive_claimants, template_variables
 from ..gates import Refusal
 from ..incident import Incident
-from ..playbooks import PlaybookSet
+from ..playbooks import Playbook, PlaybookSet
 from ..store import IncidentStore
 from ..upstreams import UpstreamError
 from .worker_pool import Deferred, Work
@@ -46,11 +46,28 @@ def classification_inputs(view: AgentView, incident: Incident) -> tuple[Signal |
     return None, replace(view.facts, alert_classes=incident.alert_classes)
 
 
-def members_of(reader: FleetReader) -> list[Member]:
+# Template roots whose values rank agents: the whole fleet (a donor or a spender of the lowest priority), or a
+# directive's claimants (the winner and the loser, when no arbitration of the conflict gave them).
+FLEET_RANKING = frozenset({"lowestPriorityAgent", "slotDonorAgent"})
+CLAIMANT_RANKING = frozenset({"winningAgent", "losingAgent"})
+
+
+def members_of(reader: FleetReader, agents=None) -> list[Member]:
+    """The fleet's members (or only AGENTS); none when the upstream cannot say."""
     try:
-        return reader.members()
+        return reader.members(agents)
     except UpstreamError:
         return []
+
+
+def claimant_members(reader: FleetReader, agent: str, view: AgentView) -> list[Member]:
+    """The members claiming AGENT's directive (AGENT among them), read by a query that selects only them."""
+    directive = view.signal.directive_id if view.signal else None
+    try:
+        claimants = reader.claimants(f"{DIRECTIVE}:{directive}") if directive else []
+    except UpstreamError:
+        claimants = []
+    return members_of(reader, {agent, *claimants})
 
 
 class Planner:
@@ -68,7 +85,7 @@ class Planner:
         decision = classify(*classification_inputs(without_conflicts(view, foreign), incident), self.slo)
         arbitration = None
         if decision.classification == IncidentClass.CONFLICT:
-            claimants = directive_claimants(incident.agent, view, members_of(reader))
+            claimants = directive_claimants(incident.agent, view, claimant_members(reader, incident.agent, view))
             arbitration = arbitrate({m.agent: self.playbooks.domain_of(m.agent, m.domain) for m in claimants}
                                     or {incident.agent: self.playbooks.domain_of(incident.agent)},
                                     self.settings.priority)
@@ -104,7 +121,7 @@ class Planner:
         if not persists:
             return incident, Plan(view, Decision(None, (), None), None, incident.agents, foreign)
         incident = self._more_agents(work, incident, holders)
-        members = {m.agent: m for m in members_of(reader)}
+        members = {m.agent: m for m in members_of(reader, holders)}
         arbitration = arbitrate({a: self.playbooks.domain_of(a, members[a].domain if a in members else None)
                                  for a in holders}, self.settings.priority)
         what = f"directiveId {ident}" if kind == DIRECTIVE else f"conflictId {ident}"
@@ -154,8 +171,16 @@ class Planner:
             return self.store.update(incident.id, work.claim, onset_at=onset)
         return incident
 
-    def variables(self, incident: Incident, plan: Plan, reader: FleetReader) -> dict:
+    def variables(self, incident: Incident, plan: Plan, reader: FleetReader, playbook: Playbook) -> dict:
+        """What PLAYBOOK's templates may name; agents are read only as far as its templates need them."""
         kind, ident = key_parts(incident.conflict_key) if incident.conflict_key else (None, None)
         directive = ident if kind == DIRECTIVE else None
-        return template_variables(incident.agent, plan.view, members_of(reader), self.playbooks,
-                                  self.settings.priority, incident.labels, incident.id, plan.arbitration, directive)
+        roots = playbook.template_roots
+        if roots & FLEET_RANKING:
+            members = members_of(reader)
+        elif roots & CLAIMANT_RANKING and plan.arbitration is None:
+            members = claimant_members(reader, incident.agent, plan.view)
+        else:
+            members = []
+        return template_variables(incident.agent, plan.view, members, self.playbooks, self.settings.priority,
+                                  incident.labels, incident.id, plan.arbitration, directive, roots)

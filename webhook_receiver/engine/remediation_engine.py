@@ -18,7 +18,7 @@ from ..lineage import LineageLog
 from ..playbooks import PlaybookSet
 from ..receiver_metrics import ReceiverMetrics
 from ..store import IncidentStore
-from .alert_outbox import AlertOutbox
+from .alert_outbox import AlertOutbox, PostTimes
 from .attempts import AttemptLoop
 from .fleet_readers import FleetReaders, Upstreams
 from .outcome_recorder import OutcomeRecorder
@@ -54,14 +54,15 @@ class RemediationEngine:
         self.stopping = threading.Event()
         self.readers = FleetReaders(settings, lambda: self.up)
         self.outbox = AlertOutbox(lambda: self.up.alertmanager, metrics.outbox_dropped.inc)
+        post_times = PostTimes()
         self.recorder = OutcomeRecorder(settings, store, lineage, metrics, playbooks, lambda: self.up, lineage_url,
-                                        self.outbox)
+                                        self.outbox, post_times)
         self.attempts = AttemptLoop(settings, store, self.recorder, Planner(settings, store, playbooks, self.stopping),
                                     self.readers, playbooks, runner, tracer, metrics, lambda: self.up,
                                     lambda: self.enabled, self.stopping)
         self.pool = WorkerPool(store, self.attempts.run, metrics, settings.lease_seconds, self.stopping, owner)
         self.sweeper = Sweeper(store, self.readers, self.recorder, playbooks, lambda: self.up, lineage_url,
-                               settings.sweep_seconds)
+                               settings.sweep_seconds, post_times)
         metrics.queue_capacity.set(settings.queue_size)
         metrics.queue_depth.set_function(_or_nan(store.queued_count))
         metrics.remediation_enabled.set_function(_or_nan(lambda: self.enabled))

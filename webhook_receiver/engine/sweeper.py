@@ -10,31 +10,36 @@ from typing import Callable
 from autonomy.vocabulary import IncidentState, Source
 
 from ..classifier import CLASSES
-from ..escalation import escalated_alert, post_escalated_alert
+from ..escalation import escalated_alert, post_escalated_alerts
 from ..outcomes import closing_outcome
 from ..playbooks import PlaybookSet
 from ..store import IncidentClosed, IncidentStore
-from ..upstreams import UpstreamError
+from ..upstreams import AlertmanagerApi, UpstreamError
+from .alert_outbox import PostTimes
 from .fleet_readers import FleetReaders, Upstreams
 from .outcome_recorder import OutcomeRecorder
 
 log = logging.getLogger("autonomy.sweeper")
 # States in which an incident waits for its alerts to resolve: nothing runs for it now.
 WAITING = (IncidentState.ESCALATED, IncidentState.RECOVERED, IncidentState.SKIPPED)
+POST_BATCH = 500  # alerts per request to Alertmanager: one request of 500 costs about what a few single ones do
 
 
 class Sweeper:
     """One pass every AUTOREM_SWEEP_SECONDS, in a thread of its own."""
 
     def __init__(self, store: IncidentStore, readers: FleetReaders, recorder: OutcomeRecorder, playbooks: PlaybookSet,
-                 upstreams: Callable[[], Upstreams], lineage_url: Callable[[str], str], interval: float):
+                 upstreams: Callable[[], Upstreams], lineage_url: Callable[[str], str], interval: float,
+                 post_times: PostTimes):
         self.store, self.readers, self.recorder, self.playbooks = store, readers, recorder, playbooks
         self.upstreams, self.lineage_url, self.interval = upstreams, lineage_url, interval
+        self.post_times = post_times
         self._thread: threading.Thread | None = None
 
     def sweep(self) -> None:
         through = {source: self.readers.of(source).through_alertmanager for source in Source}
         waiting = [i for i in self.store.open_incidents() if through.get(i.source) and i.state in WAITING]
+        self.post_times.keep_only(i.id for i in waiting if i.state == IncidentState.ESCALATED)
         if not waiting:
             return
         up = self.upstreams()
@@ -44,6 +49,7 @@ class Sweeper:
         except UpstreamError:
             return
         firing = {row.get("metric", {}).get("agent") for row in rows}
+        due = []
         for incident in waiting:
             if not firing & set(incident.agents):
                 try:
@@ -53,12 +59,29 @@ class Sweeper:
                 except IncidentClosed:  # a resolved notification closed it since the list was read
                     continue
                 self.recorder.closed([done])
-            elif incident.state == IncidentState.ESCALATED and up.alertmanager is not None:
-                current = self.store.get(incident.id)  # closed since the list was read: firing again would be false
+            elif incident.state == IncidentState.ESCALATED and self.post_times.due(incident.id):
+                due.append(incident.id)
+        if up.alertmanager is not None:
+            self._repost(up.alertmanager, due)
+
+    def _repost(self, alertmanager: AlertmanagerApi, due: list[str]) -> None:
+        """Keep the due escalations' AutonomyEscalated active, many alerts per request."""
+        for start in range(0, len(due), POST_BATCH):
+            alerts, ids = [], []
+            for incident_id in due[start:start + POST_BATCH]:
+                current = self.store.get(incident_id)  # closed since the list was read: firing again would be false
                 if current is None or current.state != IncidentState.ESCALATED:
                     continue
-                post_escalated_alert(up.alertmanager, escalated_alert(
-                    current, current.reason or "", self.lineage_url(current.agent), self.playbooks.escalate_to))
+                alerts.append(escalated_alert(current, current.reason or "", self.lineage_url(current.agent),
+                                              self.playbooks.escalate_to))
+                ids.append(incident_id)
+            if not alerts:
+                continue
+            problem = post_escalated_alerts(alertmanager, alerts)
+            if problem:  # due again at the next sweep; the alerts posted before live for an hour
+                log.warning("%d AutonomyEscalated alerts not re-posted: %s", len(alerts), problem)
+                return
+            self.post_times.posted(ids)
 
     def start(self, stopping: threading.Event) -> None:
         def loop() -> None:

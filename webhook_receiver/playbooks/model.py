@@ -7,7 +7,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 from autonomy.vocabulary import AGENT_NAME, AGENT_NAME_RULE
 
 from ..retry_policy import RetryPolicy
-from ..templating import UnsafeTarget, action_url
+from ..templating import UnsafeTarget, action_url, template_roots
 
 
 class PlaybookError(ValueError):
@@ -98,6 +98,11 @@ class Playbook:
     @property
     def high_risk(self) -> bool:
         return any(step.high_risk for step in self.steps)
+
+    @property
+    def template_roots(self) -> frozenset[str]:
+        """What its steps' templates name (`slotDonorAgent`, `context`, ...): all an attempt must read for it."""
+        return frozenset().union(*(template_roots(step.args) for step in self.steps))
 
     def matches(self, classification: str, labels: Mapping[str, str] = _EMPTY) -> bool:
         return classification == self.classification and all(labels.get(k) == v for k, v in self.labels)
