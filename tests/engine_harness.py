@@ -78,6 +78,11 @@ CLASS_OF_ALERT = {"AgentSuccessRatioBelowSLO": "CAPACITY", "AgentAlignmentBelowS
                   "AgentConflictReported": "CONFLICT", "DirectiveClaimedByMultipleAgents": "CONFLICT"}
 
 
+def unescape(alternatives: str) -> list[str]:
+    """The names in a PromQL regex of escaped alternatives (`A|B\\-1`)."""
+    return [re.sub(r"\\(.)", r"\1", name) for name in alternatives.replace("\\\\", "\\").split("|")]
+
+
 class FakePrometheus:
     """Each agent's current signal document, exposed as the exporter's series, plus the alert rules.
 
@@ -236,6 +241,20 @@ class FakePrometheus:
         m = re.fullmatch(r'\{__name__=~"autonomy_agent_\.\+", agent="([^"]+)"\}', promql)
         if m:
             return self._select(agent=m[1], now=now)
+        # The verifier's reads, one query for every agent under verification:
+        m = re.fullmatch(r'\{__name__=~"autonomy_agent_\.\+", agent=~"([^"]+)"\}', promql)
+        if m:
+            return [r for a in unescape(m[1]) for r in self._select(agent=a, now=now)]
+        m = re.fullmatch(r'(timestamp\()?autonomy_agent_last_signal_timestamp_seconds\{agent=~"([^"]+)"\}\)?', promql)
+        if m:  # the signal's own time, or (timestamp()) the scrape's: now, every fake agent is scraped all along
+            return [{"metric": {"agent": a}, "value": [now, repr(now if m[1] else self.signal(a).timestamp)]}
+                    for a in unescape(m[2]) if a in self.docs]
+        m = re.fullmatch(r'count by \(directive_id\) \(max by \(agent, directive_id\) \(autonomy_agent_directive_claim'
+                         r'\{directive_id=~"([^"]+)"\} == 1\)\)', promql)
+        if m:
+            counts = {d: len(self._select("autonomy_agent_directive_claim", directive_id=d, where=one, now=now))
+                      for d in unescape(m[1])}
+            return [{"metric": {"directive_id": d}, "value": [now, str(c)]} for d, c in counts.items() if c]
         m = re.fullmatch(r'autonomy_agent_status\{agent=~"([^"]+)",autonomy_agent_status="error"\} == 1', promql)
         if m:
             wanted = set(re.sub(r"\\(.)", r"\1", m[1]).split("|"))

@@ -175,7 +175,7 @@ def test_an_incident_whose_worker_vanished_mid_attempt_is_taken_over_once_its_le
     assert [(e["attempt"], e["ok"]) for e in h.lineage("auto_remediation")] == [(1, True)]
 
 
-def test_when_even_the_failure_cannot_be_recorded_the_incident_is_taken_up_again_later(h, monkeypatch):
+def test_a_verdict_whose_line_cannot_be_written_waits_in_the_store_and_nothing_runs_again_until_it_is(h, monkeypatch):
     h.build()
     h.prom.add("CMO", "Marketing", status="error", errorCode="TIMEOUT")
     appended = []
@@ -190,14 +190,21 @@ def test_when_even_the_failure_cannot_be_recorded_the_incident_is_taken_up_again
     monkeypatch.setattr(h.state.lineage, "append", disk_full_then_space)
     incident_id = h.fire()
     assert h.work() == incident_id
-    assert h.store.get(incident_id).state == "remediating"  # the actions ran; neither line could be written
-    assert h.work() == incident_id  # given back: taken up again after its backoff (none in these tests)
-    # The unrecorded attempt had healed the agent: taken up again, it finds nothing to fix. Without its line the
-    # layer does not claim the recovery (self-resolved, not auto-resolved), and the coverage says a line is missing.
-    assert h.store.get(incident_id).outcome == "self_resolved"
+    incident = h.store.get(incident_id)
+    # The actions ran and recovery was verified; its line could not be written: the verdict waits in the store.
+    assert incident.state == "remediating" and incident.verifying["verdict"]["ok"] is True
+    assert h.work() == incident_id  # taken up again after its backoff (none in these tests): the disk is still full
+    assert h.agents.actions() == ["restartAgent", "retryLastTask"]  # nothing ran again
+    assert h.work() == incident_id  # space again: the line is written, and only then is the recovery claimed
+    incident = h.store.get(incident_id)
+    assert incident.outcome == "auto_resolved" and incident.verifying is None
     assert appended == ["auto_remediation", "auto_remediation"]
-    assert h.metric("autonomy_decisions_total", event="auto_remediation") == 2
-    assert h.metric("autonomy_lineage_lines_total", event="auto_remediation") == 0
+    [line] = h.lineage("auto_remediation")
+    assert line["ok"] is True and line["attempt"] == 1
+    assert h.agents.actions() == ["restartAgent", "retryLastTask"]
+    # Coverage shows the two lines that could not be written when they were due.
+    assert h.metric("autonomy_decisions_total", event="auto_remediation") == 3
+    assert h.metric("autonomy_lineage_lines_total", event="auto_remediation") == 1
 
 
 class TimedSession:

@@ -130,6 +130,41 @@ def read_agent(prom: PrometheusApi, agent: str, alert_classes: frozenset[str], s
     return AgentView(signal, facts, signal_metrics(signal))
 
 
+def read_agents(prom: PrometheusApi, agents, silent_seconds: float, budget_cap_daily: float,
+                clock=time.time) -> dict[str, AgentView]:
+    """read_agent for many agents at once: the same views, from one query per kind for all of them."""
+    names = sorted(set(agents) - {FLEET})
+    views = {FLEET: read_agent(prom, FLEET, frozenset(), silent_seconds, budget_cap_daily)} if FLEET in agents else {}
+    if not names:
+        return views
+    rows = prom.query(f'{{__name__=~"autonomy_agent_.+", agent=~{promql_string(_regex_alternatives(names))}}}')
+    by_agent: dict[str, list[dict]] = {}
+    for row in rows:
+        by_agent.setdefault(row.get("metric", {}).get("agent"), []).append(row)
+    signals = {a: _signal_from_series(a, by_agent.get(a, [])) for a in names}
+    deps = sorted({d for s in signals.values() if s for d in s.dependencies})
+    failing: set[str] = set()
+    if deps:
+        alternatives = promql_string(_regex_alternatives(deps))
+        error = f'autonomy_agent_status{{agent=~{alternatives},autonomy_agent_status="error"}} == 1'
+        stale = f'time() - autonomy_agent_last_signal_timestamp_seconds{{agent=~{alternatives}}} > {silent_seconds:g}'
+        failing = {row["metric"]["agent"] for q in (error, stale) for row in samples(prom.query(q), "agent")}
+    directives = sorted({s.directive_id for s in signals.values() if s and s.directive_id})
+    counts: dict[str, float] = {}
+    if directives:
+        query = (f"count by (directive_id) (max by (agent, directive_id) (autonomy_agent_directive_claim"
+                 f"{{directive_id=~{promql_string(_regex_alternatives(directives))}}} == 1))")
+        counts = {r["metric"]["directive_id"]: float(r["value"][1]) for r in samples(prom.query(query), "directive_id")}
+    now = clock()
+    for agent, signal in signals.items():
+        count = counts.get(signal.directive_id, 0.0) if signal and signal.directive_id else 0.0
+        facts = Facts(failing_dependencies=frozenset(d for d in (signal.dependencies if signal else ()) if d in failing),
+                      directive_claimants=int(count) if 0 <= count < 1e9 else 0, alert_classes=frozenset(),
+                      silent=signal is None or now - signal.timestamp > silent_seconds)
+        views[agent] = AgentView(signal, facts, signal_metrics(signal))
+    return views
+
+
 def signal_metrics(signal: Signal | None) -> dict:
     """The section 8 metrics of a signal."""
     if signal is None:

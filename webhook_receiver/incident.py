@@ -51,12 +51,15 @@ class Incident:
     signal: dict | None = field(default=None, repr=False)
     metrics: dict | None = None
     trace_id: str | None = None
+    span_id: str | None = None  # its root span: the spans of every later turn join its trace under it
     onset_at: float | None = None  # when the condition first held (the alerts' activeAt, or the first bad signal)
     conflict_key: str | None = None  # `directive:<id>` or `conflict:<id>`: this incident is that conflict's
     claimants: tuple[str, ...] = ()  # a conflict's agents, the incident's agent first
     state_reason: str | None = None  # why it is held or escalated (agent_states.REASON_TEXT)
     gate_changed_at: float | None = None  # when a hold was lifted: act only on samples newer than this
-    retry_at: float | None = None  # an attempt failed unexpectedly: not run again before this moment
+    retry_at: float | None = None  # not run again before this moment (the spacing of attempts, a failure)
+    verifying: dict | None = None  # an attempt whose steps ran, waiting for its verdict (engine/verifier.py)
+    next_backoff: float | None = None  # the spacing chosen before the next attempt (its lineage line says it)
 
     @property
     def agents(self) -> tuple[str, ...]:

@@ -21,6 +21,8 @@ class ReceiverMetrics:
         self.remediation_enabled = Gauge("autonomy_remediation_enabled",
                                          "1 when automatic remediation is on (the kill switch).", registry=r)
         self.in_flight = Gauge("autonomy_remediations_in_flight", "Remediations running now.", registry=r)
+        self.verifications_waiting = Gauge("autonomy_verifications_waiting",
+                                           "Attempts whose steps ran, waiting for their verification.", registry=r)
         self.queue_depth = Gauge("autonomy_work_queue_depth", "Incidents waiting for a worker.", registry=r)
         self.queue_capacity = Gauge("autonomy_work_queue_capacity", "Size of the work queue.", registry=r)
         self.incidents = Counter("autonomy_incidents", "Incidents opened, by source.", ["source"], registry=r)

@@ -70,32 +70,55 @@ def verify_recovery(reader: FleetReader, what: Verification, timeout: float, int
 
 def _poll(reader: FleetReader, what: Verification, wanted: Mapping[str, object], deadline: float, interval: float,
           budget_cap: float, stop: threading.Event, clock: Callable[[], float]) -> VerifyResult:
-    polls, reason, checks, true = 0, "not verified", {}, []
-    after, after_fresh, note = {}, False, None
+    last = None
     while True:
-        polls += 1
-        try:
-            stale = reader.stale(what.fresh_agents, what.action_end)
-            views = {a: without_conflicts(reader.view(a), what.foreign_conflicts) for a in what.agents}
-            main = views.get(what.incident.agent) or views[what.agents[0]]
-            after, after_fresh, note = main.metrics, not stale, main.problem
-            problems = [v.problem for v in views.values() if v.problem]
-            if problems:
-                raise UpstreamError(problems[0])
-            if stale:
-                reason = f"no sample newer than the action yet from {', '.join(stale)}"
-                note = "the latest samples, from before the action ended"
-            else:
-                spend = reader.fleet_spend() if FLEET_CRITERIA & set(wanted) else None
-                per_agent = {a: (v.signal, v.facts) for a, v in views.items() if a != FLEET}
-                checks = check_criteria(wanted, per_agent, spend, budget_cap)
-                true, unknown = reader.conditions(what.incident, what.agents, what.foreign_conflicts)
-                ok, reason = judge(checks, true, unknown)
-                if ok:
-                    return VerifyResult(True, reason, checks, after, polls, (), True)
-        except DeadlinePassed:
-            pass  # the time is up: the last poll's reason says why it did not verify
-        except UpstreamError as exc:
-            reason = note = prometheus_problem(exc)
+        last = look(reader, what, wanted, budget_cap, last)
+        if last.ok:
+            return last
         if clock() >= deadline or stop.wait(min(interval, max(0.0, deadline - clock()))):
-            return VerifyResult(False, reason, checks, after, polls, tuple(true), after_fresh, note)
+            return last
+
+
+def look(reader: FleetReader, what: Verification, wanted: Mapping[str, object], budget_cap: float,
+         last: VerifyResult | None = None) -> VerifyResult:
+    """One look at the latest samples: ok when recovered on fresh ones, else why not yet. What this look could
+    not learn (an upstream down, the time up) is carried over from the LAST one."""
+    polls = (last.polls if last else 0) + 1
+    reason, checks, true = (last.reason, dict(last.checks), list(last.still_true)) if last else ("not verified", {}, [])
+    after, after_fresh, note = (dict(last.after), last.after_fresh, last.after_note) if last else ({}, False, None)
+    try:
+        stale = reader.stale(what.fresh_agents, what.action_end)
+        views = {a: without_conflicts(reader.view(a), what.foreign_conflicts) for a in what.agents}
+        main = views.get(what.incident.agent) or views[what.agents[0]]
+        after, after_fresh, note = main.metrics, not stale, main.problem
+        problems = [v.problem for v in views.values() if v.problem]
+        if problems:
+            raise UpstreamError(problems[0])
+        if stale:
+            reason = f"no sample newer than the action yet from {', '.join(stale)}"
+            note = "the latest samples, from before the action ended"
+        else:
+            spend = reader.fleet_spend() if FLEET_CRITERIA & set(wanted) else None
+            per_agent = {a: (v.signal, v.facts) for a, v in views.items() if a != FLEET}
+            checks = check_criteria(wanted, per_agent, spend, budget_cap)
+            true, unknown = reader.conditions(what.incident, what.agents, what.foreign_conflicts)
+            ok, reason = judge(checks, true, unknown)
+            if ok:
+                return VerifyResult(True, reason, checks, after, polls, (), True)
+    except DeadlinePassed:
+        pass  # the time is up: the last look's reason says why it did not verify
+    except UpstreamError as exc:
+        reason = note = prometheus_problem(exc)
+    return VerifyResult(False, reason, checks, after, polls, tuple(true), after_fresh, note)
+
+
+def result_as_dict(result: VerifyResult) -> dict:
+    return {"ok": result.ok, "reason": result.reason, "checks": dict(result.checks), "after": dict(result.after),
+            "polls": result.polls, "still_true": list(result.still_true), "after_fresh": result.after_fresh,
+            "after_note": result.after_note}
+
+
+def result_from_dict(doc: Mapping) -> VerifyResult:
+    return VerifyResult(bool(doc["ok"]), doc["reason"], dict(doc.get("checks") or {}), dict(doc.get("after") or {}),
+                        int(doc.get("polls") or 0), tuple(doc.get("still_true") or ()), bool(doc.get("after_fresh")),
+                        doc.get("after_note"))

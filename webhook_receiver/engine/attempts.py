@@ -10,9 +10,10 @@ from dataclasses import replace
 from typing import Callable
 
 from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from autonomy.settings import Settings
-from autonomy.vocabulary import EscalationReason, Gate, IncidentState, LineageEvent
+from autonomy.vocabulary import EscalationReason, Gate, IncidentState
 
 from ..actions import ActionRunner
 from ..fleet_reader import FleetReader
@@ -25,9 +26,9 @@ from ..retry_policy import RetryPolicy
 from ..store import IncidentClosed, IncidentStore, LeaseLost
 from ..upstreams import UpstreamError
 from ..upstreams import deadline as upstream_deadline
-from ..verification import Verification, VerifyResult, verify_recovery
+from ..verification import VerifyResult, result_as_dict, result_from_dict
 from .fleet_readers import FleetReaders, Upstreams
-from .outcome_recorder import OutcomeRecorder, lineage_entry
+from .outcome_recorder import OutcomeRecorder, attempt_entry
 from .planning import Plan, Planner
 from .worker_pool import Deferred, Work
 
@@ -42,15 +43,18 @@ def attempt_policy(settings: Settings) -> RetryPolicy:
 
 
 class AttemptLoop:
-    """What a worker does with the incident it claimed; every ending goes through the recorder."""
+    """What a worker does with the incident it claimed; every ending goes through the recorder. An attempt is
+    run in two turns: its steps (then its verification waits in the verifier, the worker free), and its verdict
+    (recorded, then recovered, escalated, or the next attempt due after its spacing)."""
 
     def __init__(self, settings: Settings, store: IncidentStore, recorder: OutcomeRecorder, planner: Planner,
                  readers: FleetReaders, playbooks: PlaybookSet, runner: ActionRunner, tracer: trace.Tracer,
                  metrics: ReceiverMetrics, upstreams: Callable[[], Upstreams], enabled: Callable[[], bool],
-                 stop: threading.Event):
+                 stop: threading.Event, hand_over: Callable[[Work, Incident], None]):
         self.settings, self.store, self.recorder, self.planner = settings, store, recorder, planner
         self.readers, self.playbooks, self.runner, self.tracer = readers, playbooks, runner, tracer
         self.metrics, self.upstreams, self.enabled, self.stop = metrics, upstreams, enabled, stop
+        self.hand_over = hand_over
         self.policy = attempt_policy(settings)
         self.rng = random.Random()
 
@@ -59,17 +63,28 @@ class AttemptLoop:
         if incident is None or incident.state not in (IncidentState.OPEN, IncidentState.REMEDIATING):
             return
         try:
+            if incident.verifying is not None:
+                if "verdict" in incident.verifying:
+                    self._conclude(work, incident)
+                else:  # its verification was cut off (a restart, a lost lease): it waits again, same deadline
+                    self.hand_over(work, incident)
+                return
             if incident.state == IncidentState.REMEDIATING:
-                # Its attempt never finished (a crash, a stop, a lost lease) nor wrote its line: run it again.
+                # Its steps were cut off (a crash, a stop, a lost lease) before its verification: run it again.
                 incident = self.store.update(incident.id, work.claim, state=IncidentState.OPEN,
                                              attempts=max(0, incident.attempts - 1),
                                              playbooks_run=incident.playbooks_run[:-1],
                                              reason="resumed: its previous attempt never finished")
-            with self.tracer.start_as_current_span("incident", attributes={
-                    "autonomy.incident_id": incident.id, "autonomy.agent": incident.agent}) as span:
-                trace_id = format(span.get_span_context().trace_id, "032x")
-                incident = self.store.update(incident.id, work.claim, trace_id=trace_id, retry_at=None)
-                self._attempts(work, incident)
+            if incident.trace_id is None or incident.span_id is None:
+                with self.tracer.start_as_current_span("incident", attributes={
+                        "autonomy.incident_id": incident.id, "autonomy.agent": incident.agent}) as span:
+                    context = span.get_span_context()
+                    incident = self.store.update(incident.id, work.claim, trace_id=format(context.trace_id, "032x"),
+                                                 span_id=format(context.span_id, "016x"), retry_at=None)
+                    self._next_attempt(work, incident)
+            else:
+                incident = self.store.update(incident.id, work.claim, retry_at=None)
+                self._next_attempt(work, incident)
         except IncidentClosed:
             log.info("incident %s was closed while being remediated", incident.id)
         except Deferred as deferred:
@@ -87,6 +102,7 @@ class AttemptLoop:
         once the attempts are spent. If even that fails, it is taken up again after a backoff (or, if the claim
         cannot even be given back, once its lease expires)."""
         error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        work.handed_over = work.continues = False
         try:
             incident = self.store.get(work.claim.incident_id)
             if incident is None or incident.state not in (IncidentState.OPEN, IncidentState.REMEDIATING):
@@ -99,7 +115,7 @@ class AttemptLoop:
             attempt = incident.attempts if incident.state == IncidentState.REMEDIATING else incident.attempts + 1
             self.recorder.failed_attempt(incident, attempt, error, reader)
             incident = self.store.update(incident.id, work.claim, state=IncidentState.OPEN, attempts=attempt,
-                                         reason=f"attempt {attempt} failed unexpectedly: {error}")
+                                         verifying=None, reason=f"attempt {attempt} failed unexpectedly: {error}")
             if attempt >= self.settings.max_attempts:
                 self.recorder.escalate(incident, failed, reader, work.claim)
                 return
@@ -111,45 +127,107 @@ class AttemptLoop:
             log.exception("incident %s: the failure could not be recorded; it is taken up again after a backoff",
                           work.claim.incident_id)
 
-    def _attempts(self, work: Work, incident: Incident) -> None:
+    def _gates(self, reader: FleetReader) -> GateInputs:
+        return GateInputs(enabled=self.enabled, canary=self.settings.canary_agents,
+                          alertmanager=self.upstreams().alertmanager, fleet_spend=lambda: _spend(reader),
+                          budget_cap=self.settings.budget_cap_daily_usd,
+                          through_alertmanager=reader.through_alertmanager)
+
+    def _next_attempt(self, work: Work, incident: Incident) -> None:
+        """Plan and gate the next attempt, run its steps, then hand its verification to the verifier."""
         reader = self.readers.for_incident(incident)
-        gates = GateInputs(enabled=self.enabled, canary=self.settings.canary_agents,
-                           alertmanager=self.upstreams().alertmanager, fleet_spend=lambda: _spend(reader),
-                           budget_cap=self.settings.budget_cap_daily_usd,
-                           through_alertmanager=reader.through_alertmanager)
-        with upstream_deadline(time.time() + self.settings.verify_timeout_seconds):
-            incident = self.planner.refine_onset(work, incident, reader)
-        policy = self.policy
-        for attempt in range(incident.attempts + 1, self.settings.max_attempts + 1):
-            backoff = 0.0
-            if attempt > 1:
-                # Spaced, not back to back: the agent settles, and is read again before anything runs.
-                policy = replace(policy, used=attempt - 1)
-                backoff = policy.backoff(self.rng)
-                if self.stop.wait(backoff):
-                    return  # stopping: it stays open and resumes at this attempt after the restart
-                incident = self.store.get(incident.id)
-                if incident is None or incident.state == IncidentState.CLOSED:
-                    raise IncidentClosed(incident.id if incident else "?")
-            # Reading the agent, deciding and the gates: no upstream call may hold the attempt up past this.
-            with upstream_deadline(time.time() + 2 * self.settings.verify_timeout_seconds):
-                ready = self._prepare(work, incident, reader, gates)
-            if ready is None:
-                return
-            incident, plan, playbook = ready
-            decision = plan.decision
-            incident = self.store.update(incident.id, work.claim, state=IncidentState.REMEDIATING, attempts=attempt,
-                                         classification=decision.classification, playbook=playbook.name,
-                                         playbooks_run=incident.playbooks_run + (playbook.name,),
-                                         metrics=plan.view.metrics, context=signal_context(plan.view.signal))
-            result, stopped = self._attempt(work, incident, attempt, plan, playbook, reader, backoff)
-            if stopped:
-                return
-            if result.ok:
-                self.recorder.recovered(incident, decision.classification, playbook.name, reader, work.claim)
-                return
-            incident = self.store.update(incident.id, work.claim, state=IncidentState.OPEN)  # nothing is running
-        self.recorder.escalate(incident, EscalationReason.AUTO_REMEDIATION_FAILED, reader, work.claim)
+        if incident.attempts == 0:
+            with upstream_deadline(time.time() + self.settings.verify_timeout_seconds):
+                incident = self.planner.refine_onset(work, incident, reader)
+        attempt = incident.attempts + 1
+        if attempt > self.settings.max_attempts:  # spent already (a setting lowered across a restart)
+            self.recorder.escalate(incident, EscalationReason.AUTO_REMEDIATION_FAILED, reader, work.claim)
+            return
+        backoff = incident.next_backoff or 0.0
+        # Reading the agent, deciding and the gates: no upstream call may hold the attempt up past this.
+        with upstream_deadline(time.time() + 2 * self.settings.verify_timeout_seconds):
+            ready = self._prepare(work, incident, reader, self._gates(reader))
+        if ready is None:
+            return
+        incident, plan, playbook = ready
+        decision = plan.decision
+        incident = self.store.update(incident.id, work.claim, state=IncidentState.REMEDIATING, attempts=attempt,
+                                     classification=decision.classification, playbook=playbook.name,
+                                     playbooks_run=incident.playbooks_run + (playbook.name,),
+                                     metrics=plan.view.metrics, context=signal_context(plan.view.signal),
+                                     next_backoff=None)
+        started = time.time()
+        with upstream_deadline(started + self.settings.verify_timeout_seconds):
+            variables = self.planner.variables(incident, plan, reader, playbook)
+        steps = []
+        with self.tracer.start_as_current_span("attempt", context=span_context(incident), attributes={
+                "autonomy.attempt": attempt, "autonomy.classification": decision.classification,
+                "autonomy.playbook": playbook.name}) as span:
+            for step in playbook.steps:
+                if work.lost:
+                    raise LeaseLost(incident.id)
+                if not self.enabled():
+                    self.recorder.refused(incident, decision.classification, playbook.name, Refusal(
+                        Gate.KILL_SWITCH, f"remediation disabled during the playbook; stopped before step {step.action}"),
+                        reader, work.claim, plan.view, attempt=attempt, steps=steps, action_end=time.time())
+                    return
+                with self.tracer.start_as_current_span("step", attributes={"autonomy.action": step.action}) as step_span:
+                    result = self.runner.run(step, incident.agent, variables, self.stop)
+                    step_span.set_attribute("autonomy.ok", result.ok)
+                    step_span.set_attribute("autonomy.target", result.target)
+                steps.append(result)
+                if not result.ok:
+                    break
+            attempt_span = format(span.get_span_context().span_id, "016x")
+        action_end = time.time()
+        targets = {s.target for s in steps if s.ok} | set(plan.view.facts.failing_dependencies)
+        pending = {"attempt": attempt, "playbook": playbook.name, "classification": decision.classification,
+                   "reasons": list(decision.reasons), "before": plan.view.metrics, "steps": [s.as_dict() for s in steps],
+                   "started": started, "action_end": action_end, "backoff": backoff,
+                   "deadline": action_end + self.settings.verify_timeout_seconds, "agents": list(plan.agents),
+                   "fresh_agents": sorted(set(plan.agents) | targets), "foreign": list(plan.foreign),
+                   "arbitration": plan.arbitration.as_dict() if plan.arbitration is not None else None,
+                   "span_id": attempt_span}
+        failed = next((s for s in steps if not s.ok), None)
+        if failed is not None:  # nothing to wait for: the attempt failed at this step
+            after, fresh, note = self.recorder.after(incident, reader, action_end)
+            verdict = VerifyResult(False, f"step {failed.action} failed: {failed.error}", {}, after, 0, (), fresh, note)
+            pending["verdict"] = {**result_as_dict(verdict), "at": time.time()}
+            self._conclude(work, self.store.update(incident.id, work.claim, verifying=pending))
+            return
+        self.hand_over(work, self.store.update(incident.id, work.claim, verifying=pending))
+
+    def _conclude(self, work: Work, incident: Incident) -> None:
+        """The attempt's verdict is in: its lineage line, then recovered, escalated or the next attempt due."""
+        pending = incident.verifying
+        verdict, verdict_at = result_from_dict(pending["verdict"]), float(pending["verdict"]["at"])
+        attempt, playbook, classification = pending["attempt"], pending["playbook"], pending["classification"]
+        reader = self.readers.for_incident(incident)
+        parent = span_context(incident, pending.get("span_id"))
+        span = self.tracer.start_span("verify", context=parent, start_time=int(pending["action_end"] * 1e9))
+        span.set_attribute("autonomy.ok", verdict.ok)
+        span.set_attribute("autonomy.reason", verdict.reason)
+        span.end(end_time=int(max(verdict_at, pending["action_end"]) * 1e9))
+        self.metrics.attempts.labels(incident.agent, classification, playbook, "ok" if verdict.ok else "failed").inc()
+        try:
+            self.recorder.record(attempt_entry(incident, pending, verdict, verdict_at))
+        except OSError:
+            # The verdict is stored; only its line is missing (a full disk). Nothing runs again until it is written.
+            log.exception("incident %s: the line of attempt %s could not be written; written again later",
+                          incident.id, attempt)
+            work.retry_at = time.time() + replace(self.policy, used=attempt).backoff(self.rng)
+            return
+        if verdict.ok:
+            self.recorder.recovered(incident, classification, playbook, reader, work.claim, verifying=None)
+            return
+        incident = self.store.update(incident.id, work.claim, state=IncidentState.OPEN, verifying=None)
+        if attempt >= self.settings.max_attempts:
+            self.recorder.escalate(incident, EscalationReason.AUTO_REMEDIATION_FAILED, reader, work.claim)
+            return
+        # Spaced, not back to back: the agent settles, and is read again before anything runs.
+        backoff = replace(self.policy, used=attempt).backoff(self.rng)
+        self.store.update(incident.id, work.claim, next_backoff=backoff)
+        work.retry_at, work.continues = time.time() + backoff, True
 
     def _prepare(self, work: Work, incident: Incident, reader: FleetReader,
                  gates: GateInputs) -> tuple[Incident, Plan, Playbook] | None:
@@ -198,67 +276,12 @@ class AttemptLoop:
                               Refusal(Gate.DRY_RUN, "AUTOREM_DRY_RUN: recorded what would run, ran nothing"), reader,
                               work.claim, plan.view, extra={"would_run": planned})
 
-    def _attempt(self, work: Work, incident: Incident, attempt: int, plan: Plan, playbook: Playbook,
-                 reader: FleetReader, backoff: float) -> tuple[VerifyResult | None, bool]:
-        started = time.time()
-        with upstream_deadline(started + self.settings.verify_timeout_seconds):
-            variables = self.planner.variables(incident, plan, reader, playbook)
-        steps = []
-        decision = plan.decision
-        with self.tracer.start_as_current_span("attempt", attributes={
-                "autonomy.attempt": attempt, "autonomy.classification": decision.classification,
-                "autonomy.playbook": playbook.name}):
-            for step in playbook.steps:
-                if work.lost:
-                    raise LeaseLost(incident.id)
-                if not self.enabled():
-                    self.recorder.refused(incident, decision.classification, playbook.name, Refusal(
-                        Gate.KILL_SWITCH, f"remediation disabled during the playbook; stopped before step {step.action}"),
-                        reader, work.claim, plan.view, attempt=attempt, steps=steps, action_end=time.time())
-                    return None, True
-                with self.tracer.start_as_current_span("step", attributes={"autonomy.action": step.action}) as span:
-                    result = self.runner.run(step, incident.agent, variables, self.stop)
-                    span.set_attribute("autonomy.ok", result.ok)
-                    span.set_attribute("autonomy.target", result.target)
-                steps.append(result)
-                if not result.ok:
-                    break
-            action_end = time.time()
-            with self.tracer.start_as_current_span("verify") as span:
-                verdict = self._verify(incident, plan, playbook, reader, steps, action_end)
-                span.set_attribute("autonomy.ok", verdict.ok)
-                span.set_attribute("autonomy.reason", verdict.reason)
-        self.metrics.attempts.labels(incident.agent, decision.classification, playbook.name,
-                                     "ok" if verdict.ok else "failed").inc()
-        entry = lineage_entry(
-            LineageEvent.AUTO_REMEDIATION, incident, ok=verdict.ok, before=plan.view.metrics,
-            after=dict(verdict.after), attempt=attempt, classification=decision.classification,
-            playbook=playbook.name, after_fresh=verdict.after_fresh, reasons=list(decision.reasons),
-            steps=[s.as_dict() for s in steps],
-            verification={"ok": verdict.ok, "reason": verdict.reason, "checks": dict(verdict.checks),
-                          "still_true": list(verdict.still_true), "polls": verdict.polls},
-            backoff_s=round(backoff, 3), duration_s=round(time.time() - started, 3))
-        if verdict.after_note and not verdict.after_fresh:
-            entry["after_note"] = verdict.after_note
-        if incident.claimants:
-            entry["claimants"] = list(incident.claimants)
-        if plan.arbitration is not None:
-            entry["arbitration"] = plan.arbitration.as_dict()
-        self.recorder.record(entry)
-        return verdict, False
 
-    def _verify(self, incident: Incident, plan: Plan, playbook: Playbook, reader: FleetReader, steps,
-                action_end: float) -> VerifyResult:
-        if steps and not all(s.ok for s in steps):
-            failed = next(s for s in steps if not s.ok)
-            after, fresh, note = self.recorder.after(incident, reader, action_end)
-            return VerifyResult(False, f"step {failed.action} failed: {failed.error}", {}, after, 0, (), fresh, note)
-        current = self.store.get(incident.id) or incident  # the alerts it has by now
-        targets = {s.target for s in steps if s.ok} | set(plan.view.facts.failing_dependencies)
-        return verify_recovery(reader, Verification(current, playbook.criteria, action_end, plan.agents,
-                                                    tuple(sorted(set(plan.agents) | targets)), plan.foreign),
-                               self.settings.verify_timeout_seconds, self.settings.verify_interval_seconds,
-                               self.settings.budget_cap_daily_usd, self.stop)
+def span_context(incident: Incident, span_id: str | None = None):
+    """A context whose parent is INCIDENT's root span (or SPAN_ID of its trace): later turns join its trace."""
+    parent = SpanContext(int(incident.trace_id, 16), int(span_id or incident.span_id, 16), is_remote=False,
+                         trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    return trace.set_span_in_context(NonRecordingSpan(parent))
 
 
 def _spend(reader: FleetReader) -> float | None:

@@ -22,6 +22,7 @@ from ..receiver_metrics import ReceiverMetrics
 from ..store import Claim, IncidentStore
 from ..upstreams import UpstreamError
 from ..upstreams import deadline as upstream_deadline
+from ..verification import VerifyResult
 from .alert_outbox import AlertOutbox, PostTimes
 from .fleet_readers import Upstreams
 
@@ -34,6 +35,24 @@ def lineage_entry(event: LineageEvent, incident: Incident, *, ok: bool, before: 
             "playbook": fields.pop("playbook", incident.playbook),
             "attempt": incident.attempts if attempt is None else attempt, "ok": ok, "before": before, "after": after,
             "incident_id": incident.id, "trace_id": incident.trace_id, **fields}
+
+
+def attempt_entry(incident: Incident, pending: dict, verdict: VerifyResult, verdict_at: float) -> dict:
+    """The lineage line of an attempt (its `verifying` record) once its VERDICT is in."""
+    entry = lineage_entry(
+        LineageEvent.AUTO_REMEDIATION, incident, ok=verdict.ok, before=pending["before"], after=dict(verdict.after),
+        attempt=pending["attempt"], classification=pending["classification"], playbook=pending["playbook"],
+        after_fresh=verdict.after_fresh, reasons=list(pending["reasons"]), steps=list(pending["steps"]),
+        verification={"ok": verdict.ok, "reason": verdict.reason, "checks": dict(verdict.checks),
+                      "still_true": list(verdict.still_true), "polls": verdict.polls},
+        backoff_s=round(pending["backoff"], 3), duration_s=round(verdict_at - pending["started"], 3))
+    if verdict.after_note and not verdict.after_fresh:
+        entry["after_note"] = verdict.after_note
+    if incident.claimants:
+        entry["claimants"] = list(incident.claimants)
+    if pending.get("arbitration") is not None:
+        entry["arbitration"] = pending["arbitration"]
+    return entry
 
 
 def read_after(incident: Incident, reader: FleetReader, since: float | None,
@@ -81,12 +100,13 @@ class OutcomeRecorder:
 
     # -- endings ------------------------------------------------------------------------------------------------
     def recovered(self, incident: Incident, classification: str, playbook: str, reader: FleetReader,
-                  lease: Claim | None) -> None:
-        """Verified: auto-resolved. The direct path (or an incident whose alerts resolved meanwhile) closes now."""
+                  lease: Claim | None, **also: object) -> None:
+        """Verified: auto-resolved. The direct path (or an incident whose alerts resolved meanwhile) closes now.
+        ALSO: further changes written with it."""
         now = time.time()
         incident = self.store.get(incident.id) or incident
         changes = dict(outcome=Outcome.AUTO_RESOLVED, recovered_at=now, reason=f"Resolved by CoS: {playbook}",
-                       state_reason=None)
+                       state_reason=None, **also)
         if not reader.through_alertmanager or incident.resolved_at:
             done = self.store.update(incident.id, lease, state=IncidentState.CLOSED, closed_at=now, **changes)
         else:

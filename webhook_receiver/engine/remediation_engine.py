@@ -24,7 +24,8 @@ from .fleet_readers import FleetReaders, Upstreams
 from .outcome_recorder import OutcomeRecorder
 from .planning import Planner
 from .sweeper import Sweeper
-from .worker_pool import WorkerPool
+from .verifier import Verifier
+from .worker_pool import Work, WorkerPool
 
 log = logging.getLogger("autonomy.engine")
 FLAG_OFF = "AUTO_REMEDIATE is not true (feature flag off)"
@@ -59,8 +60,10 @@ class RemediationEngine:
                                         self.outbox, post_times)
         self.attempts = AttemptLoop(settings, store, self.recorder, Planner(settings, store, playbooks, self.stopping),
                                     self.readers, playbooks, runner, tracer, metrics, lambda: self.up,
-                                    lambda: self.enabled, self.stopping)
+                                    lambda: self.enabled, self.stopping,
+                                    lambda work, incident: self.verifier.wait_for(work, incident))
         self.pool = WorkerPool(store, self.attempts.run, metrics, settings.lease_seconds, self.stopping, owner)
+        self.verifier = Verifier(settings, store, self.readers, playbooks, self.pool, metrics, self.stopping)
         self.sweeper = Sweeper(store, self.readers, self.recorder, playbooks, lambda: self.up, lineage_url,
                                settings.sweep_seconds, post_times)
         metrics.queue_capacity.set(settings.queue_size)
@@ -128,18 +131,21 @@ class RemediationEngine:
             return incident.state_reason == StateReason.DRY_RUN and not dry_run
         self._resume_held(lifted, "resumed: the restart lifted its hold")
         self.pool.start(workers or self.settings.workers)
+        self.verifier.start()
         self.outbox.start()
         if sweeper:
             self.sweeper.start(self.stopping)
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stopping.set()
+        self.verifier.join(timeout)
         self.pool.stop(timeout)
+        self.verifier.release_all()  # each waiting attempt is verified again after the restart, same deadline
         self.sweeper.join(timeout)
         self.outbox.stop(timeout)
 
     def alive(self) -> bool:
-        return self.pool.alive() and self.sweeper.alive() and self.outbox.alive()
+        return self.pool.alive() and self.verifier.alive() and self.sweeper.alive() and self.outbox.alive()
 
     def wake(self, count: int) -> None:
         """COUNT incidents were just queued (the webhook committed them)."""
@@ -155,12 +161,33 @@ class RemediationEngine:
 
     # -- one step at a time (the tests, and a receiver without workers) -----------------------------------------------
     def process(self, incident_id: str) -> bool:
-        """Claim INCIDENT_ID and run it now, in this thread; False if it could not be claimed."""
-        return self.pool.run_one(incident_id) is not None
+        """Claim INCIDENT_ID and run it now, in this thread, verification and later attempts included; False if
+        it could not be claimed."""
+        return self._drive(self.pool.run_one(incident_id))
 
     def work_once(self) -> str | None:
-        """Claim the next claimable incident and run it, as a worker would; its id, or None."""
-        return self.pool.run_one()
+        """Claim the next claimable incident and run it to its end, as workers and the verifier would; its id."""
+        work = self.pool.run_one()
+        self._drive(work)
+        return work.claim.incident_id if work is not None else None
+
+    def _drive(self, work: Work | None) -> bool:
+        """Carry WORK's incident through its turns here: its verification polled in this thread, its next attempt
+        claimed once due."""
+        if work is None:
+            return False
+        incident_id = work.claim.incident_id
+        while True:
+            if work.handed_over:
+                self.verifier.run_until_done(incident_id)
+            elif work.continues and work.retry_at is not None:
+                if self.stopping.wait(max(0.0, work.retry_at - time.time())):
+                    return True
+            else:
+                return True
+            work = self.pool.run_one(incident_id)
+            if work is None:
+                return True
 
     def sweep(self) -> None:
         self.sweeper.sweep()

@@ -29,11 +29,14 @@ class Deferred(Exception):
 @dataclass
 class Work:
     """A claimed incident in a worker's hands: the claim (renewed, or extended to more agents, as it runs),
-    whether its lease was lost to another worker, and when to look at it again once given back."""
+    whether its lease was lost to another worker, and when to look at it again once given back; `handed_over`
+    when the verifier keeps the claim until its verdict, `continues` when its next attempt is due at `retry_at`."""
 
     claim: Claim
     lost: bool = False
     retry_at: float | None = None
+    handed_over: bool = False
+    continues: bool = False
 
 
 def default_owner() -> str:
@@ -71,8 +74,9 @@ class WorkerPool:
             self._signals = max(1, len(self._threads))
             self._wake.notify_all()
 
-    def run_one(self, incident_id: str | None = None) -> str | None:
-        """Claim the next claimable incident (or INCIDENT_ID), run it, give it back; its id, or None if none."""
+    def run_one(self, incident_id: str | None = None) -> Work | None:
+        """Claim the next claimable incident (or INCIDENT_ID), run it, give it back (unless the verifier keeps
+        it); the work done, or None if nothing was claimable."""
         claim = self.store.claim(self.owner, self.lease_seconds, incident_id)
         if claim is None:
             return None
@@ -86,15 +90,25 @@ class WorkerPool:
             log.exception("incident %s failed unexpectedly", claim.incident_id)
         finally:
             self.metrics.in_flight.dec()
-            with self._held_lock:
-                self._held.pop(claim.token, None)
-            try:
+            if not work.handed_over:
                 # No one is woken: this worker claims again at once, and takes whatever the release unblocked.
-                self.store.release(work.claim, work.retry_at)
-            except Exception:
-                log.exception("incident %s: its claim could not be released; its lease expires instead",
-                              claim.incident_id)
-        return claim.incident_id
+                self.give_back(work, wake=False)
+        return work
+
+    def give_back(self, work: Work, release: bool = True, wake: bool = True) -> None:
+        """Stop renewing WORK's lease and release its claim (RELEASE false: let the lease expire)."""
+        with self._held_lock:
+            self._held.pop(work.claim.token, None)
+        if not release:
+            return
+        try:
+            self.store.release(work.claim, work.retry_at)
+        except Exception:
+            log.exception("incident %s: its claim could not be released; its lease expires instead",
+                          work.claim.incident_id)
+            return
+        if wake:
+            self.wake(1)
 
     def renew_all(self) -> None:
         """Extend the lease of everything held; a claim another worker took over is marked lost."""
