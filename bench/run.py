@@ -17,6 +17,7 @@ GOALS = {
     "lost": ("==", 0),
     "duplicate_remediations": ("==", 0),
     "exporter_scrape_ms_10k": ("<=", 250),
+    "fleet_storm_largest_over_single": ("<=", 3),
 }
 
 
@@ -37,6 +38,9 @@ def main() -> int:
     if storm_and_ha is not None:
         print("alert storm (10,000 alerts, 1,000 agents) and the HA Alertmanager pair ...", file=sys.stderr)
         figures.update(storm_and_ha.run(full=True))
+        from bench import fleet_storms
+        print("storms of simultaneous faults on the simulated fleet (1, 100, 1,000 agents) ...", file=sys.stderr)
+        figures.update(fleet_storms.run())
     for name, (op, goal) in GOALS.items():
         if name in figures:
             verdict = "ok" if meets(figures[name], op, goal) else "MISSED"

@@ -37,10 +37,11 @@ class Waiting:
 
 
 def pending_verification(incident: Incident, playbooks: PlaybookSet) -> Verification:
-    """What INCIDENT's attempt in verification must show; its playbook's criteria as loaded now."""
+    """What INCIDENT's attempt in verification must show; its playbook's criteria as loaded now (None: the
+    playbook is no longer loaded)."""
     pending = incident.verifying or {}
     playbook = next((p for p in playbooks.playbooks if p.name == pending.get("playbook")), None)
-    criteria = playbook.criteria if playbook is not None else {}
+    criteria = playbook.criteria if playbook is not None else None
     return Verification(incident, criteria, float(pending["action_end"]), tuple(pending["agents"]),
                         tuple(pending["fresh_agents"]), tuple(pending.get("foreign") or ()))
 
@@ -60,15 +61,17 @@ class Verifier:
     def wait_for(self, work: Work, incident: Incident) -> None:
         """Keep WORK's claim until the verdict of INCIDENT's attempt; the worker is free at once."""
         what = pending_verification(incident, self.playbooks)
-        if not what.criteria and incident.verifying.get("playbook"):
-            log.warning("incident %s: playbook %s is no longer loaded; verified on its conditions only",
-                        incident.id, incident.verifying.get("playbook"))
         work.handed_over = True
         deadline = float(incident.verifying["deadline"])
         if deadline <= time.time():  # resumed after its window passed (the receiver was down): a window again
             deadline = time.time() + self.settings.verify_timeout_seconds
+        item = Waiting(work, what, active(what.criteria or {}), deadline)
         with self._lock:
-            self._waiting[incident.id] = Waiting(work, what, active(what.criteria), deadline)
+            self._waiting[incident.id] = item
+        if what.criteria is None:  # its playbook is gone since (a restart with another playbooks.yaml)
+            item.last = VerifyResult(False, f"playbook {incident.verifying.get('playbook')} is no longer loaded: "
+                                     "its criteria cannot be judged", {}, {}, 0)
+            self._hand_back(item)
 
     def waiting(self, incident_id: str) -> bool:
         with self._lock:
