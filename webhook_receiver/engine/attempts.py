@@ -83,7 +83,8 @@ class AttemptLoop:
                                                  span_id=format(context.span_id, "016x"), retry_at=None)
                     self._next_attempt(work, incident)
             else:
-                incident = self.store.update(incident.id, work.claim, retry_at=None)
+                if incident.retry_at is not None:
+                    incident = self.store.update(incident.id, work.claim, retry_at=None)
                 self._next_attempt(work, incident)
         except IncidentClosed:
             log.info("incident %s was closed while being remediated", incident.id)

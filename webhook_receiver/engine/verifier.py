@@ -133,7 +133,11 @@ class Verifier:
         try:
             while self.waiting(incident_id):
                 if self.poll() == 0 and self.waiting(incident_id):
-                    if self.stop.wait(self.settings.verify_interval_seconds):
+                    with self._lock:
+                        item = self._waiting.get(incident_id)
+                    left = item.deadline - time.time() if item is not None else 0.0
+                    # The last look lands on the deadline, not an interval past it.
+                    if self.stop.wait(min(self.settings.verify_interval_seconds, max(0.0, left))):
                         self.release_all()
                         return
         except BaseException:  # this thread is going away: the claim goes back, the attempt is verified later
