@@ -65,7 +65,7 @@ def test_a_verification_that_never_holds_ends_at_its_deadline_with_why(h):
     assert incident.state == "escalated" and h.lineage("auto_remediation")[0]["verification"]["ok"] is False
 
 
-def test_a_waiting_verification_resumes_after_a_graceful_restart_with_its_attempt_and_deadline(h, tmp_path):
+def test_a_waiting_verification_resumes_after_a_graceful_restart_with_its_attempt(h, tmp_path):
     h.build()
     failing_cmo(h)
     incident_id = h.fire()

@@ -66,7 +66,7 @@ class AttemptLoop:
             if incident.verifying is not None:
                 if "verdict" in incident.verifying:
                     self._conclude(work, incident)
-                else:  # its verification was cut off (a restart, a lost lease): it waits again, same deadline
+                else:  # its verification was cut off (a restart, a lost lease): it waits again
                     self.hand_over(work, incident)
                 return
             if incident.state == IncidentState.REMEDIATING:

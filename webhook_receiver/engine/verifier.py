@@ -62,9 +62,9 @@ class Verifier:
         """Keep WORK's claim until the verdict of INCIDENT's attempt; the worker is free at once."""
         what = pending_verification(incident, self.playbooks)
         work.handed_over = True
-        deadline = float(incident.verifying["deadline"])
-        if deadline <= time.time():  # resumed after its window passed (the receiver was down): a window again
-            deadline = time.time() + self.settings.verify_timeout_seconds
+        # Its window runs from when it starts waiting (a resumed one, after a restart, waits a window again);
+        # the stored deadline is the earliest it may end.
+        deadline = max(float(incident.verifying["deadline"]), time.time() + self.settings.verify_timeout_seconds)
         item = Waiting(work, what, active(what.criteria or {}), deadline)
         with self._lock:
             self._waiting[incident.id] = item
