@@ -204,12 +204,6 @@ class AttemptLoop:
         verdict, verdict_at = result_from_dict(pending["verdict"]), float(pending["verdict"]["at"])
         attempt, playbook, classification = pending["attempt"], pending["playbook"], pending["classification"]
         reader = self.readers.for_incident(incident)
-        parent = span_context(incident, pending.get("span_id"))
-        span = self.tracer.start_span("verify", context=parent, start_time=int(pending["action_end"] * 1e9))
-        span.set_attribute("autonomy.ok", verdict.ok)
-        span.set_attribute("autonomy.reason", verdict.reason)
-        span.end(end_time=int(max(verdict_at, pending["action_end"]) * 1e9))
-        self.metrics.attempts.labels(incident.agent, classification, playbook, "ok" if verdict.ok else "failed").inc()
         try:
             self.recorder.record(attempt_entry(incident, pending, verdict, verdict_at))
         except OSError:
@@ -218,16 +212,22 @@ class AttemptLoop:
                           incident.id, attempt)
             work.retry_at = time.time() + replace(self.policy, used=attempt).backoff(self.rng)
             return
+        span = self.tracer.start_span("verify", context=span_context(incident, pending.get("span_id")),
+                                      start_time=int(pending["action_end"] * 1e9))
+        span.set_attribute("autonomy.ok", verdict.ok)
+        span.set_attribute("autonomy.reason", verdict.reason)
+        span.end(end_time=int(max(verdict_at, pending["action_end"]) * 1e9))
+        self.metrics.attempts.labels(incident.agent, classification, playbook, "ok" if verdict.ok else "failed").inc()
         if verdict.ok:
             self.recorder.recovered(incident, classification, playbook, reader, work.claim, verifying=None)
             return
-        incident = self.store.update(incident.id, work.claim, state=IncidentState.OPEN, verifying=None)
         if attempt >= self.settings.max_attempts:
+            incident = self.store.update(incident.id, work.claim, state=IncidentState.OPEN, verifying=None)
             self.recorder.escalate(incident, EscalationReason.AUTO_REMEDIATION_FAILED, reader, work.claim)
             return
         # Spaced, not back to back: the agent settles, and is read again before anything runs.
         backoff = replace(self.policy, used=attempt).backoff(self.rng)
-        self.store.update(incident.id, work.claim, next_backoff=backoff)
+        self.store.update(incident.id, work.claim, state=IncidentState.OPEN, verifying=None, next_backoff=backoff)
         work.retry_at, work.continues = time.time() + backoff, True
 
     def _prepare(self, work: Work, incident: Incident, reader: FleetReader,
