@@ -101,40 +101,21 @@ def _signal_from_series(agent: str, rows: list[dict]) -> Signal | None:
 def read_agent(prom: PrometheusApi, agent: str, alert_classes: frozenset[str], silent_seconds: float,
                budget_cap_daily: float, clock=time.time) -> AgentView:
     """Rebuild AGENT's signal from Prometheus and gather the facts no single signal carries."""
-    if agent == FLEET:
-        rows = samples(prom.query(FLEET_SPEND))
-        spend = float(rows[0]["value"][1]) if rows else 0.0
-        return AgentView(None, Facts(alert_classes=alert_classes, budget_over_cap=spend > budget_cap_daily),
-                         {"projectedDailySpendDollars": round(spend, 4)})
-    rows = prom.query(f'{{__name__=~"autonomy_agent_.+", agent={promql_string(agent)}}}')
-    signal = _signal_from_series(agent, rows)
-    failing: set[str] = set()
-    claimants = 0
-    silent = signal is None or clock() - signal.timestamp > silent_seconds
-    if signal and signal.dependencies:
-        deps = promql_string(_regex_alternatives(list(signal.dependencies)))
-        for row in samples(prom.query(f'autonomy_agent_status{{agent=~{deps},autonomy_agent_status="error"}} == 1'),
-                           "agent"):
-            failing.add(row["metric"]["agent"])
-        stale = f'time() - autonomy_agent_last_signal_timestamp_seconds{{agent=~{deps}}} > {silent_seconds:g}'
-        for row in samples(prom.query(stale), "agent"):
-            failing.add(row["metric"]["agent"])
-    if signal and signal.directive_id:
-        query = (f'count(max by (agent) (autonomy_agent_directive_claim'
-                 f'{{directive_id={promql_string(signal.directive_id)}}} == 1))')
-        result = samples(prom.query(query))
-        count = float(result[0]["value"][1]) if result else 0.0
-        claimants = int(count) if 0 <= count < 1e9 else 0  # NaN and nonsense count as none
-    facts = Facts(failing_dependencies=frozenset(failing), directive_claimants=claimants,
-                  alert_classes=alert_classes, silent=silent)
-    return AgentView(signal, facts, signal_metrics(signal))
+    return read_agents(prom, [agent], silent_seconds, budget_cap_daily, alert_classes, clock)[agent]
+
+
+def _fleet_view(prom: PrometheusApi, alert_classes: frozenset[str], budget_cap_daily: float) -> AgentView:
+    rows = samples(prom.query(FLEET_SPEND))
+    spend = float(rows[0]["value"][1]) if rows else 0.0
+    return AgentView(None, Facts(alert_classes=alert_classes, budget_over_cap=spend > budget_cap_daily),
+                     {"projectedDailySpendDollars": round(spend, 4)})
 
 
 def read_agents(prom: PrometheusApi, agents, silent_seconds: float, budget_cap_daily: float,
-                clock=time.time) -> dict[str, AgentView]:
-    """read_agent for many agents at once: the same views, from one query per kind for all of them."""
+                alert_classes: frozenset[str] = frozenset(), clock=time.time) -> dict[str, AgentView]:
+    """The views of AGENTS (read_agent's), from one query per kind for all of them."""
     names = sorted(set(agents) - {FLEET})
-    views = {FLEET: read_agent(prom, FLEET, frozenset(), silent_seconds, budget_cap_daily)} if FLEET in agents else {}
+    views = {FLEET: _fleet_view(prom, alert_classes, budget_cap_daily)} if FLEET in agents else {}
     if not names:
         return views
     rows = prom.query(f'{{__name__=~"autonomy_agent_.+", agent=~{promql_string(_regex_alternatives(names))}}}')
@@ -144,7 +125,7 @@ def read_agents(prom: PrometheusApi, agents, silent_seconds: float, budget_cap_d
     signals = {a: _signal_from_series(a, by_agent.get(a, [])) for a in names}
     deps = sorted({d for s in signals.values() if s for d in s.dependencies})
     failing: set[str] = set()
-    if deps:
+    if deps:  # a dependency fails when its own signal is in error or older than the silence threshold
         alternatives = promql_string(_regex_alternatives(deps))
         error = f'autonomy_agent_status{{agent=~{alternatives},autonomy_agent_status="error"}} == 1'
         stale = f'time() - autonomy_agent_last_signal_timestamp_seconds{{agent=~{alternatives}}} > {silent_seconds:g}'
@@ -159,8 +140,8 @@ def read_agents(prom: PrometheusApi, agents, silent_seconds: float, budget_cap_d
     for agent, signal in signals.items():
         count = counts.get(signal.directive_id, 0.0) if signal and signal.directive_id else 0.0
         facts = Facts(failing_dependencies=frozenset(d for d in (signal.dependencies if signal else ()) if d in failing),
-                      directive_claimants=int(count) if 0 <= count < 1e9 else 0, alert_classes=frozenset(),
-                      silent=signal is None or now - signal.timestamp > silent_seconds)
+                      directive_claimants=int(count) if 0 <= count < 1e9 else 0,  # NaN and nonsense: none
+                      alert_classes=alert_classes, silent=signal is None or now - signal.timestamp > silent_seconds)
         views[agent] = AgentView(signal, facts, signal_metrics(signal))
     return views
 
