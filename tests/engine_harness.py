@@ -29,6 +29,7 @@ from tests.receivers import build_receiver
 from webhook_receiver.agent_view import FLEET_SPEND
 from webhook_receiver.app import shutdown
 from webhook_receiver.engine import Upstreams
+from webhook_receiver.fleet_ranking import Tier
 from webhook_receiver.playbooks import parse_playbooks
 from webhook_receiver.upstreams import UpstreamError
 
@@ -275,6 +276,8 @@ class FakePrometheus:
         if m:  # the members query for some agents only: the fleet's answer, filtered as the selector would
             wanted = set(re.sub(r"\\\\(.)", r"\1", m[2]).split("|"))
             return [r for r in self._answer(m[1] + m[3]) if r["metric"].get("agent") in wanted]
+        if promql.lstrip("(").startswith("max by (agent) (autonomy_agent_info"):
+            return self._candidates(promql, now)
         if promql == "autonomy_agent_info":
             return self._select("autonomy_agent_info", now=now)
         if promql == "autonomy_agent_status == 1":
@@ -285,6 +288,22 @@ class FakePrometheus:
             return self._strip(self._select("autonomy_agent_directive_claim", where=one, now=now))
         self.unanswered.append(promql)
         return []
+
+    def _candidates(self, promql: str, now: float) -> list[dict]:
+        """fleet_ranking.candidates_query, answered by Tier.holds over the fake's signals (the PromQL itself is
+        checked against the real Prometheus in tests/integration/test_fleet_ranking_on_real_prometheus.py)."""
+        domain = re.search(r'autonomy_agent_info\{domain(=~|!~)"([^"]*)"\}', promql)
+        unless = re.search(r'unless on \(agent\) autonomy_agent_info\{agent=~"([^"]+)"\}', promql)
+        listed = re.search(r'or max by \(agent\) \(autonomy_agent_info\{agent=~"([^"]+)"\}\)', promql)
+        values = set(unescape(domain[2])) if domain else set()
+        unranked = domain is None or domain[1] == "!~"
+        tier = Tier(frozenset() if unranked else frozenset(values), unranked, frozenset(values if unranked else ()),
+                    frozenset(unescape(listed[1])) if listed else frozenset(),
+                    frozenset(unescape(unless[1])) if unless else frozenset())
+        donor = promql.endswith('!="healthy"} == 1)')
+        return [{"metric": {"agent": a}, "value": [now, "1"]} for a in sorted(self.docs)
+                if tier.holds(a, self.signal(a).domain)
+                and (self.signal(a).status == "healthy" if donor else self.signal(a).cost_burn_dollars_per_hour > 0)]
 
     def ready(self) -> bool:
         return not self.down

@@ -1,5 +1,5 @@
 """What one attempt reads of the fleet: only the agents its playbook's templates need, by queries that select
-them, so its cost does not grow with the fleet (a CAPACITY playbook naming a slot donor still ranks it all)."""
+them, so its cost does not grow with the fleet (a CAPACITY playbook reads the candidates of one priority tier)."""
 import re
 
 from tests.test_engine import failing_cmo
@@ -49,12 +49,15 @@ def test_an_agents_own_conflict_reads_the_claimants_of_its_directive_only(h):
     assert throttled == [{"agent": "CMO", "maxConcurrent": 1, "minutes": 20}]  # the same loser as before
 
 
-def test_a_capacity_playbook_naming_a_slot_donor_still_ranks_the_whole_fleet(h):
-    h.build({"AUTOREM_BUDGET_CAP_DAILY_USD": "25"})
-    crowd(h, 3)
+def test_a_capacity_playbook_reads_only_the_lowest_tier_holding_a_slot_donor(h):
+    h.build({"AUTOREM_BUDGET_CAP_DAILY_USD": "25", "AUTOREM_PRIORITY": "Executive,Revenue,Marketing,Content,Data"})
+    crowd(h, 3)  # Content, healthy: ranked above Data, whose only agent is in error
     h.prom.add("CMO", "Marketing", status="degraded", backlogAgeMinutes=41, costBurnRatePerHour=0.5)
+    h.prom.add("MarketIntel", "Data", status="error", costBurnRatePerHour=0)
     h.run(h.fire(cls="CAPACITY"))
-    assert "autonomy_agent_info" in member_queries(h)
+    assert member_queries(h) == []
+    tiers = [q for q in h.prom.queries if q.lstrip("(").startswith("max by (agent) (autonomy_agent_info")]
+    assert len(tiers) == 3, tiers  # unranked domains, Data, Content: the search stops at the first with a donor
     [(agent, body)] = [(a, b) for a, action, b in h.agents.calls if action == "reallocateSlots"]
     assert body["from"] == "bystander-02"
 

@@ -13,6 +13,7 @@ from .agent_view import FLEET, FLEET_SPEND, AgentView, read_agent, view_from_sig
 from .alert_conditions import RuleCatalog, still_true
 from .classifier import CLASSES, Facts, SloThresholds, classify
 from .conflicts import CONFLICT_ID, DIRECTIVE, conflict_key, key_parts, without_conflicts
+from .fleet_ranking import Role, Tier, candidates_query
 from .fleet_view import Member, members_from_prometheus, members_from_signals
 from .incident import Incident
 from .upstreams import PrometheusApi, UpstreamError, prometheus_problem, promql_string, samples
@@ -54,6 +55,9 @@ class FleetReader(Protocol):
 
     def members(self, agents: Iterable[str] | None = None) -> list[Member]:
         """The fleet's agents, or only AGENTS (the whole fleet is read only when a ranking of it is needed)."""
+
+    def candidates(self, role: Role, tier: Tier) -> list[str]:
+        """The agents of TIER that could be ROLE (fleet_ranking searches the tiers), selected by the source."""
 
     def claimants(self, key: str) -> list[str]: ...
 
@@ -99,6 +103,9 @@ class PrometheusFleetReader:
             return members_from_prometheus(self.prom)
         wanted = sorted(set(agents) - {FLEET})
         return members_from_prometheus(self.prom, f"{{agent=~{_alternatives(wanted)}}}") if wanted else []
+
+    def candidates(self, role: Role, tier: Tier) -> list[str]:
+        return sorted({row["metric"]["agent"] for row in samples(self.prom.query(candidates_query(role, tier)), "agent")})
 
     def claimants(self, key: str) -> list[str]:
         kind, ident = key_parts(key)
@@ -170,6 +177,12 @@ class SignalFleetReader:
             wanted = set(agents)
             signals = [s for s in signals if s.agent in wanted]
         return members_from_signals(signals)
+
+    def candidates(self, role: Role, tier: Tier) -> list[str]:
+        if role is Role.DONOR:
+            return sorted(s.agent for s in self.signals() if tier.holds(s.agent, s.domain) and s.status == "healthy")
+        return sorted(s.agent for s in self.signals() if tier.holds(s.agent, s.domain)
+                      and s.cost_burn_dollars_per_hour > 0)
 
     def claimants(self, key: str) -> list[str]:
         kind, ident = key_parts(key)

@@ -13,6 +13,7 @@ from autonomy.vocabulary import RUNNABLE_STATES, Gate, IncidentClass
 from ..agent_view import AgentView
 from ..classifier import Decision, Facts, SloThresholds, classify
 from ..conflicts import DIRECTIVE, Arbitration, arbitrate, key_parts, signal_conflict_labels, without_conflicts
+from ..fleet_ranking import Role, lowest_ranked, tiers
 from ..fleet_reader import FleetReader
 from ..fleet_view import Member, directive_claimants, template_variables
 from ..gates import Refusal
@@ -46,14 +47,13 @@ def classification_inputs(view: AgentView, incident: Incident) -> tuple[Signal |
     return None, replace(view.facts, alert_classes=incident.alert_classes)
 
 
-# Template roots whose values rank agents: the whole fleet (a donor or a spender of the lowest priority), or a
-# directive's claimants (the winner and the loser, when no arbitration of the conflict gave them).
-FLEET_RANKING = frozenset({"lowestPriorityAgent", "slotDonorAgent"})
+# Template roots whose values rank a directive's claimants (the winner and the loser, when no arbitration of the
+# conflict gave them); the fleet's rankings (fleet_ranking.Role) are searched tier by tier.
 CLAIMANT_RANKING = frozenset({"winningAgent", "losingAgent"})
 
 
-def members_of(reader: FleetReader, agents=None) -> list[Member]:
-    """The fleet's members (or only AGENTS); none when the upstream cannot say."""
+def members_of(reader: FleetReader, agents) -> list[Member]:
+    """The members AGENTS; none when the upstream cannot say."""
     try:
         return reader.members(agents)
     except UpstreamError:
@@ -176,11 +176,17 @@ class Planner:
         kind, ident = key_parts(incident.conflict_key) if incident.conflict_key else (None, None)
         directive = ident if kind == DIRECTIVE else None
         roots = playbook.template_roots
-        if roots & FLEET_RANKING:
-            members = members_of(reader)
-        elif roots & CLAIMANT_RANKING and plan.arbitration is None:
-            members = claimant_members(reader, incident.agent, plan.view)
-        else:
-            members = []
-        return template_variables(incident.agent, plan.view, members, self.playbooks, self.settings.priority,
-                                  incident.labels, incident.id, plan.arbitration, directive, roots)
+        members = (claimant_members(reader, incident.agent, plan.view)
+                   if roots & CLAIMANT_RANKING and plan.arbitration is None else [])
+        variables = template_variables(incident.agent, plan.view, members, self.playbooks, self.settings.priority,
+                                       incident.labels, incident.id, plan.arbitration, directive, roots)
+        for role in (r for r in Role if r.value in roots):
+            variables[role.value] = self._lowest_ranked(role, incident.agent, reader)
+        return variables
+
+    def _lowest_ranked(self, role: Role, agent: str, reader: FleetReader) -> str:
+        """ROLE's agent, read tier by tier; the incident's own agent when the upstream cannot say (as before)."""
+        try:
+            return lowest_ranked(role, agent, tiers(self.settings.priority, self.playbooks), reader.candidates)
+        except UpstreamError:
+            return agent
