@@ -426,6 +426,24 @@ def test_a_renewed_lease_keeps_the_claim(store, clock):
         assert store.claim("other", 10) is None
 
 
+def test_leases_are_renewed_together_and_a_lost_one_is_answered_none_in_its_place(store, clock):
+    for agent in ("CMO", "CRO", "COO"):
+        ingest(store, firing(agent))
+    first, second, third = (store.claim(f"w{n}", 10) for n in range(3))
+    clock.now += 8
+    first, third = store.renew_many([first, third], 10)
+    clock.now += 3  # only the second's lease has run out: a survivor takes it over
+    taken = store.claim("survivor", 10)
+    assert taken is not None and taken.incident_id == second.incident_id
+    renewed = store.renew_many([first, second, third], 10)
+    assert renewed[1] is None
+    for old, new in ((first, renewed[0]), (third, renewed[2])):
+        assert (new.token, new.agents, new.expires_at) == (old.token, old.agents, clock.now + 10)
+    clock.now += 9
+    assert store.claim("other", 10) is None  # the renewed ones still hold, and so does the survivor's
+    assert store.renew_many([], 10) == []
+
+
 def test_one_claim_per_agent_a_conflict_holds_each_of_its_claimants(store):
     conflict = ingest(store, claim("CMO"), claim("CRO")).opened[0]
     own = ingest(store, firing("COO")).opened[0]

@@ -20,16 +20,17 @@ def store(tmp_path):
 
 class Renewals:
     def __init__(self, store):
-        self.count, self.renew = 0, store.renew
+        self.count, self.batches, self.renew_many = 0, [], store.renew_many
 
-    def __call__(self, claim, lease_seconds):
-        self.count += 1
-        return self.renew(claim, lease_seconds)
+    def __call__(self, claims, lease_seconds):
+        self.count += len(claims)
+        self.batches.append(len(claims))
+        return self.renew_many(claims, lease_seconds)
 
 
 def test_a_worker_finishing_its_step_during_a_stop_keeps_its_lease_renewed_until_it_ends(store, monkeypatch):
     renewals = Renewals(store)
-    monkeypatch.setattr(store, "renew", renewals)
+    monkeypatch.setattr(store, "renew_many", renewals)
     running, finish, ran = threading.Event(), threading.Event(), []
 
     def step(work):
@@ -63,3 +64,23 @@ def test_a_storm_of_wake_ups_is_capped_at_the_number_of_workers(store):
         assert pool._signals <= 2
     finally:
         pool.stop()
+
+
+def test_held_leases_are_renewed_a_batch_per_transaction(store, monkeypatch):
+    from webhook_receiver.engine import worker_pool
+    from webhook_receiver.engine.worker_pool import Work
+
+    monkeypatch.setattr(worker_pool, "RENEW_BATCH", 2)
+    renewals = Renewals(store)
+    monkeypatch.setattr(store, "renew_many", renewals)
+    pool = WorkerPool(store, lambda work: None, ReceiverMetrics(), lease_seconds=30, stopping=threading.Event())
+    held = []
+    for agent in ("CMO", "CRO", "COO"):
+        ingest(store, firing(agent))
+        work = Work(store.claim("w", 5))
+        pool._held[work.claim.token] = work
+        held.append(work)
+    before = [w.claim.expires_at for w in held]
+    pool.renew_all()
+    assert renewals.batches == [2, 1]
+    assert all(w.claim.expires_at > b and not w.lost for w, b in zip(held, before))

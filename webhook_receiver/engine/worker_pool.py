@@ -14,6 +14,7 @@ from ..receiver_metrics import ReceiverMetrics
 from ..store import Claim, IncidentStore
 
 log = logging.getLogger("autonomy.workers")
+RENEW_BATCH = 500  # leases renewed per store transaction: a storm's thousand claims in two, not a thousand
 IDLE_POLL_SECONDS = 1.0  # an idle worker looks again this often: retry times come, leases of dead workers expire
 
 
@@ -111,21 +112,24 @@ class WorkerPool:
             self.wake(1)
 
     def renew_all(self) -> None:
-        """Extend the lease of everything held; a claim another worker took over is marked lost."""
+        """Extend the lease of everything held, a batch per transaction; a claim taken over is marked lost."""
         with self._held_lock:
             held = list(self._held.values())
-        for work in held:
+        for start in range(0, len(held), RENEW_BATCH):
+            batch = held[start:start + RENEW_BATCH]
+            claims = [w.claim for w in batch]
             try:
-                renewed = self.store.renew(work.claim, self.lease_seconds)
+                renewed = self.store.renew_many(claims, self.lease_seconds)
             except Exception:
-                log.exception("incident %s: lease renewal failed", work.claim.incident_id)
+                log.exception("lease renewal of %d incidents failed", len(batch))
                 continue
-            if renewed is None:
-                log.warning("incident %s: its lease was taken over; this worker stops at its next step",
-                            work.claim.incident_id)
-                work.lost = True
-            else:
-                work.claim = renewed
+            for work, old, claim in zip(batch, claims, renewed):
+                if claim is None:
+                    log.warning("incident %s: its lease was taken over; this worker stops at its next step",
+                                work.claim.incident_id)
+                    work.lost = True
+                elif work.claim is old:  # else its worker extended it meanwhile: that claim is the newer one
+                    work.claim = claim
 
     def start(self, workers: int) -> None:
         for n in range(workers):

@@ -3,7 +3,7 @@ database next), and the values it hands back. tests/test_store_contract.py runs 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import Iterable, Protocol, Sequence
 
 from ..data_dir import DataDirError
 from ..incident import Incident
@@ -121,6 +121,9 @@ class IncidentStore(Protocol):
 
     def renew(self, claim: Claim, lease_seconds: float) -> Claim | None:
         """CLAIM with its lease extended, or None if it was lost (expired and taken over)."""
+
+    def renew_many(self, claims: Sequence[Claim], lease_seconds: float) -> list[Claim | None]:
+        """`renew` of every one of CLAIMS in one transaction, answered in their order."""
 
     def release(self, claim: Claim, retry_at: float | None = None) -> None:
         """Give the incident and its agents back; RETRY_AT keeps the incident from being claimed before then."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from autonomy.vocabulary import RUNNABLE_STATES, IncidentState
 
@@ -31,6 +31,7 @@ _CLAIMABLE = (
     "  AND NOT EXISTS (SELECT 1 FROM incident_agents ia JOIN incidents c ON c.id = ia.incident_id "
     f"                 WHERE ia.agent = i.agent AND c.conflict_key IS NOT NULL AND c.{_RUNNABLE})))")
 _CANDIDATES = 32
+_PARAMETERS = 500  # bound parameters per statement, well under SQLite's limit
 
 
 class SqliteLeases:
@@ -98,11 +99,20 @@ class SqliteLeases:
         return Claim(claim.incident, claim.owner, claim.token, (*claim.agents, *new), claim.expires_at)
 
     def renew(self, claim: Claim, lease_seconds: float) -> Claim | None:
+        return self.renew_many([claim], lease_seconds)[0]
+
+    def renew_many(self, claims: Sequence[Claim], lease_seconds: float) -> list[Claim | None]:
         until = self._clock() + lease_seconds
         with self._lock, LeaseTransaction(self._db):
-            renewed = self._db.execute("UPDATE leases SET expires_at = ? WHERE incident_id = ? AND token = ?",
-                                       (until, claim.incident_id, claim.token)).rowcount
-        return Claim(claim.incident, claim.owner, claim.token, claim.agents, until) if renewed else None
+            self._db.executemany("UPDATE leases SET expires_at = ? WHERE incident_id = ? AND token = ?",
+                                 [(until, c.incident_id, c.token) for c in claims])
+            held: set[tuple[str, str]] = set()
+            for start in range(0, len(claims), _PARAMETERS):
+                ids = [c.incident_id for c in claims[start:start + _PARAMETERS]]
+                held.update(self._db.execute(f"SELECT incident_id, token FROM leases WHERE incident_id IN "
+                                             f"({','.join('?' * len(ids))})", ids).fetchall())
+        return [Claim(c.incident, c.owner, c.token, c.agents, until) if (c.incident_id, c.token) in held else None
+                for c in claims]
 
     def release(self, claim: Claim, retry_at: float | None = None) -> None:
         with self._lock, LeaseTransaction(self._db):
