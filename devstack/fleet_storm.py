@@ -1,5 +1,6 @@
 """A storm of simultaneous faults, recovered by the real loop: AGENTS simulated agents fail with a TRANSIENT fault
-at one moment, on the real Prometheus and Alertmanager with the receiver's defaults; how long until the last was
+at one moment, on the real Prometheus and Alertmanager with the receiver's defaults (`autonomy receiver` as its own
+process, as deployed); how long until the last was
 verified-recovered, how many playbook runs each agent got, and how many action calls ran at once.
 bench/fleet_storms.py measures it at 1, 100 and 200 agents; tests/integration/test_fleet_storm.py at 200."""
 from __future__ import annotations
@@ -65,14 +66,14 @@ def run_fleet_storm(workdir: Path, agents: int, workers: int = 4, time_factor: f
                     timeout: float = 600.0, heartbeat_seconds: float | None = None) -> FleetStormResult:
     """Fail AGENTS agents at once with a timeout fault and wait until every one is verified-recovered (or
     TIMEOUT passes). The heartbeat slows with the fleet (500 signals a second at most): the exporter shares
-    this one process with the receiver and the fleet."""
+    this one process with the fleet."""
     heartbeat_seconds = heartbeat_seconds or max(0.5, agents / 500)
     fleet = SimulatedFleet([SimAgent(f"storm-{n:04d}", "Content", None, 0.01) for n in range(agents)])
     gauge = ActionGauge(fleet)
     served = ServedApp(fleet.app, threads=16).start()
     env = {"AUTOREM_WORKERS": str(workers), "AUTOREM_QUEUE_SIZE": str(max(1000, 2 * agents)),
            "AUTOREM_PRIORITY": "Content"}
-    stack = LayerStack(Path(workdir), served.url, env=env, time_factor=time_factor)
+    stack = LayerStack(Path(workdir), served.url, env=env, time_factor=time_factor, receiver_process=True)
     heartbeat = None
     try:
         stack.start()

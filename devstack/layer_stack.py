@@ -14,7 +14,7 @@ from webhook_receiver.app import create_app as create_receiver
 from webhook_receiver.app import shutdown
 
 from .durations import format_duration
-from .local_stack import AlertmanagerProcess, PrometheusProcess, ServedApp, free_port
+from .local_stack import AlertmanagerProcess, PrometheusProcess, ReceiverProcess, ServedApp, free_port
 from .rule_render import render_rules
 from .stack_config import alertmanager_config, prometheus_config
 
@@ -60,13 +60,14 @@ class LayerStack(StackLifecycle):
     """
 
     def __init__(self, workdir: Path, actions_base_url: str, env: Mapping[str, str] | None = None,
-                 time_factor: float = 1 / 30, span_exporter: Any = None):
+                 time_factor: float = 1 / 30, span_exporter: Any = None, receiver_process: bool = False):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.actions_base_url = actions_base_url
         self.env = dict(env or {})
         self.time_factor = time_factor
         self.span_exporter = span_exporter
+        self.receiver_process = receiver_process  # `autonomy receiver` as its own process, as deployed
         self.push_token = Secret("AUTOREM_EXPORTER_TOKEN", secrets.token_urlsafe(24))
         self.webhook_token = Secret("AUTOREM_WEBHOOK_TOKEN", secrets.token_urlsafe(24))
         self.token_file = self.workdir / "webhook_token"
@@ -76,6 +77,9 @@ class LayerStack(StackLifecycle):
         self.settings: Settings | None = None
 
     def receiver_settings(self, prometheus_port: int, alertmanager_port: int) -> Settings:
+        return Settings.from_env(self.receiver_env(prometheus_port, alertmanager_port))
+
+    def receiver_env(self, prometheus_port: int, alertmanager_port: int) -> dict[str, str]:
         scaled = {
             "AUTOREM_VERIFY_TIMEOUT_SECONDS": 120 * self.time_factor * 2,
             "AUTOREM_VERIFY_INTERVAL_SECONDS": 0.25,
@@ -93,7 +97,7 @@ class LayerStack(StackLifecycle):
             "AUTOREM_DATA_DIR": str(self.workdir / "receiver"),
         })
         env.update(self.env)
-        return Settings.from_env(env)
+        return env
 
     def start(self) -> "LayerStack":
 
@@ -104,11 +108,17 @@ class LayerStack(StackLifecycle):
             self.settings = self.receiver_settings(prometheus_port, alertmanager_port)
             self.exporter = self._keep(ServedApp(create_exporter({
                 "SETTINGS": self.settings, "EXPORTER_TOKEN": self.push_token})).start())
-            self.receiver_app = create_receiver({
-                "SETTINGS": self.settings, "WEBHOOK_TOKEN": self.webhook_token, "SPAN_EXPORTER": self.span_exporter})
-            self.receiver = ServedApp(self.receiver_app, threads=16)
-            self.receiver_app.config["PUBLIC_URL"] = self.receiver.url
-            self._keep(self.receiver.start())
+            if self.receiver_process:
+                env = {**self.receiver_env(prometheus_port, alertmanager_port),
+                       "AUTOREM_WEBHOOK_TOKEN": self.webhook_token.reveal()}
+                self.receiver = self._keep(ReceiverProcess(self.workdir / "receiver", env,
+                                                           self.workdir / "receiver.log").start())
+            else:
+                self.receiver_app = create_receiver({"SETTINGS": self.settings, "WEBHOOK_TOKEN": self.webhook_token,
+                                                     "SPAN_EXPORTER": self.span_exporter})
+                self.receiver = ServedApp(self.receiver_app, threads=16)
+                self.receiver_app.config["PUBLIC_URL"] = self.receiver.url
+                self._keep(self.receiver.start())
             self.alertmanager = self._keep(AlertmanagerProcess(self.workdir / "alertmanager", alertmanager_config(
                 self.receiver.url + "/api/v1/alerts", self.token_file, self.time_factor)).start(
                 port=alertmanager_port))

@@ -100,3 +100,16 @@ def test_after_a_restart_the_states_come_from_the_ledger_on_the_first_scrape(tmp
         again.close()
     assert 'autonomy_agent_state{agent="Content",autonomy_agent_state="escalated"} 1.0' in text
     assert 'autonomy_agent_state_reason{agent="Content",reason="attempts_exhausted"} 1.0' in text
+
+
+@pytest.mark.parametrize("incidents, running", [
+    ([], set()),
+    ([incident("CMO", "skipped", state_reason="silenced"), incident("CRO", "remediating")], {"CRO"}),
+    ([incident('we"ird\\name\nx', "escalated", state_reason="attempts_exhausted"), incident("COO", "open")],
+     {"idle-runner"}),
+    ([incident(f"agent-{n:03d}", ("open", "escalated", "recovered", "skipped")[n % 4]) for n in range(40)],
+     {"agent-001", "agent-005"}),
+])
+def test_the_text_rendering_is_exactly_what_prometheus_client_writes(incidents, running):
+    collector = AgentStateCollector(lambda: incidents, lambda: running)
+    assert collector.render() == exposition(collector)

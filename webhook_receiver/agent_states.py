@@ -10,6 +10,7 @@ from autonomy.vocabulary import ESCALATION_REASONS, GATE_REASONS, IncidentState,
 HEALTHY, RECOVERING, ESCALATED = TileState.HEALTHY, TileState.RECOVERING, TileState.ESCALATED
 AGENT_STATES = tuple(TileState)
 _SEVERITY = {HEALTHY: 0, RECOVERING: 1, ESCALATED: 2}
+_SORTED_STATES = sorted(AGENT_STATES)  # as prometheus_client writes a state set
 
 # Incident state -> tile state. A skipped incident is held by a person's decision (silence, kill switch,
 # canary list, dry run) while its agent is still unhealthy: a human owns it, so it is Escalated, not Recovering.
@@ -60,23 +61,34 @@ def fleet_states(incidents: Iterable, running: set[str]) -> dict[str, tuple[str,
     return out
 
 
+_FAMILIES = (
+    ("autonomy_agent_state", "The agent's tile state: healthy, recovering or escalated."),
+    ("autonomy_agent_state_reason", "1 for why the agent is recovering or escalated (queued, running, "
+                                    "attempts_exhausted, silenced, kill_switch, ...)."),
+    ("autonomy_remediation_in_progress", "1 while a remediation of the agent is running."),
+)
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
+
+
 class AgentStateCollector:
     """autonomy_agent_state, autonomy_agent_state_reason and autonomy_remediation_in_progress, from the ledger."""
 
     def __init__(self, open_incidents: Callable[[], Iterable], running: Callable[[], set[str]]):
         self.open_incidents, self.running = open_incidents, running
 
-    def collect(self):
+    def _states(self) -> tuple[dict[str, tuple[str, str | None]], set[str]]:
         running = set(self.running())
-        states = fleet_states(self.open_incidents(), running)
-        state_set = StateSetMetricFamily("autonomy_agent_state",
-                                         "The agent's tile state: healthy, recovering or escalated.",
-                                         labels=["agent"])
-        reason = GaugeMetricFamily("autonomy_agent_state_reason",
-                                   "1 for why the agent is recovering or escalated (queued, running, "
-                                   "attempts_exhausted, silenced, kill_switch, ...).", labels=["agent", "reason"])
-        progress = GaugeMetricFamily("autonomy_remediation_in_progress",
-                                     "1 while a remediation of the agent is running.", labels=["agent"])
+        return fleet_states(self.open_incidents(), running), running
+
+    def collect(self):
+        states, running = self._states()
+        (state_name, state_help), (reason_name, reason_help), (progress_name, progress_help) = _FAMILIES
+        state_set = StateSetMetricFamily(state_name, state_help, labels=["agent"])
+        reason = GaugeMetricFamily(reason_name, reason_help, labels=["agent", "reason"])
+        progress = GaugeMetricFamily(progress_name, progress_help, labels=["agent"])
         for agent in sorted(states):
             state, why = states[agent]
             state_set.add_metric([agent], {s: state == s for s in AGENT_STATES})
@@ -84,3 +96,19 @@ class AgentStateCollector:
                 reason.add_metric([agent, why], 1.0)
             progress.add_metric([agent], 1.0 if agent in running else 0.0)
         return [state_set, reason, progress]
+
+    def render(self) -> str:
+        """What `collect` exposes, as prometheus_client's text exposition writes it, built as strings: a scrape
+        of a large fleet does not build and validate an object per sample."""
+        states, running = self._states()
+        heads = [f"# HELP {name} {text}\n# TYPE {name} gauge\n" for name, text in _FAMILIES]
+        lines: list[list[str]] = [[], [], []]
+        for agent in sorted(states):
+            state, why = states[agent]
+            label = f'agent="{_label(agent)}"'
+            lines[0].extend(f'autonomy_agent_state{{{label},autonomy_agent_state="{s}"}} {float(state == s)}\n'
+                            for s in _SORTED_STATES)
+            if why:
+                lines[1].append(f'autonomy_agent_state_reason{{{label},reason="{_label(why)}"}} 1.0\n')
+            lines[2].append(f"autonomy_remediation_in_progress{{{label}}} {float(agent in running)}\n")
+        return "".join(head + "".join(body) for head, body in zip(heads, lines))

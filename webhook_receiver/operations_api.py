@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
-from prometheus_client import generate_latest
 
 from autonomy.http_edge import ApiError, json_body, require_token
 from autonomy.signal_contract import SignalError, parse_json
@@ -15,7 +14,7 @@ operations_bp = Blueprint("operations", __name__)
 
 @operations_bp.get("/metrics")
 def metrics():
-    return Response(generate_latest(receiver().metrics.registry),
+    return Response(receiver().metrics.exposition(),
                     content_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -1,7 +1,7 @@
 """The receiver's own metrics, for the Grafana tiles and the KPI recording rules."""
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from autonomy.vocabulary import DECISIONS, EscalationReason, Gate, IncidentClass, Outcome, Source
 
@@ -80,4 +80,8 @@ class ReceiverMetrics:
     def watch_states(self, collector: AgentStateCollector) -> None:
         """Export the tile states from COLLECTOR (which reads the ledger on every scrape)."""
         self.agent_states = collector
-        self.registry.register(collector)
+
+    def exposition(self) -> bytes:
+        """The registry's families, then the tile states (rendered as text: one per agent of an open incident)."""
+        states = self.agent_states.render().encode() if self.agent_states is not None else b""
+        return generate_latest(self.registry) + states
