@@ -84,6 +84,19 @@ def unescape(alternatives: str) -> list[str]:
     return [re.sub(r"\\(.)", r"\1", name) for name in alternatives.replace("\\\\", "\\").split("|")]
 
 
+SCOPED = re.compile(r'\((?P<expr>.*)\) and on \(agent\) \((?P<agents>label_replace\(vector\(1\), "agent", .*)\)', re.S)
+SCOPE_AGENT = re.compile(r'label_replace\(vector\(1\), "agent", "((?:[^"\\]|\\.)*)", "", ""\)')
+
+
+def unscoped(promql: str) -> tuple[str, set[str] | None]:
+    """alert_conditions.scoped undone: the rule's expression and the agents it answers for (None: all)."""
+    m = SCOPED.fullmatch(promql)
+    if not m:
+        return promql, None
+    agents = {re.sub(r"\\(.)", r"\1", a).replace("$$", "$") for a in SCOPE_AGENT.findall(m["agents"])}
+    return m["expr"], agents
+
+
 class FakePrometheus:
     """Each agent's current signal document, exposed as the exporter's series, plus the alert rules.
 
@@ -191,12 +204,14 @@ class FakePrometheus:
         return [{"name": "autonomy-agents", "rules": alerting}, {"name": "autonomy-budget", "rules": recording}]
 
     def query(self, promql: str) -> list[dict]:
-        self.queries.append(promql)
+        expr, agents = unscoped(promql)
+        self.queries.append(expr)
         for hook in list(self.on_query):
-            hook(promql)
+            hook(expr)
         if self.down:
             raise UpstreamError("http://127.0.0.1:9/api/v1/query: ConnectionError")
-        return self._answer(promql)
+        rows = self._answer(expr)
+        return rows if agents is None else [r for r in rows if r.get("metric", {}).get("agent") in agents]
 
     def _answer(self, promql: str) -> list[dict]:
         now = time.time()

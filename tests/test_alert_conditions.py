@@ -5,7 +5,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from webhook_receiver.alert_conditions import RuleCatalog, catalog_from_groups, inline_recordings, still_true
+from tests.engine_harness import unscoped
+from webhook_receiver.alert_conditions import (
+    AlertRule,
+    RuleCatalog,
+    catalog_from_groups,
+    inline_recordings,
+    scoped,
+    still_true,
+)
 from webhook_receiver.upstreams import UpstreamError
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "alert_rules"
@@ -66,8 +74,10 @@ class Prom:
         return self.groups
 
     def query(self, promql):
-        self.queries.append(promql)
-        return self.results.get(promql, [])
+        expr, agents = unscoped(promql)
+        self.queries.append(expr)
+        rows = self.results.get(expr, [])
+        return rows if agents is None else [r for r in rows if r.get("metric", {}).get("agent") in agents]
 
 
 GROUPS = [{"rules": [{"type": "alerting", "name": "Low", "query": "ratio < 0.9", "labels": {"severity": "warning"}},
@@ -82,6 +92,16 @@ def test_an_alert_is_still_true_for_an_agent_only_when_a_result_row_is_that_agen
     assert still_true(prom, catalog, {"CMO": {"Low"}, "CRO": {"Low"}}) == (["Low (CRO)"], [])
     assert still_true(prom, catalog, {"fleet": {"Fleet"}}) == (["Fleet"], [])
     assert prom.queries.count("ratio < 0.9") == 2  # once per check, whatever the number of agents
+
+
+def test_an_expression_answers_only_for_the_agents_asked_about_unless_its_rule_names_the_agent():
+    low, fleet = AlertRule("Low", "ratio < 0.9", {}), AlertRule("Fleet", "spend > 25", {"agent": "fleet"})
+    assert scoped(low, ["CRO", "CMO", "CMO"]) == (
+        '(ratio < 0.9) and on (agent) (label_replace(vector(1), "agent", "CMO", "", "") or '
+        'label_replace(vector(1), "agent", "CRO", "", ""))')
+    assert scoped(low, ['a"b$1']) == '(ratio < 0.9) and on (agent) (label_replace(vector(1), "agent", "a\\"b$$1", "", ""))'
+    assert scoped(fleet, ["CMO"]) == "spend > 25"
+    assert unscoped(scoped(low, ['a"b$1', "CRO"])) == ("ratio < 0.9", {'a"b$1', "CRO"})
 
 
 def test_an_alert_prometheus_does_not_know_is_unknown_and_re_reads_the_rules_at_most_once_a_second():

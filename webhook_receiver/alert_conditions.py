@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
-from .upstreams import PrometheusApi, UpstreamError
+from .upstreams import PrometheusApi, UpstreamError, promql_string
 
 CATALOG_TTL_SECONDS = 60.0  # rules change on a reload; an unknown alert name refreshes sooner
 _MAX_INLINING = 8  # recording rules built on recording rules, this deep at most
@@ -99,13 +99,28 @@ class RuleCatalog:
             return {name: self._rules.get(name) for name in names}
 
 
-def still_true(prom: PrometheusApi, catalog: RuleCatalog,
-               alertnames: Mapping[str, Iterable[str]]) -> tuple[list[str], list[str]]:
+def scoped(rule: AlertRule, agents: Iterable[str]) -> str:
+    """RULE's expression answering only for AGENTS: Prometheus still evaluates it whole, but the answer does not
+    grow with the fleet. A rule naming its agent in a static label (a fleet-wide one) is left whole."""
+    agents = sorted(set(agents))
+    if "agent" in rule.labels or not agents:
+        return rule.expr
+    # A constant series per agent: the filter is exact, whatever series the agent has (an expired one none).
+    wanted = " or ".join(f'label_replace(vector(1), "agent", {promql_string(a.replace("$", "$$"))}, "", "")'
+                         for a in agents)
+    return f"({rule.expr}) and on (agent) ({wanted})"
+
+
+def still_true(prom: PrometheusApi, catalog: RuleCatalog, alertnames: Mapping[str, Iterable[str]],
+               scope: Iterable[str] | None = None) -> tuple[list[str], list[str]]:
     """Which of the alerts (agent -> alert names) still evaluate true now, and which cannot be re-checked.
 
-    Each alert's expression is evaluated once for every agent that has it; an alert is still true for an agent
-    when a result row belongs to that agent. Both lists name the alert, with the agent when there are several.
+    Each alert's expression is evaluated once, answering for the agents of SCOPE (default: those of
+    ALERTNAMES; a poll of many incidents passes all of theirs, so that one query serves them all); an alert is
+    still true for an agent when a result row belongs to that agent. Both lists name the alert, with the agent
+    when there are several.
     """
+    scope = sorted(set(alertnames) if scope is None else set(scope) | set(alertnames))
     by_name: dict[str, set[str]] = {}
     for agent, names in alertnames.items():
         for name in names:
@@ -124,7 +139,7 @@ def still_true(prom: PrometheusApi, catalog: RuleCatalog,
             why = rule.problem if rule is not None else "Prometheus has no alerting rule of that name"
             unknown += [f"{label(name, a)}: {why}" for a in sorted(agents)]
             continue
-        rows = prom.query(rule.expr)
+        rows = prom.query(scoped(rule, scope))
         holding = {rule.agent_of(row.get("metric", {})) for row in rows}
         true += [label(name, a) for a in sorted(agents & holding)]
     return true, unknown

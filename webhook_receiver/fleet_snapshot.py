@@ -101,7 +101,7 @@ class PrometheusSnapshot:
             key = conflict_key(labels)
             if (key == incident.conflict_key) if incident.conflict_key else key is None:
                 names.setdefault(labels["agent"], set()).add(labels.get("alertname", ""))
-        return still_true(self.prom, self.reader.catalog, {a: n for a, n in names.items() if n})
+        return still_true(self.prom, self.reader.catalog, {a: n for a, n in names.items() if n}, self.agents)
 
     def onset(self, incident: Incident) -> float | None:
         return self.reader.onset(incident)

@@ -1,5 +1,6 @@
-"""The tier queries of fleet_ranking on the real Prometheus select exactly the candidates Tier.holds names: every
-role, every tier of a fleet with unranked, unnamed and playbooks.yaml-placed agents."""
+"""The reads that select agents, on the real Prometheus: the tier queries of fleet_ranking select exactly the
+candidates Tier.holds names (every role, every tier of a fleet with unranked, unnamed and playbooks.yaml-placed
+agents), and a rule's expression scoped to some agents answers for exactly those."""
 import random
 from datetime import datetime, timezone
 
@@ -11,10 +12,10 @@ from devstack.polling import wait_until
 from devstack.stack_config import prometheus_config
 from tests.conftest import real_binary
 from tests.test_fleet_ranking import playbook_set, random_fleet
-from webhook_receiver.alert_conditions import RuleCatalog
+from webhook_receiver.alert_conditions import AlertRule, RuleCatalog, scoped
 from webhook_receiver.fleet_ranking import Role, tiers
 from webhook_receiver.fleet_reader import PrometheusFleetReader, SignalFleetReader
-from webhook_receiver.upstreams import PrometheusApi
+from webhook_receiver.upstreams import PrometheusApi, promql_string
 
 pytestmark = pytest.mark.integration
 
@@ -45,3 +46,16 @@ def test_every_tier_query_selects_what_the_signals_say(exporter_app, tmp_path):
                     assert through_prometheus.candidates(role, tier) == expected, (role, tier)
                     checked += bool(expected)
             assert checked >= 6  # most tiers hold candidates: the comparison is not of empty lists
+
+
+def test_a_scoped_expression_answers_for_exactly_the_agents_asked_about(tmp_path):
+    real_binary("prometheus")
+    names = ["CMO", 'qu"ote', "back\\slash", "dollar$1", "dot.ted"]
+    expr = " or ".join(f'label_replace(vector({n}), "agent", {promql_string(a.replace("$", "$$"))}, "", "")'
+                       for n, a in enumerate(names + ["bystander"]))
+    rule = AlertRule("Every", expr, {})
+    with PrometheusProcess(tmp_path / "prometheus", prometheus_config({})) as prometheus:
+        api = PrometheusApi(prometheus.url)
+        assert {r["metric"]["agent"] for r in api.query(rule.expr)} == set(names) | {"bystander"}
+        for asked in (names, ["dollar$1"], ['qu"ote', "nobody"]):
+            assert {r["metric"]["agent"] for r in api.query(scoped(rule, asked))} == set(asked) - {"nobody"}
