@@ -60,7 +60,7 @@ class LatestSignals:
     def _check_room(self, agents: set[str], now: float) -> None:
         if self.max_agents is None:
             return
-        new = sorted(agents - set(self._agents))
+        new = sorted(a for a in agents if a not in self._agents)  # not a set of every held agent per batch
         if new and len(self._agents) + len(new) > self.max_agents:
             self._drop_expired(now)  # the silent ones make room first
             if len(self._agents) + len(new) > self.max_agents:
@@ -87,6 +87,10 @@ class LatestSignals:
     def put(self, signal: Signal) -> bool:
         """Store one signal; False if it is older than the one held."""
         return self.put_many([signal]).stored == 1
+
+    def held(self, agent: str) -> StoredSignal | None:
+        """The entry held for AGENT, expired or not, read without the lock (one dict read: it is atomic)."""
+        return self._agents.get(agent)
 
     def latest(self, agent: str) -> Signal | None:
         """The agent's latest live signal, if any."""

@@ -14,11 +14,10 @@ import jsonschema
 
 SCHEMA_RESOURCE = "schemas/signal.schema.json"
 STATUSES = ("healthy", "degraded", "error")
-ERROR_CODES = (
-    "TIMEOUT", "RATE_LIMIT", "TEMP_NETWORK", "INPUT_MISSING", "STALE_DATA",
-    "CONFIG_MISSING", "AUTH_FAILED", "OTHER",
-)
+ERROR_CODES = ("TIMEOUT", "RATE_LIMIT", "TEMP_NETWORK", "INPUT_MISSING", "STALE_DATA", "CONFIG_MISSING", "AUTH_FAILED",
+               "OTHER")
 CHECKS = ("lastTaskSucceeded", "inputsValid", "configHealthy")
+_RESERVED = ("fleet", "autonomy-layer")  # the schema's `not` of agent
 
 
 class SignalError(ValueError):
@@ -57,7 +56,8 @@ class Signal:
     def from_document(cls, doc: dict) -> "Signal":
         """Build from a document that already passed the schema."""
         metrics, context, checks = doc["metrics"], doc.get("context", {}), doc.get("checks", {})
-        return cls(
+        signal = object.__new__(cls)  # every field at once, not one frozen __setattr__ each (the hot path)
+        signal.__dict__.update(
             agent=doc["agent"],
             status=doc["status"],
             last_report=doc["lastReport"],
@@ -78,6 +78,7 @@ class Signal:
             config_healthy=checks.get("configHealthy"),
             document=doc,
         )
+        return signal
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -213,6 +214,50 @@ def document_errors(doc: Any, prefix: str = "") -> list[str]:
     return schema_errors(_validator(), doc, prefix)
 
 
+_NAME, _ID = (re.compile(schema()["$defs"][d]["pattern"]).search for d in ("name", "id"))  # as jsonschema does
+_INT_LIMIT, _TOP, _NUMBER = 10 ** 308, frozenset(schema()["properties"]), (int, float)  # see parse_json
+
+
+def _is_name(v: object) -> bool:
+    return type(v) is str and _NAME(v) is not None
+
+
+_CONTEXT_CHECKS = {
+    **dict.fromkeys(("directiveId", "conflictId"), lambda v: type(v) is str and _ID(v) is not None),
+    "errorCode": lambda v: type(v) is str and v in ERROR_CODES,
+    **dict.fromkeys(("queueDepth", "openConflicts"), lambda v: type(v) is int and 0 <= v < _INT_LIMIT),
+    "dependencies": lambda v: type(v) is list and len(v) <= 64 and all(map(_is_name, v)) and len(set(v)) == len(v),
+}
+
+
+def checked_signal(doc: Any) -> Signal | None:
+    """The schema's checks of one document by hand (the hot path): its Signal, or None when in doubt. It never
+    accepts what the schema refuses; what it doubts, jsonschema decides (a property test holds the two together)."""
+    try:
+        agent, status, report, ts, metrics = doc["agent"], doc["status"], doc["lastReport"], doc["ts"], doc["metrics"]
+        rate, align, backlog, cost = (metrics[k] for k in ("successRate", "alignment", "backlogAgeMinutes",
+                                                           "costBurnRatePerHour"))
+        context, checks = doc.get("context", {}), doc.get("checks", {})
+        # By type, not isinstance: a bool is not a number. NaN and inf fail the ranges, and are doubted.
+        if type(doc) is not dict or not doc.keys() <= _TOP or not _is_name(agent) or agent in _RESERVED \
+                or type(status) is not str or status not in STATUSES or type(report) is not str or len(report) > 4096 \
+                or type(ts) is not str or len(ts) > 64 or ("domain" in doc and not _is_name(doc["domain"])) \
+                or type(metrics) is not dict or len(metrics) != 4 or type(context) is not dict \
+                or type(checks) is not dict or type(rate) not in _NUMBER or not 0 <= rate <= 1 \
+                or type(align) not in _NUMBER or not 0 <= align <= 1 or type(backlog) not in _NUMBER \
+                or not 0 <= backlog < _INT_LIMIT or type(cost) not in _NUMBER or not 0 <= cost < _INT_LIMIT:
+            return None
+        for key, value in checks.items():
+            if type(value) is not bool or key not in CHECKS:
+                return None
+        for key, value in context.items():
+            if not _CONTEXT_CHECKS[key](value):  # an unknown key is a KeyError
+                return None
+        return Signal.from_document(doc)  # ValueError if ts is not a date-time with a zone
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def validate_signals(doc: Any) -> list[Signal]:
     """Validate one signal or a non-empty list of them; all or nothing."""
     if isinstance(doc, list):
@@ -221,6 +266,9 @@ def validate_signals(doc: Any) -> list[Signal]:
         items = [(f"[{i}]", item) for i, item in enumerate(doc)]
     else:
         items = [("", doc)]
+    signals = [checked_signal(item) for _, item in items]  # the hot path; any doubt, and jsonschema judges them all
+    if all(s is not None for s in signals):
+        return signals  # type: ignore[return-value]
     errors = [line for prefix, item in items for line in document_errors(item, prefix)]
     if errors:
         raise SignalError(errors)

@@ -13,81 +13,80 @@ Sample = tuple[tuple[str, ...], float]
 
 @dataclass(frozen=True)
 class AgentMetric:
-    """One metric family: name, Prometheus type, help, labels after `agent`, and how a signal fills it."""
+    """One metric family: name, Prometheus type, help, labels after `agent`, the one Signal field its samples
+    depend on (besides the agent: its lines change only when that field does), and how a signal fills it."""
 
     name: str
     kind: str  # "gauge" or "stateset"
     help: str
     labels: tuple[str, ...]
+    reads: str
     samples: Callable[[Signal], Iterable[Sample]]
 
 
-def _value(get: Callable[[Signal], float | int | bool | None]) -> Callable[[Signal], Iterable[Sample]]:
+def _gauge(name: str, help_text: str, reads: str) -> AgentMetric:
+    """A gauge of the signal's field READS, no sample when it is not reported."""
+
     def samples(signal: Signal) -> Iterable[Sample]:
-        value = get(signal)
+        value = getattr(signal, reads)
         return () if value is None else (((), float(value)),)
-    return samples
+    return AgentMetric(name, "gauge", help_text, (), reads, samples)
 
 
-def _ones(get: Callable[[Signal], Iterable[str | None]]) -> Callable[[Signal], Iterable[Sample]]:
+def _ones(name: str, help_text: str, label: str, reads: str, many: bool = False) -> AgentMetric:
+    """A gauge of 1 per item of the field READS (one item unless MANY), labelled LABEL."""
+
     def samples(signal: Signal) -> Iterable[Sample]:
-        return tuple(((item,), 1.0) for item in get(signal) if item is not None)
-    return samples
+        value = getattr(signal, reads)
+        return tuple(((item,), 1.0) for item in (value if many else (value,)) if item is not None)
+    return AgentMetric(name, "gauge", help_text, (label,), reads, samples)
 
 
 AGENT_METRICS: tuple[AgentMetric, ...] = (
     AgentMetric("autonomy_agent_info", "gauge",
-                "Always 1; carries the agent's priority domain.", ("domain",),
+                "Always 1; carries the agent's priority domain.", ("domain",), "domain",
                 lambda s: (((s.domain or "",), 1.0),)),
     AgentMetric("autonomy_agent_status", "stateset",
-                "The agent's reported status: 1 for the current state.", ("autonomy_agent_status",),
+                "The agent's reported status: 1 for the current state.", ("autonomy_agent_status",), "status",
                 lambda s: tuple(((state,), 1.0 if s.status == state else 0.0) for state in sorted(STATUSES))),
-    AgentMetric("autonomy_agent_success_ratio", "gauge",
-                "Share of the agent's recent tasks that succeeded (0..1).", (),
-                _value(lambda s: s.success_ratio)),
-    AgentMetric("autonomy_agent_alignment_ratio", "gauge",
-                "How well the agent's work aligns with its directives (0..1).", (),
-                _value(lambda s: s.alignment_ratio)),
-    AgentMetric("autonomy_agent_backlog_age_seconds", "gauge",
-                "Age of the oldest item in the agent's backlog, in seconds.", (),
-                _value(lambda s: s.backlog_age_seconds)),
-    AgentMetric("autonomy_agent_queue_depth", "gauge",
-                "Items waiting in the agent's queue (only when reported).", (),
-                _value(lambda s: s.queue_depth)),
-    AgentMetric("autonomy_agent_cost_burn_dollars_per_hour", "gauge",
-                "The agent's current spend rate, in dollars per hour.", (),
-                _value(lambda s: s.cost_burn_dollars_per_hour)),
-    AgentMetric("autonomy_agent_last_signal_timestamp_seconds", "gauge",
-                "Unix time of the agent's latest signal (its ts field).", (),
-                _value(lambda s: s.timestamp)),
+    _gauge("autonomy_agent_success_ratio",
+           "Share of the agent's recent tasks that succeeded (0..1).", "success_ratio"),
+    _gauge("autonomy_agent_alignment_ratio",
+           "How well the agent's work aligns with its directives (0..1).", "alignment_ratio"),
+    _gauge("autonomy_agent_backlog_age_seconds",
+           "Age of the oldest item in the agent's backlog, in seconds.", "backlog_age_seconds"),
+    _gauge("autonomy_agent_queue_depth",
+           "Items waiting in the agent's queue (only when reported).", "queue_depth"),
+    _gauge("autonomy_agent_cost_burn_dollars_per_hour",
+           "The agent's current spend rate, in dollars per hour.", "cost_burn_dollars_per_hour"),
+    _gauge("autonomy_agent_last_signal_timestamp_seconds",
+           "Unix time of the agent's latest signal (its ts field).", "timestamp"),
     AgentMetric("autonomy_agent_error_code", "gauge",
-                "1 for the error code the agent reports, 0 for the others.", ("code",),
+                "1 for the error code the agent reports, 0 for the others.", ("code",), "error_code",
                 lambda s: tuple(((code,), 1.0 if s.error_code == code else 0.0) for code in ERROR_CODES)),
-    AgentMetric("autonomy_agent_dependency", "gauge",
-                "1 for each agent or source this agent depends on.", ("dependency",),
-                _ones(lambda s: s.dependencies)),
-    AgentMetric("autonomy_agent_directive_claim", "gauge",
-                "1 for the directive the agent is working on.", ("directive_id",),
-                _ones(lambda s: (s.directive_id,))),
-    AgentMetric("autonomy_agent_conflict", "gauge",
-                "1 for the conflict the agent reports.", ("conflict_id",),
-                _ones(lambda s: (s.conflict_id,))),
-    AgentMetric("autonomy_agent_open_conflicts", "gauge",
-                "Conflicts the agent reports as still open (only when reported).", (),
-                _value(lambda s: s.open_conflicts)),
-    AgentMetric("autonomy_agent_last_task_succeeded", "gauge",
-                "1 if the agent's last task succeeded, 0 if not (only when reported).", (),
-                _value(lambda s: s.last_task_succeeded)),
-    AgentMetric("autonomy_agent_inputs_valid", "gauge",
-                "1 if the agent's inputs validate, 0 if not (only when reported).", (),
-                _value(lambda s: s.inputs_valid)),
-    AgentMetric("autonomy_agent_config_healthy", "gauge",
-                "1 if the agent's configuration and secrets are complete, 0 if not (only when reported).", (),
-                _value(lambda s: s.config_healthy)),
+    _ones("autonomy_agent_dependency",
+          "1 for each agent or source this agent depends on.", "dependency", "dependencies", many=True),
+    _ones("autonomy_agent_directive_claim",
+          "1 for the directive the agent is working on.", "directive_id", "directive_id"),
+    _ones("autonomy_agent_conflict",
+          "1 for the conflict the agent reports.", "conflict_id", "conflict_id"),
+    _gauge("autonomy_agent_open_conflicts",
+           "Conflicts the agent reports as still open (only when reported).", "open_conflicts"),
+    _gauge("autonomy_agent_last_task_succeeded",
+           "1 if the agent's last task succeeded, 0 if not (only when reported).", "last_task_succeeded"),
+    _gauge("autonomy_agent_inputs_valid",
+           "1 if the agent's inputs validate, 0 if not (only when reported).", "inputs_valid"),
+    _gauge("autonomy_agent_config_healthy",
+           "1 if the agent's configuration and secrets are complete, 0 if not (only when reported).",
+           "config_healthy"),
 )
+# Per metric: its label names with `agent` first, and the order prometheus_client writes them in (by name).
+_LABELS = {m.name: (("agent",) + m.labels, sorted(range(len(m.labels) + 1), key=(("agent",) + m.labels).__getitem__))
+           for m in AGENT_METRICS}
 
 
-def _escape(value: str) -> str:
+def escape(value: str) -> str:
+    """A label value as the text format writes it."""
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
@@ -97,13 +96,18 @@ def family_header(metric: AgentMetric) -> str:
     return f"# HELP {metric.name} {help_text}\n# TYPE {metric.name} gauge\n"
 
 
-def render_samples(metric: AgentMetric, signal: Signal) -> str:
-    """The sample lines of one agent for one metric, labels sorted by name as prometheus_client does."""
-    names = ("agent",) + metric.labels
-    order = sorted(range(len(names)), key=names.__getitem__)
+def render_samples(metric: AgentMetric, signal: Signal, agent: str | None = None) -> str:
+    """The sample lines of one agent for one metric, labels sorted by name as prometheus_client does (AGENT:
+    the agent's name already escaped, when the caller renders several metrics of one signal)."""
+    agent = escape(signal.agent) if agent is None else agent
+    if not metric.labels:  # most metrics: `agent` their only label, so one line at most
+        for _, value in metric.samples(signal):
+            return f'{metric.name}{{agent="{agent}"}} {floatToGoString(value)}\n'
+        return ""
+    names, order = _LABELS[metric.name]
     lines = []
     for extra, value in metric.samples(signal):
-        values = (signal.agent,) + extra
-        labels = ",".join(f'{names[i]}="{_escape(values[i])}"' for i in order)
+        values = (agent,) + tuple(escape(v) for v in extra)
+        labels = ",".join(f'{names[i]}="{values[i]}"' for i in order)
         lines.append(f"{metric.name}{{{labels}}} {floatToGoString(value)}\n")
     return "".join(lines)

@@ -13,9 +13,11 @@ from autonomy.http_edge import ApiError, configure_app, json_body, require_token
 from autonomy.settings import Settings
 from autonomy.signal_contract import SignalError, load_signals
 
-from .signal_store import AgentLimit, SignalStore
+from .fast_push import FastPush
+from .signal_store import AgentLimit, PutResult, SignalStore
 
 EXPOSITION_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+RESULTS = ("stored", "ignored_older", "rejected", "refused_agent_limit")
 signals_bp = Blueprint("signals", __name__)
 metrics_bp = Blueprint("metrics", __name__)
 
@@ -27,6 +29,15 @@ class ExporterState:
     store: SignalStore
     registry: CollectorRegistry
     signals_total: Counter
+
+    def __post_init__(self) -> None:
+        self.results = {r: self.signals_total.labels(r) for r in RESULTS}  # every label set from 0, looked up once
+
+    def count(self, result: PutResult) -> None:
+        """Count a stored batch: its signals stored and those older than the held ones."""
+        for name, n in (("stored", result.stored), ("ignored_older", result.ignored_older)):
+            if n:  # an increment by 0 changes nothing but takes the counter's lock
+                self.results[name].inc(n)
 
 
 class _StoreStats:
@@ -49,8 +60,6 @@ def init_state(app: Flask, store: SignalStore | None = None) -> ExporterState:
     registry = CollectorRegistry()
     signals_total = Counter("autonomy_exporter_signals", "Signals received, by result.", ["result"],
                             registry=registry)
-    for result in ("stored", "ignored_older", "rejected", "refused_agent_limit"):
-        signals_total.labels(result)
     registry.register(_StoreStats(store))
     state = ExporterState(store, registry, signals_total)
     app.extensions["autonomy_exporter"] = state
@@ -68,16 +77,15 @@ def push_signals():
     try:
         signals = load_signals(json_body(), time.time(), current_app.config["SETTINGS"].max_clock_skew_seconds)
     except SignalError as exc:
-        state.signals_total.labels("rejected").inc()
+        state.results["rejected"].inc()
         status = 400 if all(e.startswith("(body)") for e in exc.errors) else 422
         raise ApiError(status, "invalid signal; nothing was stored", exc.errors) from None
     try:
         result = state.store.put_many(signals)
     except AgentLimit as exc:
-        state.signals_total.labels("refused_agent_limit").inc(len(signals))
+        state.results["refused_agent_limit"].inc(len(signals))
         raise ApiError(429, str(exc)) from None
-    state.signals_total.labels("stored").inc(result.stored)
-    state.signals_total.labels("ignored_older").inc(result.ignored_older)
+    state.count(result)
     return jsonify({"stored": result.stored, "ignored_older": result.ignored_older})
 
 
@@ -97,7 +105,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the exporter app; without a push token it refuses to start unless INSECURE is set."""
     app = Flask(__name__)
     configure_app(app, test_config, "EXPORTER_TOKEN", "AUTOREM_EXPORTER_TOKEN", "pushes")
-    init_state(app, app.config.get("STORE"))
+    state = init_state(app, app.config.get("STORE"))
+    app.wsgi_app = FastPush(app, state)  # type: ignore[method-assign]
     app.register_blueprint(signals_bp)
     app.register_blueprint(metrics_bp)
     return app

@@ -1,19 +1,30 @@
-"""The exporter's latest-signal store: each agent's exposition lines rendered once, at ingest."""
+"""The exporter's latest-signal store: each agent's exposition lines rendered at ingest, once per change."""
 from __future__ import annotations
+
+from operator import attrgetter
 
 from autonomy.latest_signals import AgentLimit, LatestSignals, PutResult, StoredSignal
 from autonomy.signal_contract import Signal
 
-from .agent_metrics import AGENT_METRICS, family_header, render_samples
+from .agent_metrics import AGENT_METRICS, escape, family_header, render_samples
 
 __all__ = ["AgentLimit", "PutResult", "SignalStore", "StoredSignal"]
+_FIELDS = attrgetter(*(m.reads for m in AGENT_METRICS))  # per metric, the one field its lines show
 
 
 class SignalStore(LatestSignals):
     """LatestSignals whose entries carry their sample lines per metric, so a scrape only joins strings."""
 
     def prepare(self, signal: Signal) -> tuple[str, ...]:
-        return tuple(render_samples(m, signal) for m in AGENT_METRICS)
+        """The agent's lines per metric: those of its held signal where the field they show is unchanged (a
+        heartbeat mostly changes its timestamp), new ones elsewhere. Read without the lock: a held entry that
+        is replaced meanwhile still holds lines true of its own signal, so at worst a line is rendered anew."""
+        held, agent = self.held(signal.agent), escape(signal.agent)
+        if held is None or len(held.fragments) != len(AGENT_METRICS):
+            return tuple([render_samples(m, signal, agent) for m in AGENT_METRICS])
+        # A zero may be -0.0, equal to 0.0 but written differently: rendered anew, as is anything that changed.
+        return tuple([lines if new == old and new != 0 else render_samples(m, signal, agent) for m, new, old, lines
+                      in zip(AGENT_METRICS, _FIELDS(signal), _FIELDS(held.signal), held.fragments)])
 
     def render(self) -> str:
         """Text exposition (format 0.0.4) of every agent family, identical to prometheus_client's."""
