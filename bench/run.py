@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import exporter_scrape, receiver_ingest  # noqa: E402
+from bench import exporter_push, exporter_scrape, receiver_ingest  # noqa: E402
 
 # figure -> (comparison, goal): the goals of the issues, checked here and never in timed tests
 GOALS = {
@@ -18,6 +18,11 @@ GOALS = {
     "duplicate_remediations": ("==", 0),
     "exporter_scrape_ms_10k": ("<=", 250),
     "fleet_storm_largest_over_single": ("<=", 3),
+    "attempt_cost_10k_over_100": ("<=", 2),
+    "rules_agents_eval_ms_10k": ("<=", 100),
+    "kpis_eval_ms_10k_week": ("<=", 1000),
+    "exporter_push_single_per_s": (">=", 5_000),
+    "exporter_push_batched_per_s": (">=", 20_000),
 }
 
 
@@ -31,6 +36,8 @@ def main() -> int:
     figures.update(receiver_ingest.run())
     print("exporter scrape of 10,000 agents ...", file=sys.stderr)
     figures.update(exporter_scrape.run())
+    print("exporter pushes, single signals and batches of 100 ...", file=sys.stderr)
+    figures.update(exporter_push.run())
     try:
         from bench import storm_and_ha
     except ImportError:
@@ -38,9 +45,13 @@ def main() -> int:
     if storm_and_ha is not None:
         print("alert storm (10,000 alerts, 1,000 agents) and the HA Alertmanager pair ...", file=sys.stderr)
         figures.update(storm_and_ha.run(full=True))
-        from bench import fleet_storms
-        print("storms of simultaneous faults on the simulated fleet (1, 100, 200 agents) ...", file=sys.stderr)
+        from bench import attempt_cost, fleet_storms, rule_eval
+        print("storms of simultaneous faults on the simulated fleet (1, 100, 1,000 agents) ...", file=sys.stderr)
         figures.update(fleet_storms.run())
+        print("one attempt's reads at 100 and 10,000 agents ...", file=sys.stderr)
+        figures.update(attempt_cost.run())
+        print("rule evaluation at 10,000 agents, and the 7-day KPIs over a backfilled week ...", file=sys.stderr)
+        figures.update(rule_eval.run())
     for name, (op, goal) in GOALS.items():
         if name in figures:
             verdict = "ok" if meets(figures[name], op, goal) else "MISSED"

@@ -33,6 +33,7 @@ class FleetStormResult:
     max_concurrent_actions: int  # action calls in flight at once, over the whole fleet
     max_concurrent_per_agent: int  # over one agent
     workers: int
+    outcomes: dict  # every incident the storm opened, by how it ended (None: still open at the end)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -104,7 +105,8 @@ def run_fleet_storm(workdir: Path, agents: int, workers: int = 4, time_factor: f
             seconds_to_last=round(elapsed, 2) if elapsed is not None else None,
             remediations_per_s=round(len(recovered) / elapsed, 2) if elapsed else None,
             playbook_runs_max=max(runs.values(), default=0), max_concurrent_actions=gauge.peak,
-            max_concurrent_per_agent=gauge.peak_per_agent, workers=workers)
+            max_concurrent_per_agent=gauge.peak_per_agent, workers=workers,
+            outcomes=dict(Counter(str(i["outcome"]) for i in incidents)))
     finally:
         if heartbeat is not None:
             heartbeat.stop()

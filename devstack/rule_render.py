@@ -15,7 +15,9 @@ from .durations import format_duration, parse_duration
 
 TEMPLATES_DIR = RULES_DIR / "templates"
 THRESHOLDS_FILE = RULES_DIR / "thresholds.yaml"
-PLACEHOLDER = re.compile(r"\$\{([a-z_]+)(\.seconds)?\}")
+# ${name}; ${name.seconds}: a duration as a number; ${name.window}: a duration less a millisecond, the range that
+# tiles time with an evaluation every `name` (a Prometheus 2.x range includes both its ends).
+PLACEHOLDER = re.compile(r"\$\{([a-z_]+)(\.seconds|\.window)?\}")
 
 
 class RenderError(ValueError):
@@ -34,14 +36,16 @@ class Thresholds:
     durations: dict[str, float]
     runbook_base: str
 
-    def substitute(self, name: str, seconds: bool) -> str:
-        if name == "runbook_base" and not seconds:
+    def substitute(self, name: str, suffix: str | None = None) -> str:
+        if name == "runbook_base" and not suffix:
             return self.runbook_base
-        if name in self.values and not seconds:
+        if name in self.values and not suffix:
             return format_number(self.values[name])
         if name in self.durations:
             value = self.durations[name]
-            return format_number(round(value, 3)) if seconds else format_duration(value)
+            if suffix == ".seconds":
+                return format_number(round(value, 3))
+            return format_duration(value - 0.001) if suffix == ".window" else format_duration(value)
         raise KeyError(name)
 
 
@@ -79,7 +83,7 @@ def render_template(text: str, thresholds: Thresholds, source: str) -> str:
 
     def fill(match: re.Match) -> str:
         try:
-            return thresholds.substitute(match.group(1), bool(match.group(2)))
+            return thresholds.substitute(match.group(1), match.group(2))
         except KeyError:
             unknown.append(match.group(0))
             return match.group(0)
