@@ -127,3 +127,19 @@ def test_rules_unreachable_means_unknown_never_cleared():
     prom = Down(GROUPS, {})
     true, unknown = still_true(prom, RuleCatalog(prom), {"CMO": {"Low"}})
     assert true == [] and unknown and "prometheus rules unreachable" in unknown[0]
+
+
+@pytest.mark.parametrize("expr, expected", [
+    ('autonomy_agent_error_code{code=~"TIMEOUT|RATE_LIMIT"} == 1',
+     'autonomy_agent_error_code{code=~"TIMEOUT|RATE_LIMIT", agent=~"CMO|a\\\\.b"} == 1'),
+    ("autonomy_agent_success_ratio < 0.94", 'autonomy_agent_success_ratio{agent=~"CMO|a\\\\.b"} < 0.94'),
+    ('autonomy_agent_x{a="}, b"} >= 1e-3', 'autonomy_agent_x{a="}, b", agent=~"CMO|a\\\\.b"} >= 1e-3'),
+    # An agent matcher of its own, a join, another metric: evaluated whole, then filtered.
+    ('autonomy_agent_x{agent="CMO"} == 1', None),
+    ("autonomy_agent_x > 0 and on () up == 1", None),
+    ("other_metric < 0.9", None),
+])
+def test_a_comparison_of_one_agent_series_selects_the_agents_in_its_selector(expr, expected):
+    rule = AlertRule("R", expr, {})
+    filtered = f"({expr}) and on (agent) ("
+    assert scoped(rule, ["a.b", "CMO"]) == expected if expected else scoped(rule, ["CMO"]).startswith(filtered)

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
-from .upstreams import PrometheusApi, UpstreamError, promql_string
+from .upstreams import PrometheusApi, UpstreamError, promql_alternatives, promql_string
 
 CATALOG_TTL_SECONDS = 60.0  # rules change on a reload; an unknown alert name refreshes sooner
 _MAX_INLINING = 8  # recording rules built on recording rules, this deep at most
@@ -99,12 +99,22 @@ class RuleCatalog:
             return {name: self._rules.get(name) for name in names}
 
 
+# One agent series compared with a number (most per-agent alerts): its agents can be selected in the selector.
+_ONE_SERIES = re.compile(r"\s*(autonomy_agent_[a-zA-Z0-9_:]*)(?:\{([^{}\"]*(?:\"(?:[^\"\\\\]|\\\\.)*\"[^{}\"]*)*)\})?"
+                         r"\s*(==|!=|<=|>=|<|>)\s*(-?[0-9][0-9.eE+-]*)\s*")
+
+
 def scoped(rule: AlertRule, agents: Iterable[str]) -> str:
-    """RULE's expression answering only for AGENTS: Prometheus still evaluates it whole, but the answer does not
-    grow with the fleet. A rule naming its agent in a static label (a fleet-wide one) is left whole."""
+    """RULE's expression answering only for AGENTS. A comparison of one agent series selects them (Prometheus
+    reads only their series); any other expression is evaluated whole and filtered, so the answer does not grow
+    with the fleet. A rule naming its agent in a static label (a fleet-wide one) is left whole."""
     agents = sorted(set(agents))
     if "agent" in rule.labels or not agents:
         return rule.expr
+    one = _ONE_SERIES.fullmatch(rule.expr)
+    if one and not re.search(r"(^|[,\s])agent\s*[=!]", one[2] or ""):
+        matchers = ", ".join(m for m in ((one[2] or "").strip(), f"agent=~{promql_alternatives(agents)}") if m)
+        return f"{one[1]}{{{matchers}}} {one[3]} {one[4]}"
     # A constant series per agent: the filter is exact, whatever series the agent has (an expired one none).
     wanted = " or ".join(f'label_replace(vector(1), "agent", {promql_string(a.replace("$", "$$"))}, "", "")'
                          for a in agents)

@@ -3,13 +3,12 @@ slots. Searched tier by tier from the lowest priority up, so an attempt reads th
 that selects them, never the whole fleet."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import Callable, Iterable, Sequence
 
 from .playbooks import PlaybookSet
-from .upstreams import promql_string
+from .upstreams import promql_alternatives
 
 
 class Role(str, Enum):
@@ -62,21 +61,17 @@ def lowest_ranked(role: Role, agent: str, tiers_: Iterable[Tier],
     return agent
 
 
-def _alternatives(values: Iterable[str]) -> str:
-    return promql_string("|".join(re.escape(v) for v in sorted(values)))
-
-
 def candidates_query(role: Role, tier: Tier) -> str:
     """PromQL selecting ROLE's candidates of TIER by agent, as the members read would judge them."""
     if tier.unranked:
-        info = f"autonomy_agent_info{{domain!~{_alternatives(tier.outside)}}}" if tier.outside else "autonomy_agent_info"
+        info = f"autonomy_agent_info{{domain!~{promql_alternatives(tier.outside)}}}" if tier.outside else "autonomy_agent_info"
     else:
-        info = f"autonomy_agent_info{{domain=~{_alternatives(tier.domains)}}}"
+        info = f"autonomy_agent_info{{domain=~{promql_alternatives(tier.domains)}}}"
     expr = f"max by (agent) ({info})"
     if tier.overridden:
-        expr = f"({expr} unless on (agent) autonomy_agent_info{{agent=~{_alternatives(tier.overridden)}}})"
+        expr = f"({expr} unless on (agent) autonomy_agent_info{{agent=~{promql_alternatives(tier.overridden)}}})"
     if tier.listed:
-        expr = f"({expr} or max by (agent) (autonomy_agent_info{{agent=~{_alternatives(tier.listed)}}}))"
+        expr = f"({expr} or max by (agent) (autonomy_agent_info{{agent=~{promql_alternatives(tier.listed)}}}))"
     if role is Role.DONOR:  # an agent without a status sample counts as healthy, as in the members read
         return f'{expr} unless on (agent) (autonomy_agent_status{{autonomy_agent_status!="healthy"}} == 1)'
     return f"{expr} and on (agent) (max by (agent) (autonomy_agent_cost_burn_dollars_per_hour) > 0)"

@@ -3,7 +3,6 @@ signals agents report straight to the receiver (the direct path). Both answer th
 one shape; `through_alertmanager` says which path's incidents these are, for the few places the paths differ."""
 from __future__ import annotations
 
-import re
 from typing import Callable, Iterable, Protocol
 
 from autonomy.signal_contract import Signal
@@ -16,13 +15,12 @@ from .conflicts import CONFLICT_ID, DIRECTIVE, conflict_key, key_parts, without_
 from .fleet_ranking import Role, Tier, candidates_query
 from .fleet_view import Member, members_from_prometheus, members_from_signals
 from .incident import Incident
-from .upstreams import PrometheusApi, UpstreamError, prometheus_problem, promql_string, samples
+from .upstreams import PrometheusApi, UpstreamError, prometheus_problem, promql_alternatives, promql_string, samples
 
 LAST_SIGNAL = "autonomy_agent_last_signal_timestamp_seconds"
 
 
-def _alternatives(agents: Iterable[str]) -> str:
-    return promql_string("|".join(re.escape(a) for a in sorted(agents)))
+_alternatives = promql_alternatives
 
 
 def incident_alertnames(incident: Incident, agents: Iterable[str]) -> dict[str, set[str]]:

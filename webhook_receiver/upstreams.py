@@ -1,11 +1,12 @@
 """Thin clients for the two upstreams the receiver reads: Prometheus's and Alertmanager's HTTP APIs."""
 from __future__ import annotations
 
+import re
 import threading
 import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import requests
 
@@ -119,6 +120,11 @@ def samples(rows: list[dict], *labels: str) -> list[dict]:
 def promql_string(value: str) -> str:
     """VALUE as a PromQL double-quoted string literal (labels from alerts are data, never PromQL)."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def promql_alternatives(values: Iterable[str]) -> str:
+    """A PromQL regex string matching exactly VALUES (each escaped), for `label=~` matchers."""
+    return promql_string("|".join(re.escape(v) for v in sorted(values)))
 
 
 class PrometheusApi:
