@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import warnings
 from functools import wraps
 from typing import Any, Callable
 
@@ -120,11 +121,12 @@ def json_body() -> bytes:
 # front of anything reachable from the internet (README, "Limits").
 CONNECTION_LIMIT = 500
 CHANNEL_TIMEOUT_SECONDS = 30
-# send_bytes: with waitress's default (1) the worker thread writes each answer itself while the main loop spins
-# on select, and the two fight over the GIL; buffered, a small answer leaves in one send (exporter pushes: about
-# 3x the single-signal rate, docs/exporter-scaling.md).
 SERVER_OPTIONS = {"connection_limit": CONNECTION_LIMIT, "channel_timeout": CHANNEL_TIMEOUT_SECONDS,
-                  "cleanup_interval": 10, "ident": "autonomy", "send_bytes": 18000}
+                  "cleanup_interval": 10, "ident": "autonomy"}
+# With waitress's default send_bytes (1) the worker thread writes each answer itself while the main loop spins on
+# select, and the two fight over the GIL; buffered, a small answer leaves in one send (exporter pushes: about 3x
+# the single-signal rate, docs/exporter-scaling.md). Deprecated in waitress 3: passed only while it is known.
+BUFFERED_SEND = {"send_bytes": 18000}
 # Pages the layer serves hold data from agents and alerts: nothing in them may run, load or frame anything.
 HTML_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; "
                "form-action 'none'; frame-ancestors 'none'")
@@ -143,11 +145,21 @@ def install_security_headers(app: Flask) -> None:
         return response
 
 
+def create_waitress_server(app: Any, host: str, port: int, threads: int = 8) -> Any:
+    """A waitress server for APP with SERVER_OPTIONS, and the buffered sends where this waitress knows them."""
+    from waitress import create_server
+    from waitress.adjustments import Adjustments
+
+    known = {name for name, _ in Adjustments._params}
+    options = {**SERVER_OPTIONS, **{k: v for k, v in BUFFERED_SEND.items() if k in known}}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "send_bytes will be removed", DeprecationWarning)
+        return create_server(app, host=host, port=port, threads=threads, **options)
+
+
 def serve(app: Flask, host: str, port: int, threads: int = 8) -> None:
     """Serve APP with waitress (a production WSGI server) until interrupted."""
-    from waitress import create_server
-
-    server = create_server(app, host=host, port=port, threads=threads, **SERVER_OPTIONS)
+    server = create_waitress_server(app, host, port, threads)
     log.info("serving on http://%s:%s", host, server.effective_port)
     print(f"serving on http://{host}:{server.effective_port}", flush=True)
     server.run()

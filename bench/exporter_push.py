@@ -32,14 +32,13 @@ BATCH = 100
 # Waitress as the exporter runs it, and a WSGI app that reads the body and answers: the server's own ceiling.
 BARE_SERVER = """
 import sys
-from waitress import serve
-from autonomy.http_edge import SERVER_OPTIONS
+from autonomy.http_edge import create_waitress_server
 BODY = b'{"ignored_older":0,"stored":1}\\n'
 def app(environ, start_response):
     environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(BODY)))])
     return [BODY]
-serve(app, host="127.0.0.1", port=int(sys.argv[1]), threads=8, **SERVER_OPTIONS)
+create_waitress_server(app, "127.0.0.1", int(sys.argv[1]), 8).run()
 """
 # A socket that answers each request as soon as it has read it: what the client alone can reach.
 CANNED_SERVER = """

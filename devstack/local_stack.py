@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Sequence
 
 import requests
-from waitress import create_server, wasyncore
+from waitress import wasyncore
 
-from autonomy.http_edge import SERVER_OPTIONS
+from autonomy.http_edge import create_waitress_server
 
 from .checkout import REPO_ROOT
 from .polling import StopWaiting, wait_until
@@ -248,7 +248,7 @@ class ServedApp:
     """A WSGI app served by waitress on a loopback port in a background thread."""
 
     def __init__(self, app, threads: int = 8):
-        self.server = create_server(app, host="127.0.0.1", port=0, threads=threads, **SERVER_OPTIONS)
+        self.server = create_waitress_server(app, "127.0.0.1", 0, threads)
         self.port = self.server.effective_port
         self._stopping = threading.Event()
         self.thread = threading.Thread(target=self._serve, name=f"waitress-{self.port}", daemon=True)

@@ -511,3 +511,17 @@ def test_a_direct_path_alert_is_named_and_labelled_as_its_alert_rule_would_be():
     for alertname in DIRECT_ALERTNAMES.values():
         labels = direct_labels(alertname, "CMO", rules[alertname]["autonomy_class"])
         assert labels["severity"] == rules[alertname]["severity"], alertname
+
+
+def test_buffered_sends_are_asked_for_only_while_waitress_knows_them(monkeypatch):
+    from waitress.adjustments import Adjustments
+
+    from autonomy.http_edge import create_waitress_server
+
+    server = create_waitress_server(lambda environ, start: [], "127.0.0.1", 0, 1)
+    assert server.adj.send_bytes == 18000
+    server.close()
+    monkeypatch.setattr(Adjustments, "_params", tuple(p for p in Adjustments._params if p[0] != "send_bytes"))
+    server = create_waitress_server(lambda environ, start: [], "127.0.0.1", 0, 1)  # a waitress without it starts
+    assert server.adj.send_bytes == 1
+    server.close()
