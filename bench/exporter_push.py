@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bench.exporter_scrape import fleet
+from bench.receiver_ingest import stop_process
 from devstack.local_stack import free_port
 from devstack.polling import wait_until
 
@@ -151,15 +152,6 @@ def _serve(command: list[str], port: int) -> subprocess.Popen:
     return process
 
 
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=30)
-
-
 def _measure(command: list[str], phases: dict[str, list[list[bytes]]], connections: int) -> dict:
     """Start a server, and for each phase drive its first load (the warm-up) and then the others; per phase the
     median signals/s, and the median CPU (µs) per signal of the server and per request of the client."""
@@ -179,7 +171,7 @@ def _measure(command: list[str], phases: dict[str, list[list[bytes]]], connectio
                 out[f"{name}_server_cpu_us"] = round(statistics.median(
                     r["server_cpu"] / (len(load) * per) * 1e6 for load, r in zip(loads[1:], runs)), 1)
     finally:
-        _stop(server)
+        stop_process(server)
     return out
 
 

@@ -138,7 +138,8 @@ def _serve(command: list[str], port: int, env: dict) -> subprocess.Popen:
     return process
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_process(process: subprocess.Popen) -> None:
+    """Terminate a benchmark's server process; kill it if it does not exit."""
     process.terminate()
     try:
         process.wait(timeout=30)
@@ -155,7 +156,7 @@ def _measure(command: list[str], bodies: list[bytes], threads: int, *args: str) 
         _drive(port, bodies[:10], threads)
         return _drive(port, bodies, threads)
     finally:
-        _stop(server)
+        stop_process(server)
 
 
 def run(webhooks: int = 300, agents: int = 1000, threads: int = 4) -> dict:
@@ -172,7 +173,7 @@ def run(webhooks: int = 300, agents: int = 1000, threads: int = 4) -> dict:
             wait_until(lambda: _idle(port), 120, "the receiver's workers to drain the warm-up's incidents")
             measured = _drive(port, bodies, threads)
         finally:
-            _stop(receiver)
+            stop_process(receiver)
         acked = {index for index, code in measured["codes"] if code == 200}
         store = SqliteIncidentStore(Path(tmp) / LEDGER_FILE)  # read through the store, the receiver stopped
         try:
