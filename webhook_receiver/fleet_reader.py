@@ -52,7 +52,7 @@ class FleetReader(Protocol):
     def fleet_spend(self) -> float | None: ...
 
     def members(self, agents: Iterable[str] | None = None) -> list[Member]:
-        """The fleet's agents, or only AGENTS (the whole fleet is read only when a ranking of it is needed)."""
+        """The fleet's agents, or only AGENTS (the engine names them: a ranking of the fleet uses `candidates`)."""
 
     def candidates(self, role: Role, tier: Tier) -> list[str]:
         """The agents of TIER that could be ROLE (fleet_ranking searches the tiers), selected by the source."""

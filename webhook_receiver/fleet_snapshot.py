@@ -81,6 +81,9 @@ class PrometheusSnapshot:
     def members(self, agents=None):
         return self.reader.members(agents)
 
+    def candidates(self, role, tier) -> list[str]:
+        return self.reader.candidates(role, tier)
+
     def claimants(self, key: str) -> list[str]:
         return self.reader.claimants(key)
 
