@@ -134,6 +134,7 @@ def test_rules_unreachable_means_unknown_never_cleared():
      'autonomy_agent_error_code{code=~"TIMEOUT|RATE_LIMIT", agent=~"CMO|a\\\\.b"} == 1'),
     ("autonomy_agent_success_ratio < 0.94", 'autonomy_agent_success_ratio{agent=~"CMO|a\\\\.b"} < 0.94'),
     ('autonomy_agent_x{a="}, b"} >= 1e-3', 'autonomy_agent_x{a="}, b", agent=~"CMO|a\\\\.b"} >= 1e-3'),
+    (r'autonomy_agent_x{a="q\"x\\"} == 1', r'autonomy_agent_x{a="q\"x\\", agent=~"CMO|a\\.b"} == 1'),
     # An agent matcher of its own, a join, another metric: evaluated whole, then filtered.
     ('autonomy_agent_x{agent="CMO"} == 1', None),
     ("autonomy_agent_x > 0 and on () up == 1", None),

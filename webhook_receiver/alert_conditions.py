@@ -100,7 +100,7 @@ class RuleCatalog:
 
 
 # One agent series compared with a number (most per-agent alerts): its agents can be selected in the selector.
-_ONE_SERIES = re.compile(r"\s*(autonomy_agent_[a-zA-Z0-9_:]*)(?:\{([^{}\"]*(?:\"(?:[^\"\\\\]|\\\\.)*\"[^{}\"]*)*)\})?"
+_ONE_SERIES = re.compile(r"\s*(autonomy_agent_[a-zA-Z0-9_:]*)(?:\{([^{}\"]*(?:\"(?:[^\"\\]|\\.)*\"[^{}\"]*)*)\})?"
                          r"\s*(==|!=|<=|>=|<|>)\s*(-?[0-9][0-9.eE+-]*)\s*")
 
 
