@@ -4,6 +4,8 @@ resumes after a restart (graceful or not)."""
 import re
 from collections import Counter
 
+import pytest
+
 from devstack.polling import wait_until
 from tests.test_engine import failing_cmo
 
@@ -111,3 +113,24 @@ def test_an_attempt_whose_playbook_is_gone_after_a_restart_is_not_verified_and_s
     [line] = h.lineage("auto_remediation")[:1]
     assert line["ok"] is False and line["playbook"] == "RestartAndRetryTransient"
     assert "no longer loaded" in line["verification"]["reason"]
+
+
+def test_a_look_cut_short_by_the_deadline_is_not_reported_as_prometheus_unreachable():
+    from webhook_receiver.alert_conditions import RuleCatalog
+    from webhook_receiver.fleet_reader import PrometheusFleetReader
+    from webhook_receiver.fleet_snapshot import PrometheusSnapshot
+    from webhook_receiver.upstreams import DeadlinePassed, UpstreamError
+
+    class Failing:
+        def __init__(self, error):
+            self.error = error
+
+        def query(self, promql):
+            raise self.error
+
+    late = Failing(DeadlinePassed("the deadline passed before the upstream could answer"))
+    with pytest.raises(DeadlinePassed):  # verification.look keeps the last look's reason for it
+        PrometheusSnapshot(PrometheusFleetReader(late, RuleCatalog(late), 120, 25), ["CMO"]).view("CMO")
+    down = Failing(UpstreamError("http://prometheus/api/v1/query: ConnectionError"))
+    view = PrometheusSnapshot(PrometheusFleetReader(down, RuleCatalog(down), 120, 25), ["CMO"]).view("CMO")
+    assert view.problem.startswith("prometheus unreachable")

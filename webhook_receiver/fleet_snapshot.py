@@ -12,7 +12,7 @@ from .classifier import CLASSES, Facts
 from .conflicts import conflict_key
 from .fleet_reader import LAST_SIGNAL, FleetReader, PrometheusFleetReader, _alternatives, incident_alertnames
 from .incident import Incident
-from .upstreams import PrometheusApi, UpstreamError, prometheus_problem, samples
+from .upstreams import DeadlinePassed, PrometheusApi, UpstreamError, prometheus_problem, samples
 
 
 class MemoPrometheus:
@@ -55,6 +55,8 @@ class PrometheusSnapshot:
         if self._views is None:
             try:
                 self._views = read_agents(self.prom, self.agents, self.reader.silent_seconds, self.reader.budget_cap)
+            except DeadlinePassed:
+                raise  # the time is up, Prometheus did not fail: the look keeps its last reason
             except UpstreamError as exc:
                 self._views, self._problem = {}, prometheus_problem(exc)
         if self._problem:
