@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import dataclass
 
 from autonomy.signal_contract import Signal
 
 from .classifier import Facts
-from .upstreams import PrometheusApi, promql_string, samples
+from .upstreams import PrometheusApi, promql_alternatives, promql_string, samples
 
 FLEET = "fleet"
 PACK_METRICS = {
@@ -19,10 +18,6 @@ PACK_METRICS = {
     "autonomy_agent_cost_burn_dollars_per_hour": ("costBurnRatePerHour", 1.0),
 }
 FLEET_SPEND = "sum(max by (agent) (autonomy_agent_cost_burn_dollars_per_hour)) * 24"
-
-
-def _regex_alternatives(names: list[str]) -> str:
-    return "|".join(re.escape(n) for n in names)
 
 
 @dataclass(frozen=True)
@@ -118,7 +113,7 @@ def read_agents(prom: PrometheusApi, agents, silent_seconds: float, budget_cap_d
     views = {FLEET: _fleet_view(prom, alert_classes, budget_cap_daily)} if FLEET in agents else {}
     if not names:
         return views
-    rows = prom.query(f'{{__name__=~"autonomy_agent_.+", agent=~{promql_string(_regex_alternatives(names))}}}')
+    rows = prom.query(f'{{__name__=~"autonomy_agent_.+", agent=~{promql_alternatives(names)}}}')
     by_agent: dict[str, list[dict]] = {}
     for row in rows:
         by_agent.setdefault(row.get("metric", {}).get("agent"), []).append(row)
@@ -126,7 +121,7 @@ def read_agents(prom: PrometheusApi, agents, silent_seconds: float, budget_cap_d
     deps = sorted({d for s in signals.values() if s for d in s.dependencies})
     failing: set[str] = set()
     if deps:  # a dependency fails when its own signal is in error or older than the silence threshold
-        alternatives = promql_string(_regex_alternatives(deps))
+        alternatives = promql_alternatives(deps)
         error = f'autonomy_agent_status{{agent=~{alternatives},autonomy_agent_status="error"}} == 1'
         stale = f'time() - autonomy_agent_last_signal_timestamp_seconds{{agent=~{alternatives}}} > {silent_seconds:g}'
         failing = {row["metric"]["agent"] for q in (error, stale) for row in samples(prom.query(q), "agent")}
@@ -134,7 +129,7 @@ def read_agents(prom: PrometheusApi, agents, silent_seconds: float, budget_cap_d
     counts: dict[str, float] = {}
     if directives:
         query = (f"count by (directive_id) (max by (agent, directive_id) (autonomy_agent_directive_claim"
-                 f"{{directive_id=~{promql_string(_regex_alternatives(directives))}}} == 1))")
+                 f"{{directive_id=~{promql_alternatives(directives)}}} == 1))")
         counts = {r["metric"]["directive_id"]: float(r["value"][1]) for r in samples(prom.query(query), "directive_id")}
     now = clock()
     for agent, signal in signals.items():

@@ -20,8 +20,6 @@ from .upstreams import PrometheusApi, UpstreamError, prometheus_problem, promql_
 LAST_SIGNAL = "autonomy_agent_last_signal_timestamp_seconds"
 
 
-_alternatives = promql_alternatives
-
 
 def incident_alertnames(incident: Incident, agents: Iterable[str]) -> dict[str, set[str]]:
     """Every alert the incident has seen, by the agent it is about (the incident's agent when unlabelled)."""
@@ -85,7 +83,7 @@ class PrometheusFleetReader:
         wanted = sorted({a for a in agents if a != FLEET})
         if not wanted:
             return []
-        selector = f"{LAST_SIGNAL}{{agent=~{_alternatives(wanted)}}}"
+        selector = f"{LAST_SIGNAL}{{agent=~{promql_alternatives(wanted)}}}"
         query = f"timestamp({selector}) > {since:.3f}"
         if own_signal:
             query = f"{selector} > {since:.3f} and {query}"
@@ -100,7 +98,7 @@ class PrometheusFleetReader:
         if agents is None:
             return members_from_prometheus(self.prom)
         wanted = sorted(set(agents) - {FLEET})
-        return members_from_prometheus(self.prom, f"{{agent=~{_alternatives(wanted)}}}") if wanted else []
+        return members_from_prometheus(self.prom, f"{{agent=~{promql_alternatives(wanted)}}}") if wanted else []
 
     def candidates(self, role: Role, tier: Tier) -> list[str]:
         return sorted({row["metric"]["agent"] for row in samples(self.prom.query(candidates_query(role, tier)), "agent")})
@@ -119,7 +117,7 @@ class PrometheusFleetReader:
         agents = sorted(set(agents))
         names = incident_alertnames(incident, agents)
         classes = "|".join(CLASSES)
-        for row in self.prom.query(f"ALERTS{{agent=~{_alternatives(agents)}, autonomy_class=~\"{classes}\"}}"):
+        for row in self.prom.query(f"ALERTS{{agent=~{promql_alternatives(agents)}, autonomy_class=~\"{classes}\"}}"):
             labels = row.get("metric", {})
             key = conflict_key(labels)
             # A conflict with its own key is its own incident's business, and only that.
@@ -133,7 +131,7 @@ class PrometheusFleetReader:
         ALERTS_FOR_STATE keeps activeAt in whole seconds; the first ALERTS sample of that second is the
         evaluation that found the condition, to the millisecond.
         """
-        agents = _alternatives(incident.agents)
+        agents = promql_alternatives(incident.agents)
         names = {n for ns in incident_alertnames(incident, incident.agents).values() for n in ns}
         rows = samples(self.prom.query(f"ALERTS_FOR_STATE{{agent=~{agents}}}"), "alertname")
         active = [v for r in rows if r["metric"]["alertname"] in names and (v := float(r["value"][1])) == v]

@@ -10,9 +10,9 @@ from .agent_view import FLEET, FLEET_SPEND, AgentView, read_agents
 from .alert_conditions import still_true
 from .classifier import CLASSES, Facts
 from .conflicts import conflict_key
-from .fleet_reader import LAST_SIGNAL, FleetReader, PrometheusFleetReader, _alternatives, incident_alertnames
+from .fleet_reader import LAST_SIGNAL, FleetReader, PrometheusFleetReader, incident_alertnames
 from .incident import Incident
-from .upstreams import DeadlinePassed, PrometheusApi, UpstreamError, prometheus_problem, samples
+from .upstreams import DeadlinePassed, PrometheusApi, UpstreamError, prometheus_problem, promql_alternatives, samples
 
 
 class MemoPrometheus:
@@ -69,7 +69,7 @@ class PrometheusSnapshot:
             return self.reader.stale(wanted, since, own_signal)
         if self._fresh is None:
             # An agent's newest sample counts from the later of its signal's own time and its scrape's.
-            selector = f"{LAST_SIGNAL}{{agent=~{_alternatives(a for a in self.agents if a != FLEET)}}}"
+            selector = f"{LAST_SIGNAL}{{agent=~{promql_alternatives(a for a in self.agents if a != FLEET)}}}"
             signal = {r["metric"]["agent"]: float(r["value"][1]) for r in samples(self.prom.query(selector), "agent")}
             scraped = {r["metric"]["agent"]: float(r["value"][1])
                        for r in samples(self.prom.query(f"timestamp({selector})"), "agent")}
@@ -96,7 +96,7 @@ class PrometheusSnapshot:
             return self.reader.conditions(incident, agents, foreign_conflicts)
         if self._alerts is None:
             classes = "|".join(CLASSES)
-            self._alerts = self.prom.query(f'ALERTS{{agent=~{_alternatives(self.agents)}, '
+            self._alerts = self.prom.query(f'ALERTS{{agent=~{promql_alternatives(self.agents)}, '
                                            f'autonomy_class=~"{classes}"}}')
         names, wanted = incident_alertnames(incident, agents), set(agents)
         for row in self._alerts:
