@@ -6,6 +6,7 @@ from typing import Callable, Iterable
 
 from prometheus_client.utils import floatToGoString
 
+from autonomy.exposition import label_value
 from autonomy.signal_contract import ERROR_CODES, STATUSES, Signal
 
 Sample = tuple[tuple[str, ...], float]
@@ -85,11 +86,6 @@ _LABELS = {m.name: (("agent",) + m.labels, sorted(range(len(m.labels) + 1), key=
            for m in AGENT_METRICS}
 
 
-def escape(value: str) -> str:
-    """A label value as the text format writes it."""
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-
-
 def family_header(metric: AgentMetric) -> str:
     """HELP and TYPE lines, as prometheus_client writes them in text format 0.0.4."""
     help_text = metric.help.replace("\\", r"\\").replace("\n", r"\n")
@@ -99,7 +95,7 @@ def family_header(metric: AgentMetric) -> str:
 def render_samples(metric: AgentMetric, signal: Signal, agent: str | None = None) -> str:
     """The sample lines of one agent for one metric, labels sorted by name as prometheus_client does (AGENT:
     the agent's name already escaped, when the caller renders several metrics of one signal)."""
-    agent = escape(signal.agent) if agent is None else agent
+    agent = label_value(signal.agent) if agent is None else agent
     if not metric.labels:  # most metrics: `agent` their only label, so one line at most
         for _, value in metric.samples(signal):
             return f'{metric.name}{{agent="{agent}"}} {floatToGoString(value)}\n'
@@ -107,7 +103,7 @@ def render_samples(metric: AgentMetric, signal: Signal, agent: str | None = None
     names, order = _LABELS[metric.name]
     lines = []
     for extra, value in metric.samples(signal):
-        values = (agent,) + tuple(escape(v) for v in extra)
+        values = (agent,) + tuple(label_value(v) for v in extra)
         labels = ",".join(f'{names[i]}="{values[i]}"' for i in order)
         lines.append(f"{metric.name}{{{labels}}} {floatToGoString(value)}\n")
     return "".join(lines)

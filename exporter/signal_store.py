@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from operator import attrgetter
 
+from autonomy.exposition import label_value
 from autonomy.latest_signals import AgentLimit, LatestSignals, PutResult, StoredSignal
 from autonomy.signal_contract import Signal
 
-from .agent_metrics import AGENT_METRICS, escape, family_header, render_samples
+from .agent_metrics import AGENT_METRICS, family_header, render_samples
 
 __all__ = ["AgentLimit", "PutResult", "SignalStore", "StoredSignal"]
 _FIELDS = attrgetter(*(m.reads for m in AGENT_METRICS))  # per metric, the one field its lines show
@@ -19,7 +20,7 @@ class SignalStore(LatestSignals):
         """The agent's lines per metric: those of its held signal where the field they show is unchanged (a
         heartbeat mostly changes its timestamp), new ones elsewhere. Read without the lock: a held entry that
         is replaced meanwhile still holds lines true of its own signal, so at worst a line is rendered anew."""
-        held, agent = self.held(signal.agent), escape(signal.agent)
+        held, agent = self.held(signal.agent), label_value(signal.agent)
         if held is None or len(held.fragments) != len(AGENT_METRICS):
             return tuple([render_samples(m, signal, agent) for m in AGENT_METRICS])
         # A zero may be -0.0, equal to 0.0 but written differently: rendered anew, as is anything that changed.

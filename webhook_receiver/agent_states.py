@@ -5,6 +5,7 @@ from typing import Callable, Iterable, Mapping
 
 from prometheus_client.core import GaugeMetricFamily, StateSetMetricFamily
 
+from autonomy.exposition import label_value
 from autonomy.vocabulary import ESCALATION_REASONS, GATE_REASONS, IncidentState, StateReason, TileState
 
 HEALTHY, RECOVERING, ESCALATED = TileState.HEALTHY, TileState.RECOVERING, TileState.ESCALATED
@@ -69,10 +70,6 @@ _FAMILIES = (
 )
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
-
-
 class AgentStateCollector:
     """autonomy_agent_state, autonomy_agent_state_reason and autonomy_remediation_in_progress, from the ledger."""
 
@@ -105,10 +102,10 @@ class AgentStateCollector:
         lines: list[list[str]] = [[], [], []]
         for agent in sorted(states):
             state, why = states[agent]
-            label = f'agent="{_label(agent)}"'
+            label = f'agent="{label_value(agent)}"'
             lines[0].extend(f'autonomy_agent_state{{{label},autonomy_agent_state="{s}"}} {float(state == s)}\n'
                             for s in _SORTED_STATES)
             if why:
-                lines[1].append(f'autonomy_agent_state_reason{{{label},reason="{_label(why)}"}} 1.0\n')
+                lines[1].append(f'autonomy_agent_state_reason{{{label},reason="{label_value(why)}"}} 1.0\n')
             lines[2].append(f"autonomy_remediation_in_progress{{{label}}} {float(agent in running)}\n")
         return "".join(head + "".join(body) for head, body in zip(heads, lines))
