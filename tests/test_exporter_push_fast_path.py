@@ -5,6 +5,7 @@ import dataclasses
 import json
 import time
 from datetime import datetime, timezone
+from unittest import mock
 
 import pytest
 from hypothesis import given
@@ -16,9 +17,7 @@ from autonomy.signal_contract import (
     SignalError,
     checked_signal,
     document_errors,
-    future_errors,
     load_signals,
-    parse_json,
     validate_signals,
 )
 from bench.exporter_scrape import fleet
@@ -34,21 +33,9 @@ NOW = datetime.now(timezone.utc).isoformat()
 
 
 def reference_load(body, now=None, max_skew=None) -> list[Signal]:
-    """load_signals as it was before the hand checks: jsonschema decides every document."""
-    doc = parse_json(body)
-    if isinstance(doc, list):
-        if not doc:
-            raise SignalError(["(root): empty list, expected at least one signal"])
-        items = [(f"[{i}]", item) for i, item in enumerate(doc)]
-    else:
-        items = [("", doc)]
-    errors = [line for prefix, item in items for line in document_errors(item, prefix)]
-    if errors:
-        raise SignalError(errors)
-    signals = [Signal.from_document(item) for _, item in items]
-    if now is not None and max_skew is not None and future_errors(signals, now, max_skew):
-        raise SignalError(future_errors(signals, now, max_skew))
-    return signals
+    """load_signals as it was before the hand checks: they doubt every document, so jsonschema decides each."""
+    with mock.patch("autonomy.signal_contract.checked_signal", lambda doc: None):
+        return load_signals(body, now, max_skew)
 
 
 def outcome(load, body, *args):
