@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench binaries clean
+.PHONY: demo test bench soak binaries clean
 
 demo: $(STAMP) binaries
 	$(BIN)/autonomy demo
@@ -14,6 +14,10 @@ test: $(STAMP) binaries
 
 bench: $(STAMP) binaries
 	$(BIN)/python bench/run.py
+
+# A simulated week of random faults (about 15 minutes here); the report, and one JSON line last.
+soak: $(STAMP) binaries
+	$(BIN)/autonomy soak --json
 
 binaries:
 	@sh scripts/ensure-binaries.sh

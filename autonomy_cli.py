@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import tempfile
+from datetime import datetime, timezone
 from functools import wraps
 from pathlib import Path
 from typing import Callable, Sequence
@@ -195,15 +196,51 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 @needs_checkout
 def cmd_drill(args: argparse.Namespace) -> int:
-    """Run the drills against a fresh stack; exit 0 only if all passed."""
+    """Run the drills against a fresh stack, or a running layer (--target-config); exit 0 only if all passed."""
     from devstack.demo import run_drill
     from devstack.drills import DRILLS
 
+    if args.target_config:
+        from devstack.nightly_drill import run_target_drill
+
+        return run_target_drill(args.target_config, args.scenario, args.json, args.metrics_file)
+    if args.metrics_file:
+        print("--metrics-file needs --target-config (the nightly drill against a running layer)", file=sys.stderr)
+        return 2
     unknown = [n for n in args.scenario if n not in DRILLS]
     if unknown:
         print(f"unknown scenario(s): {', '.join(unknown)}; choose from {', '.join(DRILLS)}", file=sys.stderr)
         return 2
     return run_drill(args.scenario, args.json)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+@needs_checkout
+def cmd_soak(args: argparse.Namespace) -> int:
+    """Run a simulated week (see devstack.soak); exit 0 only if the pack's criteria and the ground truth hold."""
+    from devstack.soak import run_soak
+    from devstack.soak_report import table
+    from devstack.soak_schedule import schedule
+
+    try:
+        schedule(args.seed, args.days, args.agents)
+    except ValueError as exc:
+        print(f"autonomy soak: {exc}", file=sys.stderr)
+        return 2
+    report = run_soak(args.days, args.agents, args.seed, args.time_factor, workdir=args.workdir)
+    print(table(report), file=sys.stderr if args.json else sys.stdout, flush=True)
+    if args.json:
+        print(json.dumps(report), flush=True)
+    return 0 if report["passed"] else 1
 
 
 @needs_checkout
@@ -223,6 +260,52 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         serve(fleet.app, args.host, args.port)
     finally:
         beat.stop()
+    return 0
+
+
+def _names(text: str | None) -> list[str] | None:
+    """A comma-separated list (`*`: every one) as the rollout API takes it; None when not given."""
+    return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    """Show, set or expand the staged rollout through the receiver's API; 1 when refused, 2 when unreachable."""
+    settings = Settings.from_env()
+    token = settings.read_token if args.rollout_command == "show" else settings.webhook_token
+    headers = {"Authorization": f"Bearer {token.reveal()}"} if token else {}
+    url = args.receiver_url.rstrip("/") + "/api/v1/rollout"
+    body = {key: value for key, value in (("agents", _names(getattr(args, "agents", None))),
+                                          ("classes", _names(getattr(args, "classes", None))),
+                                          ("reason", getattr(args, "reason", None))) if value is not None}
+    try:
+        if args.rollout_command == "show":
+            reply = requests.get(url, headers=headers, timeout=10)
+        elif args.rollout_command == "set":
+            reply = requests.put(url, json=body, headers=headers, timeout=10)
+        else:
+            reply = requests.post(url + "/expand", json=body, headers=headers, timeout=10)
+    except requests.RequestException as exc:
+        print(f"cannot reach the receiver at {args.receiver_url}: {type(exc).__name__}", file=sys.stderr)
+        return 2
+    try:
+        doc = reply.json()
+    except ValueError:
+        doc = {"error": reply.text[:300]}
+    if reply.status_code != 200:
+        print(f"refused ({reply.status_code}): {doc.get('error')}", file=sys.stderr)
+        for line in doc.get("errors", []):
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(doc))
+        return 0
+    agents = doc.get("agents") or []
+    print(f"agents:  {'every agent (*)' if agents == ['*'] else ', '.join(agents)}")
+    print(f"classes: {', '.join(doc.get('classes') or [])}")
+    print(f"reason:  {doc.get('reason') or '-'}")
+    changed = doc.get("changed_at")
+    print("changed: " + (datetime.fromtimestamp(changed, timezone.utc).isoformat(timespec="seconds")
+                         if changed else "never (the initial value: AUTOREM_CANARY_AGENTS, every class)"))
     return 0
 
 
@@ -296,11 +379,44 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-running", action="store_true", help="leave the stack up until Ctrl-C")
     demo.set_defaults(func=cmd_demo)
 
-    drill = sub.add_parser("drill", help="run the chaos drills against a fresh stack")
+    rollout = sub.add_parser("rollout", help="the staged rollout: which agents and classes are remediated")
+    rollout_sub = rollout.add_subparsers(dest="rollout_command", metavar="SUBCOMMAND", required=True)
+    show = rollout_sub.add_parser("show", help="print the rollout")
+    put = rollout_sub.add_parser("set", help="replace the rollout's agents and classes")
+    put.add_argument("--agents", required=True, metavar="A,B|*", help="the agents remediated, or '*' for all")
+    put.add_argument("--classes", required=True, metavar="C,D|*", help="the classes enabled, or '*' for all")
+    grow = rollout_sub.add_parser("expand", help="add agents or classes to the rollout (never narrows)")
+    grow.add_argument("--agents", metavar="A,B|*", help="agents to add, or '*' for every agent")
+    grow.add_argument("--classes", metavar="C,D|*", help="classes to enable, or '*' for all")
+    for command in (put, grow):
+        command.add_argument("--reason", required=True, help="why (kept with the rollout and in the lineage)")
+    for command in (show, put, grow):
+        command.add_argument("--receiver-url", default="http://127.0.0.1:9818",
+                             help="the receiver's base URL (default http://127.0.0.1:9818)")
+        command.add_argument("--json", action="store_true", help="print the rollout as the API answers it")
+        command.set_defaults(func=cmd_rollout)
+
+    drill = sub.add_parser("drill", help="run the chaos drills against a fresh stack, or a running layer")
     drill.add_argument("--json", action="store_true", help="end with one JSON line: the report")
     drill.add_argument("--scenario", action="append", default=[], metavar="NAME",
                        help="run only this drill (repeatable)")
+    drill.add_argument("--target-config", metavar="FILE",
+                       help="drill the running layer this YAML/JSON file describes instead (docs/nightly-drill.md)")
+    drill.add_argument("--metrics-file", metavar="PATH",
+                       help="with --target-config: write the verdict for node_exporter's textfile collector (*.prom)")
     drill.set_defaults(func=cmd_drill)
+
+    soak = sub.add_parser("soak", help="a simulated week of random faults, judged against the fleet's ground truth")
+    soak.add_argument("--days", type=_positive, default=7.0, help="simulated days (default 7)")
+    soak.add_argument("--agents", type=int, default=6, help="simulated agents, at least 6 (default 6)")
+    soak.add_argument("--seed", type=int, default=1, help="the fault schedule's seed (default 1)")
+    soak.add_argument("--time-factor", type=_positive, default=1 / 30, metavar="F",
+                      help="wall seconds per simulated second (default 1/30, as the demo)")
+    soak.add_argument("--json", action="store_true", help="end with one JSON line: the report")
+    soak.add_argument("--workdir", metavar="DIR", type=Path,
+                      help="keep the stack's files there (ledger, lineage, logs, soak-evidence.json) instead of a "
+                           "temporary directory")
+    soak.set_defaults(func=cmd_soak)
     return parser
 
 

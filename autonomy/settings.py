@@ -192,7 +192,8 @@ class Settings:
         "The receiver's incident ledger (SQLite) and lineage file (decision_lineage.jsonl).")
     canary_agents: tuple[str, ...] = setting(
         "AUTOREM_CANARY_AGENTS", "", _name_list(True),
-        "If set, only these agents are remediated; the others are observed and recorded.")
+        "The staged rollout's initial agents (the store's value wins once set through the API): if set, only these "
+        "agents are remediated; the others are observed and recorded.")
     dry_run: bool = setting(
         "AUTOREM_DRY_RUN", "false", _bool,
         "Record what would run, run nothing.")
@@ -211,6 +212,10 @@ class Settings:
     reopen_grace_seconds: float = setting(
         "AUTOREM_REOPEN_GRACE_SECONDS", "300", _number(0),
         "After a verified recovery, firing notifications this soon are the alert catching up, not a relapse.")
+    late_notification_seconds: float = setting(
+        "AUTOREM_LATE_NOTIFICATION_SECONDS", "60", _number(0),
+        "A first notification of alerts firing longer than this arrived late (a silence or an inhibition ended, "
+        "Alertmanager was down): the layer acts only on samples newer than its arrival.")
     sweep_seconds: float = setting(
         "AUTOREM_SWEEP_SECONDS", "30", _number(0.1),
         "How often the receiver re-checks escalated, recovered and skipped incidents against Prometheus.")

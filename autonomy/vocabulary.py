@@ -51,6 +51,8 @@ class Gate(StrEnum):
 
     KILL_SWITCH = "kill_switch"
     CANARY = "canary"
+    CLASS_NOT_ENABLED = "class_not_enabled"
+    CONFLICT_ESCALATED = "conflict_escalated"
     DRY_RUN = "dry_run"
     BUDGET_CAP = "budget_cap"
     NOT_FIRING = "not_firing"
@@ -95,6 +97,8 @@ class StateReason(StrEnum):
     SILENCED = "silenced"
     KILL_SWITCH = "kill_switch"
     NOT_IN_CANARY = "not_in_canary"
+    CLASS_NOT_ENABLED = "class_not_enabled"
+    CONFLICT_ESCALATED = "conflict_escalated"
     DRY_RUN = "dry_run"
     ALERTMANAGER_UNREACHABLE = "alertmanager_unreachable"
     SUPPRESSED = "suppressed"
@@ -104,6 +108,7 @@ class StateReason(StrEnum):
 # The gate that held an incident, and the escalation reason, as the tile's reason.
 GATE_REASONS: Mapping[Gate, StateReason] = {
     Gate.KILL_SWITCH: StateReason.KILL_SWITCH, Gate.CANARY: StateReason.NOT_IN_CANARY,
+    Gate.CLASS_NOT_ENABLED: StateReason.CLASS_NOT_ENABLED, Gate.CONFLICT_ESCALATED: StateReason.CONFLICT_ESCALATED,
     Gate.SILENCED: StateReason.SILENCED, Gate.DRY_RUN: StateReason.DRY_RUN,
     Gate.ALERTMANAGER_UNREACHABLE: StateReason.ALERTMANAGER_UNREACHABLE, Gate.NOT_FIRING: StateReason.SUPPRESSED,
     Gate.STALE_EVIDENCE: StateReason.STALE_EVIDENCE,
@@ -127,7 +132,9 @@ REASON_TEXT: Mapping[StateReason, str] = {
     StateReason.NO_PLAYBOOK: "Escalated to CEO (no playbook matches)",
     StateReason.SILENCED: "Held: silenced in Alertmanager",
     StateReason.KILL_SWITCH: "Held: remediation switched off",
-    StateReason.NOT_IN_CANARY: "Held: not in the canary list",
+    StateReason.NOT_IN_CANARY: "Held: not in the rollout's agents (the canary)",
+    StateReason.CLASS_NOT_ENABLED: "Held: its class is not enabled in the rollout",
+    StateReason.CONFLICT_ESCALATED: "Held: a symptom of its conflict, which a person owns",
     StateReason.DRY_RUN: "Held: dry run, nothing runs",
     StateReason.ALERTMANAGER_UNREACHABLE: "Held: Alertmanager unreachable, silences unknown",
     StateReason.SUPPRESSED: "Held: alerts suppressed in Alertmanager",
@@ -143,6 +150,7 @@ class LineageEvent(StrEnum):
     ESCALATION = "escalation"
     NO_ACTION = "no_action"
     ESCALATION_DELIVERY = "escalation_delivery"
+    ROLLOUT_CHANGE = "rollout_change"
 
 
 DECISIONS = (LineageEvent.AUTO_REMEDIATION, LineageEvent.REMEDIATION_REFUSED, LineageEvent.ESCALATION,

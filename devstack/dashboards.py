@@ -24,7 +24,7 @@ AGENT = 'agent=~"$agent"'
 # Tile reasons (webhook_receiver/agent_states.py): the layer's own escalations besides exhausted attempts, and
 # holds a person's decision (or a check the layer cannot make) put on an unhealthy agent.
 ESCALATED_BY_LAYER = "high_risk_step|budget_cap|action_target_unsafe|priority_unranked|no_playbook"
-HELD = "silenced|kill_switch|not_in_canary|dry_run|alertmanager_unreachable|suppressed|stale_evidence"
+HELD = "silenced|kill_switch|not_in_canary|class_not_enabled|conflict_escalated|dry_run|alertmanager_unreachable|suppressed|stale_evidence"
 
 
 def target(expr: str, legend: str = "", ref: str = "A") -> dict:
@@ -105,6 +105,19 @@ def agent_tiles() -> dict:
         defaults={"mappings": [{"type": "value", "options": {
             "0": {"text": "DISABLED (kill switch)", "color": "red", "index": 0},
             "1": {"text": "enabled", "color": "green", "index": 1}}}]})
+    # The staged rollout (pack section 11): who is in the canary, which classes the layer remediates.
+    canary = panel("table", "Rollout: agents remediated", [dict(target(
+        'max by (agent) (autonomy_rollout_agent_included == 1) or '
+        'label_replace(max(autonomy_rollout_all_agents) == 1, "agent", "every agent (*)", "", "")', ""),
+        format="table", instant=True, range=False)], (0, 25, 12, 5),
+        transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True}}}])
+    classes = panel("stat", "Rollout: classes enabled", [
+        target("max by (classification) (autonomy_rollout_class_enabled)", "{{classification}}")], (12, 25, 12, 5),
+        options={"colorMode": "background", "graphMode": "none", "textMode": "value_and_name",
+                 "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}},
+        defaults={"mappings": [{"type": "value", "options": {
+            "0": {"text": "observed only", "color": "text", "index": 0},
+            "1": {"text": "enabled", "color": "green", "index": 1}}}]})
     ok_attempts = 'autonomy_remediation_attempts_total{result="ok"}'
 
     def became(reasons: str) -> str:  # the moment an agent took on one of REASONS (a rising edge)
@@ -127,8 +140,9 @@ def agent_tiles() -> dict:
          "expr": became(HELD), "titleFormat": "Held for a human ({{reason}})", "textFormat": "{{agent}}",
          "tagKeys": "agent,reason", "step": "30s"},
     ]
-    return dashboard("autonomy-agents", "Autonomy layer: agent tiles", [tile, timeline, incidents, switch, reasons],
-                     [agent_variable(), receiver], annotations)
+    return dashboard("autonomy-agents", "Autonomy layer: agent tiles",
+                     [tile, timeline, incidents, switch, reasons, canary, classes], [agent_variable(), receiver],
+                     annotations)
 
 
 def kpis(settings: Settings) -> dict:

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .direct_demo import run_direct
 from .drill_report import summary_table
+from .drill_runner import run_each
 from .drills import DRILLS, DrillContext, DrillResult
 from .fleet import DEMO_PRIORITY, Heartbeat, SimulatedFleet
 from .layer_stack import LayerStack
@@ -131,19 +132,7 @@ def run_session(names: Sequence[str], out: TextIO, keep_running: bool = False,
                 wait_until(lambda: stack.prometheus.query(f"count(autonomy_agent_info) >= {len(fleet.agents)}"),
                            60, "Prometheus to see the whole fleet")
                 ctx.settle(*fleet.agents)
-                results = []
-                for n, name in enumerate(names, start=1):
-                    say(f"[{n}/{len(names)}] {name}")
-                    started = time.monotonic()
-                    try:
-                        result = DRILLS[name](ctx)
-                    except Exception as exc:  # a failed drill is reported; the others still run
-                        result = DrillResult(name, False, None, None, 0, "skipped", None,
-                                             f"{type(exc).__name__}: {exc}")
-                    say(f"  -> {result.outcome}{' in %.1f s' % result.mttr_s if result.mttr_s else ''}: "
-                        f"{result.detail} ({'passed' if result.passed else 'FAILED'}, "
-                        f"{time.monotonic() - started:.1f} s)")
-                    results.append(result)
+                results = [result for result, _ in run_each(ctx, names, say)]
                 figures, from_rules, agree = settled_kpis(ctx)
                 figures = {**figures, "from_rules": from_rules, "agree_with_rules": agree}
                 lineage_file = stack.workdir / "receiver" / "decision_lineage.jsonl"

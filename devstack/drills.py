@@ -5,15 +5,17 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable
+from typing import Any, Callable
 
 import requests
 
-from .fleet import SimulatedFleet
-from .layer_stack import LayerStack
+from .drill_ports import DrillFleet, DrillStack
 from .polling import wait_until
 
 WAIT = 90.0  # generous: a loaded 2-core machine is slow, a healthy run is far quicker
+# The same generosity in uncompressed time (a deployment at time factor 1): an escalation after two attempts
+# with their verification timeouts and backoff takes some 6 minutes there.
+WAIT_UNCOMPRESSED = 900.0
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,13 @@ class DrillResult:
 class DrillContext:
     """What a drill works with: the layer, the fleet, and a voice for the progress display."""
 
-    def __init__(self, stack: LayerStack, fleet: SimulatedFleet, say: Callable[[str], None]):
+    def __init__(self, stack: DrillStack, fleet: DrillFleet, say: Callable[[str], None]):
         self.stack, self.fleet, self.say = stack, fleet, say
+        self.wait = max(WAIT, WAIT_UNCOMPRESSED * stack.time_factor)  # every wait of a drill, scaled with time
+
+    def until(self, probe: Callable[[], Any], what: str, interval: float = 0.05) -> Any:
+        """wait_until with the drill's wait; polled less often in uncompressed time (a deployment's upstreams)."""
+        return wait_until(probe, self.wait, what, interval=max(interval, 2.0 * self.stack.time_factor))
 
     def incidents(self, agent: str | None = None, since: float = 0.0) -> list[dict]:
         """The agent's incidents (every one, without AGENT), newest first."""
@@ -63,17 +70,17 @@ class DrillContext:
     def await_incident(self, agent: str, since: float, done: Callable[[dict], bool], what: str) -> dict:
         def probe():
             return next((i for i in self.incidents(agent, since) if done(i)), None)
-        return wait_until(probe, WAIT, what, interval=0.2)
+        return self.until(probe, what, interval=0.2)
 
     def settle(self, *agents: str) -> None:
         """Wait until the agents have no open incident and no firing alert: the next drill starts clean."""
         def calm():
             return all(not self.firing(a) and all(i["state"] == "closed" for i in self.incidents(a))
                        for a in agents)
-        wait_until(calm, WAIT, f"{', '.join(agents)} to settle", interval=0.25)
+        self.until(calm, f"{', '.join(agents)} to settle", interval=0.25)
 
     def wait_alert(self, agent: str, alertname: str) -> None:
-        wait_until(lambda: alertname in self.firing(agent), WAIT, f"{alertname} for {agent}", interval=0.2)
+        self.until(lambda: alertname in self.firing(agent), f"{alertname} for {agent}", interval=0.2)
         self.say(f"  {alertname} firing for {agent}")
 
 
@@ -140,10 +147,10 @@ def missing_secret(ctx: DrillContext) -> DrillResult:
     ctx.say("  removed secret API_BASE from Content (not restorable)")
     incident = ctx.await_incident("Content", t0, lambda i: i["state"] == "escalated", "Content to be escalated")
     max_attempts = ctx.stack.settings.max_attempts
-    payload = wait_until(lambda: next((p for p in ctx.fleet.escalations if p.get("agent") == "Content"
-                                       and p.get("incidentId") == incident["id"]), None), WAIT, "the payload")
-    alert = wait_until(lambda: [a for a in ctx.alertmanager_alerts("Content")
-                                if a["labels"]["alertname"] == "AutonomyEscalated"], WAIT, "AutonomyEscalated")
+    payload = ctx.until(lambda: next((p for p in ctx.fleet.escalations if p.get("agent") == "Content"
+                                      and p.get("incidentId") == incident["id"]), None), "the payload")
+    alert = ctx.until(lambda: [a for a in ctx.alertmanager_alerts("Content")
+                               if a["labels"]["alertname"] == "AutonomyEscalated"], "AutonomyEscalated")
     ok = (incident["classification"], incident["playbook"]) == ("CONFIG", "FixConfig") \
         and incident["attempts"] == max_attempts and payload["to"] == "CEO" and bool(alert) \
         and payload["lastTwoAttempts"] == ["FixConfig"] * min(2, max_attempts)
@@ -198,14 +205,16 @@ def silenced(ctx: DrillContext) -> DrillResult:
                                timeout=10).json()["silenceID"]
     ctx.say(f"  silence {silence_id} created for agent=CRO")
     t0 = time.time()
-    ctx.fleet.inject("CRO", "timeout")
-    wait_until(lambda: [a for a in ctx.alertmanager_alerts("CRO") if silence_id in a["status"]["silencedBy"]],
-               WAIT, "CRO's alerts to be silenced")
-    # Give the layer ample time to (wrongly) act: several notification rounds.
-    threading.Event().wait(max(2.0, 20 * ctx.stack.time_factor * 3))
-    calls, incidents = ctx.fleet.calls_for("CRO", t0), ctx.incidents("CRO", t0)
-    ctx.fleet.clear("CRO")
-    requests.delete(f"{ctx.stack.alertmanager.url}/api/v2/silence/{silence_id}", timeout=10)
+    try:  # a deployed layer must not keep the silence when the drill fails
+        ctx.fleet.inject("CRO", "timeout")
+        ctx.until(lambda: [a for a in ctx.alertmanager_alerts("CRO") if silence_id in a["status"]["silencedBy"]],
+                  "CRO's alerts to be silenced")
+        # Give the layer ample time to (wrongly) act: several notification rounds.
+        threading.Event().wait(max(2.0, 20 * ctx.stack.time_factor * 3))
+        calls, incidents = ctx.fleet.calls_for("CRO", t0), ctx.incidents("CRO", t0)
+        ctx.fleet.clear("CRO")
+    finally:
+        requests.delete(f"{ctx.stack.alertmanager.url}/api/v2/silence/{silence_id}", timeout=10)
     ctx.settle("CRO")
     ok = not calls and not incidents
     return DrillResult("silenced", ok, None, None, 0, "skipped", None,
@@ -216,13 +225,15 @@ def kill_switch(ctx: DrillContext) -> DrillResult:
     ctx.stack.receiver_call("PUT", "/api/v1/remediation", json={"enabled": False, "reason": "drill"})
     ctx.say("  remediation disabled through the API")
     t0 = time.time()
-    ctx.fleet.inject("CEO", "timeout")
-    incident = ctx.await_incident("CEO", t0, lambda i: i["state"] == "skipped", "the kill switch to refuse")
-    calls = ctx.fleet.calls_for("CEO", t0)
-    ctx.fleet.clear("CEO")
-    ctx.settle("CEO")
-    ctx.stack.receiver_call("PUT", "/api/v1/remediation", json={"enabled": True, "reason": "drill over"})
-    ctx.say("  remediation enabled again")
+    try:  # a deployed layer must not stay switched off when the drill fails
+        ctx.fleet.inject("CEO", "timeout")
+        incident = ctx.await_incident("CEO", t0, lambda i: i["state"] == "skipped", "the kill switch to refuse")
+        calls = ctx.fleet.calls_for("CEO", t0)
+        ctx.fleet.clear("CEO")
+        ctx.settle("CEO")
+    finally:
+        ctx.stack.receiver_call("PUT", "/api/v1/remediation", json={"enabled": True, "reason": "drill over"})
+        ctx.say("  remediation enabled again")
     enabled = ctx.stack.receiver_call("GET", "/api/v1/remediation").json()["enabled"]
     ok = not calls and "kill_switch" in (incident.get("reason") or "") and enabled
     return DrillResult("kill-switch", ok, incident.get("classification"), incident.get("playbook"), 0, "skipped",

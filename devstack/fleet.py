@@ -4,15 +4,18 @@ from __future__ import annotations
 import copy
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
 from flask import Flask, jsonify, request
 
+from .fleet_truth import FLEET, OVER_BUDGET, TruthLog, conditions_of
+
 # The simulated fleet's domains, highest priority first (AUTOREM_PRIORITY in the demo and the drills).
 DEMO_PRIORITY = "Executive,Revenue,Operations,Marketing,Content,Data"
-FAULTS = ("timeout", "overlap", "missing-secret", "backlog", "source-down", "cost-spike")
+FAULTS = ("timeout", "overlap", "missing-secret", "backlog", "source-down", "cost-spike", "silent")
 REQUIRED_SECRETS = ("GOOGLE_PROJECT_ID", "SERVICE_ACCOUNT", "API_BASE")
 DRAIN_MINUTES_PER_SLOT = 5.0  # per heartbeat: two extra slots and a split directive drain 45 min in a few beats
 
@@ -53,14 +56,38 @@ def default_agents() -> list[SimAgent]:
 class SimulatedFleet:
     """The agents, their action endpoints (/agents/<name>/actions/<primitive>) and /fleet/faults."""
 
-    def __init__(self, agents: list[SimAgent] | None = None, slo_backlog_minutes: float = 15.0):
+    def __init__(self, agents: list[SimAgent] | None = None, slo_backlog_minutes: float = 15.0,
+                 budget_cap_daily: float = 25.0):
         self.lock = threading.RLock()
         self.agents = {a.name: a for a in (agents or default_agents())}
-        self.slo_backlog_minutes = slo_backlog_minutes
+        self.slo_backlog_minutes, self.budget_cap_daily = slo_backlog_minutes, budget_cap_daily
         self.calls: list[tuple[float, str, str, dict]] = []
         self.escalations: list[dict] = []
         self.priority_order: list[str] = []
+        self.truth = TruthLog()
         self.app = self._build_app()
+
+    def _observe(self, cause: str) -> None:
+        """Record the fleet's conditions after a change (under the lock): what ended, ended by CAUSE."""
+        held = Counter(a.directive for a in self.agents.values() if a.directive)
+        shared = {d for d, n in held.items() if n > 1}
+        current = [(a.name, kind, fixable) for a in self.agents.values()
+                   for kind, fixable in conditions_of(a, self.slo_backlog_minutes, shared).items()]
+        if sum(self.burn_of(a) for a in self.agents.values()) * 24 > self.budget_cap_daily:
+            current.append((FLEET, OVER_BUDGET, all(a.faults["cost-spike"] for a in self.agents.values()
+                                                    if "cost-spike" in a.faults and not a.throttled)))
+        self.truth.observe(time.time(), current, cause)
+
+    @staticmethod
+    def burn_of(a: SimAgent) -> float:
+        """An agent's spend now, dollars an hour: a spike is at least 2 $/h (over the demo's cap with any fleet
+        of up to a few hundred agents), throttling cuts it to a tenth."""
+        return (max(a.cost * 20, 2.0) if "cost-spike" in a.faults else a.cost) * (0.1 if a.throttled else 1)
+
+    def truth_intervals(self) -> list[dict]:
+        """The ground truth so far: every condition's interval (fleet_truth.Interval as dicts)."""
+        with self.lock:
+            return [i.as_dict() for i in self.truth.intervals()]
 
     # -- faults ------------------------------------------------------------------------------------------
     def inject(self, agent: str, fault: str, fixable: bool = True) -> None:
@@ -79,9 +106,10 @@ class SimulatedFleet:
                 a.missing_secrets = ("API_BASE",)
             elif fault == "backlog":
                 a.backlog_minutes, a.queue_depth = 45.0, 12
+            self._observe("fault")
 
-    def clear(self, agent: str, fault: str | None = None) -> None:
-        """Heal FAULT (or every fault) of AGENT, as an operator would."""
+    def clear(self, agent: str, fault: str | None = None, cause: str = "operator") -> None:
+        """Heal FAULT (or every fault) of AGENT, as an operator would (CAUSE `self`: it healed by itself)."""
         with self.lock:
             a = self.agents[agent]
             for name in [fault] if fault else list(a.faults):
@@ -96,11 +124,18 @@ class SimulatedFleet:
                     a.backlog_minutes, a.queue_depth = 2.0, 1
             if not any(f == "cost-spike" for f in a.faults):
                 a.throttled = False
+            self._observe(cause)
 
     def _resolve_overlap(self, a: SimAgent) -> None:
-        a.directive, a.claimed_from = a.claimed_from or f"D-{a.name.upper()}-2", None
+        taken = a.claimed_from is not None and any(x.directive == a.claimed_from for x in self.agents.values())
+        a.directive, a.claimed_from = (self._fresh_directive(a) if taken or not a.claimed_from else a.claimed_from), None
         for x in self.agents.values():
             x.alignment = 0.98
+
+    def _fresh_directive(self, a: SimAgent) -> str:
+        """A directive id no agent holds, for an agent that gives up a contested one."""
+        held = {x.directive for x in self.agents.values()}
+        return next(d for n in range(2, 10_000) if (d := f"D-{a.name.upper()}-{n}") not in held)
 
     # -- the heartbeat -------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -116,6 +151,7 @@ class SimulatedFleet:
                 for dep in a.dependencies:
                     if "source-down" in self.agents[dep].faults:
                         a.inputs_valid = False
+            self._observe("drain")
 
     def status_of(self, a: SimAgent) -> tuple[str, str | None]:
         if "timeout" in a.faults:
@@ -136,8 +172,10 @@ class SimulatedFleet:
         out = []
         with self.lock:
             for a in self.agents.values():
+                if "silent" in a.faults:  # a hung process: no heartbeat at all
+                    continue
                 status, code = self.status_of(a)
-                cost = a.cost * (20 if "cost-spike" in a.faults else 1) * (0.1 if a.throttled else 1)
+                cost = self.burn_of(a)
                 context = {"queueDepth": a.queue_depth}
                 if a.directive:
                     context["directiveId"] = a.directive
@@ -177,22 +215,37 @@ class SimulatedFleet:
             a = self.agents[agent]
             handler: Callable[[SimAgent, dict], tuple[int, dict]] = getattr(
                 self, "_" + action, lambda a, b: (404, {"error": f"no action {action}"}))
-            return handler(a, body)
+            answer = handler(a, body)
+            self._observe(f"action:{action}")
+            return answer
 
     def _applyPriorityRules(self, a: SimAgent, body: dict) -> tuple[int, dict]:
         self.priority_order = list(body.get("order") or [])
         return 200, {"order": self.priority_order}
 
     def _reassignOverlaps(self, a: SimAgent, body: dict) -> tuple[int, dict]:
+        """Every holder of the directive but the winner gives it up: the one that took it goes back to its own;
+        when the winner is the one that took it (it ranks higher), the one it took it from gets a new one."""
         directive, winner = body.get("directiveId"), body.get("winner")
+        holders = [x for x in self.agents.values() if x.directive == directive]
+        if any(not x.faults.get("overlap", True) for x in holders):
+            return 409, {"error": "overlap cannot be reassigned"}
         moved = []
-        for x in self.agents.values():
-            if x.directive == directive and x.name != winner and "overlap" in x.faults:
-                if not x.faults["overlap"]:
-                    return 409, {"error": "overlap cannot be reassigned"}
+        for x in holders:
+            if x.name == winner:
+                continue
+            if "overlap" in x.faults:
                 x.faults.pop("overlap")
                 self._resolve_overlap(x)
-                moved.append(x.name)
+            else:
+                x.directive = self._fresh_directive(x)
+            moved.append(x.name)
+        kept = self.agents.get(winner)
+        if moved and kept is not None and "overlap" in kept.faults:
+            kept.faults.pop("overlap")
+            kept.claimed_from = None
+            for x in self.agents.values():
+                x.alignment = 0.98
         return 200, {"winner": winner, "reassigned": moved}
 
     def _throttleAgent(self, a: SimAgent, body: dict) -> tuple[int, dict]:
@@ -200,7 +253,7 @@ class SimulatedFleet:
         return 200, {"throttled": a.name, "maxConcurrent": body.get("maxConcurrent"), "minutes": body.get("minutes")}
 
     def _restartAgent(self, a: SimAgent, body: dict) -> tuple[int, dict]:
-        for fault in ("timeout", "source-down"):
+        for fault in ("timeout", "source-down", "silent"):
             if a.faults.get(fault):
                 a.faults.pop(fault)
         return 200, {"restarted": a.name, "mode": body.get("mode")}
@@ -284,6 +337,25 @@ class SimulatedFleet:
         @app.get("/fleet/state")
         def state():
             return jsonify(self.snapshot())
+
+        @app.get("/fleet/calls")
+        def calls():
+            agent = request.args.get("agent")
+            if agent is not None and agent not in self.agents:
+                return jsonify({"error": f"agent: one of {', '.join(self.agents)}"}), 422
+            try:
+                since = float(request.args.get("since", "0"))
+            except ValueError:
+                return jsonify({"error": "since: a Unix time in seconds"}), 422
+            with self.lock:
+                rows = [{"ts": ts, "agent": name, "action": act, "body": body} for ts, name, act, body in self.calls
+                        if (agent is None or name == agent) and ts >= since]
+            return jsonify({"calls": rows})
+
+        @app.get("/fleet/escalations")
+        def escalations():
+            with self.lock:
+                return jsonify({"escalations": list(self.escalations)})
 
         return app
 

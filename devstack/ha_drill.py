@@ -55,6 +55,7 @@ class HaStack(StackLifecycle):
         return Settings.from_env({
             "AUTOREM_VERIFY_TIMEOUT_SECONDS": f"{120 * f * 2:g}", "AUTOREM_VERIFY_INTERVAL_SECONDS": "0.25",
             "AUTOREM_SWEEP_SECONDS": f"{max(0.5, 30 * f):g}", "AUTOREM_REOPEN_GRACE_SECONDS": f"{300 * f:g}",
+            "AUTOREM_LATE_NOTIFICATION_SECONDS": f"{60 * f:g}",
             "AUTOREM_AGENT_SILENT_SECONDS": f"{120 * f:g}", "AUTOREM_ATTEMPT_BACKOFF_SECONDS": f"{30 * f:g}",
             "AUTO_REMEDIATE": "true",
             "AUTOREM_PROMETHEUS_URL": f"http://127.0.0.1:{prometheus_port}",

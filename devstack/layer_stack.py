@@ -85,6 +85,7 @@ class LayerStack(StackLifecycle):
             "AUTOREM_VERIFY_INTERVAL_SECONDS": 0.25,
             "AUTOREM_SWEEP_SECONDS": max(0.5, 30 * self.time_factor),
             "AUTOREM_REOPEN_GRACE_SECONDS": 300 * self.time_factor,
+            "AUTOREM_LATE_NOTIFICATION_SECONDS": 60 * self.time_factor,
             "AUTOREM_AGENT_SILENT_SECONDS": 120 * self.time_factor,
             "AUTOREM_ATTEMPT_BACKOFF_SECONDS": 30 * self.time_factor,
         }

@@ -126,3 +126,17 @@ def test_the_receiver_serves_with_a_production_server_and_answers_healthz_at_onc
         process.terminate()
         process.wait(timeout=30)
     assert "a-token" not in process.stdout.read()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["soak", "--agents", "5"], "--agents must be at least 6"),
+    (["soak", "--days", "0"], "must be a positive number"),
+    (["soak", "--time-factor", "nan"], "must be a positive number"),
+    (["soak", "--days", "a week"], "not a number"),
+])
+def test_soak_refuses_a_bad_size_naming_the_option_before_starting_anything(argv, message, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own refusal
+        code = exit_.code
+    assert code == 2 and message in capsys.readouterr().err

@@ -27,10 +27,10 @@ def act(web, agent, action, **body):
 
 def test_every_signal_of_the_fleet_is_valid_under_every_fault(fleet):
     for fault in FAULTS:
-        fleet.inject("CMO" if fault != "source-down" else "MarketIntel", fault)
+        fleet.inject({"source-down": "MarketIntel", "silent": "CEO"}.get(fault, "CMO"), fault)
     fleet.tick()
     assert {s.agent for s in load_signals(json.dumps(fleet.signals()))} == {
-        "CEO", "CRO", "CMO", "COO", "Content", "MarketIntel"}
+        "CRO", "CMO", "COO", "Content", "MarketIntel"}, "a silent agent (CEO) sends nothing"
 
 
 def test_each_agent_has_its_domain(fleet):
@@ -122,3 +122,31 @@ def test_the_fault_endpoint_validates_and_heals(web):
     assert web.delete("/fleet/faults/CMO").get_json()["faults"] == {}
     assert web.post("/agents/CMO/actions/formatDisk").status_code == 404
     assert web.post("/agents/Nobody/actions/restartAgent").status_code == 404
+
+
+def test_a_higher_ranked_agent_that_took_a_directive_keeps_it_and_the_other_gets_a_new_one(fleet, web):
+    fleet.inject("CEO", "overlap")  # CEO (Executive) takes CRO's D-REV-1; the priority order makes CEO the winner
+    assert act(web, "CEO", "reassignOverlaps", directiveId="D-REV-1", winner="CEO").status_code == 200
+    state = fleet.snapshot()
+    assert (state["CEO"]["directive"], state["CRO"]["directive"]) == ("D-REV-1", "D-CRO-2")
+    assert "overlap" not in state["CEO"]["faults"] and fleet.agents["CRO"].alignment == 0.98
+    fleet.inject("CEO", "overlap", fixable=False)
+    assert act(web, "CEO", "reassignOverlaps", directiveId="D-CRO-2", winner="CEO").status_code == 409
+
+
+def test_a_second_overlap_on_the_winner_is_resolved_to_a_directive_nobody_holds(fleet, web):
+    for _ in range(3):  # CEO keeps taking CRO's current directive and keeps it each time (it ranks higher)
+        fleet.inject("CEO", "overlap")
+        directive = fleet.agents["CEO"].directive
+        assert act(web, "CEO", "reassignOverlaps", directiveId=directive, winner="CEO").status_code == 200
+        held = [a.directive for a in fleet.agents.values() if a.directive]
+        assert len(held) == len(set(held)), held
+    assert all(i["end"] is not None for i in fleet.truth_intervals()), "the truth sees nothing shared any more"
+
+
+def test_the_truth_sees_a_directive_two_agents_hold_as_an_overlap_even_without_the_fault():
+    fleet = SimulatedFleet()
+    fleet.agents["CMO"].directive = "D-REV-1"
+    fleet.tick()
+    assert {(i["agent"], i["kind"]) for i in fleet.truth_intervals() if i["end"] is None} == {
+        ("CMO", "overlap"), ("CRO", "overlap")}

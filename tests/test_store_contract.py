@@ -1,12 +1,14 @@
 """The incident store's contract: one suite run against every store (SQLite here; the shared database of the next
 step runs it too). Every notification recorded, one open incident per agent and per conflict, durable across a
-reopen, work claimed with leases (taken over after a dead holder's lease), the kill switch, one claim per agent."""
+reopen, work claimed with leases (taken over after a dead holder's lease), the kill switch and the staged rollout,
+one claim per agent."""
 import threading
 
 import pytest
 
 from webhook_receiver.incident import AlertRef
 from webhook_receiver.notification import AgentNotification
+from webhook_receiver.rollout import CLASSES, Rollout
 from webhook_receiver.store import IncidentClosed, LeaseLost, SqliteIncidentStore
 
 GRACE = 300.0
@@ -535,6 +537,23 @@ def test_the_kill_switch_is_on_until_switched_off_and_keeps_its_reason_across_a_
     clock.now += 10
     on = again.set_kill_switch(True, "ignored when switching on")
     assert (on.enabled, on.reason, on.changed_at) == (True, None, clock.now) and again.kill_switch() == on
+
+
+# ------------------------------------------------------------------ the staged rollout
+
+def test_the_rollout_is_none_until_set_then_kept_as_set_across_a_reopen(backend, clock):
+    store = backend.open()
+    assert store.rollout() is None  # the engine then starts from AUTOREM_CANARY_AGENTS
+    canary = Rollout(("Content", "CMO"), ("CONFLICT", "TRANSIENT", "DATA_DEP", "CONFIG"), "pack section 11", clock.now)
+    assert store.set_rollout(canary) == canary and store.rollout() == canary
+    store.close()
+    again = backend.open()
+    assert again.rollout() == canary
+    everyone = Rollout(None, CLASSES, "all in", clock.now + 10)
+    again.set_rollout(everyone)
+    assert again.rollout() == everyone and again.kill_switch().enabled is True  # flags of their own
+    again.close()
+    assert backend.open().rollout() == everyone
 
 
 def test_a_claim_whose_lease_expired_cannot_take_more_agents_even_before_anyone_took_it_over(store, clock):

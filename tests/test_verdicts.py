@@ -122,6 +122,37 @@ def test_a_conflict_between_cmo_and_cro_is_one_incident_remediated_once_and_the_
     assert h.lineage("no_action")[0]["incident_id"] == symptom
 
 
+def test_a_symptom_of_a_conflict_a_person_owns_is_held_not_remediated_and_not_credited(h):
+    # Found by the soak: the conflict escalated, CRO's own alignment incident ran RebalanceCapacity, and when the
+    # person fixed the conflict its verdict read "resolved by the layer".
+    h.build({"AUTOREM_PRIORITY": "Revenue,Marketing,Content", "AUTOREM_MAX_ATTEMPTS": "1"})
+    overlap(h)
+    h.agents.handlers["reassignOverlaps"] = lambda agent, body: 409
+    conflict = h.fire("CMO", "CONFLICT", alertname="DirectiveClaimedByMultipleAgents", directive_id="D-REV-1")
+    symptom = h.fire("CRO", "CAPACITY", alertname="AgentAlignmentBelowSLO")
+    assert h.run(conflict).state == "escalated"
+    calls = len(h.agents.calls)
+    held = h.run(symptom)
+    assert len(h.agents.calls) == calls, "nothing runs for the symptom"
+    assert (held.state, held.outcome, held.state_reason) == ("skipped", "skipped", "conflict_escalated")
+    [refused] = h.lineage("remediation_refused")
+    assert refused["gate"] == "conflict_escalated" and "directive:D-REV-1" in refused["reason"]
+    assert ("CAPACITY", "auto_resolved") not in outcomes(h)
+    assert tile(h, "CRO")[0] == "escalated"  # a person owns it: the conflict, and with it this
+
+
+def test_an_agents_own_problem_with_a_cause_still_runs_beside_its_escalated_conflict(h):
+    h.build({"AUTOREM_PRIORITY": "Revenue,Marketing,Content", "AUTOREM_MAX_ATTEMPTS": "1"})
+    overlap(h)
+    h.agents.handlers["reassignOverlaps"] = lambda agent, body: 409
+    conflict = h.fire("CMO", "CONFLICT", alertname="DirectiveClaimedByMultipleAgents", directive_id="D-REV-1")
+    assert h.run(conflict).state == "escalated"
+    h.prom.set("CRO", status="error", errorCode="TIMEOUT")
+    incident = h.run(h.fire("CRO", "TRANSIENT"))
+    assert incident.classification == "TRANSIENT" and incident.state_reason != "conflict_escalated"
+    assert "restartAgent" in h.agents.actions()
+
+
 def test_a_conflict_the_priority_order_does_not_rank_is_escalated_not_guessed(h):
     h.build()  # the pack's default order: Revenue, Marketing, Content
     h.prom.add("CEO", "Executive", directiveId="D-CNT-1", alignment=0.85)
@@ -210,6 +241,54 @@ def test_without_a_fresh_sample_after_the_hold_nothing_runs_and_it_says_why(h):
     assert refused["gate"] == "stale_evidence" and "no sample from CMO newer than the end of its hold" in \
         refused["reason"]
     assert tile(h, "CMO") == ("escalated", {"stale_evidence"})
+
+
+def late(h, minutes_ago=10):
+    """CMO's TIMEOUT reaches the receiver only now, its alert firing for minutes (a silence kept it back); a person
+    fixed it just before lifting the silence, and Prometheus still holds the sample from before the fix."""
+    h.prom.add("CMO", "Marketing", status="error", errorCode="TIMEOUT")
+    h.prom.frozen["CMO"] = time.time() - 30
+    h.am.fire("CMO", "TRANSIENT")
+    return h.notify(starts_at=time.time() - 60 * minutes_ago)["opened"][0]
+
+
+def test_a_late_notification_waits_for_a_sample_newer_than_its_arrival_and_leaves_a_fixed_agent_alone(h):
+    # Found by the soak: the layer restarted an agent a person had just fixed, and the verdict read "resolved".
+    h.build()
+    incident_id = late(h)
+
+    def next_heartbeat(promql):
+        if "timestamp(autonomy_agent_last_signal_timestamp_seconds" in promql and "CMO" in promql:
+            h.prom.set("CMO", status="healthy", errorCode=None)
+            h.prom.frozen.pop("CMO", None)
+
+    h.prom.on_query.append(next_heartbeat)
+    incident = h.run(incident_id)
+    assert h.agents.calls == []
+    assert incident.outcome == "self_resolved" and h.lineage("auto_remediation") == []
+
+
+def test_a_late_notification_still_broken_on_a_fresh_sample_is_remediated(h):
+    h.build()
+    incident_id = late(h)
+    h.prom.frozen.pop("CMO")  # the next heartbeat: still in TIMEOUT
+    incident = h.run(incident_id)
+    assert h.agents.actions()[:1] == ["restartAgent"] and incident.outcome == "auto_resolved"
+
+
+def test_a_late_notification_without_a_fresh_sample_does_nothing_and_says_why(h):
+    h.build()
+    incident = h.run(late(h))
+    assert h.agents.calls == [] and incident.state_reason == "stale_evidence"
+    assert "newer than its late notification" in h.lineage("remediation_refused")[-1]["reason"]
+
+
+def test_a_notification_on_time_acts_at_once(h):
+    h.build()
+    h.prom.add("CMO", "Marketing", status="error", errorCode="TIMEOUT")
+    h.am.fire("CMO", "TRANSIENT")  # firing for 20 s: the route's group wait and interval, as usual
+    incident = h.run(h.notify(starts_at=time.time() - 20)["opened"][0])
+    assert h.agents.actions()[:1] == ["restartAgent"] and incident.outcome == "auto_resolved"
 
 
 def test_switching_remediation_back_on_makes_the_held_incidents_wait_for_samples_newer_than_that(h):

@@ -26,6 +26,7 @@ from .operations_api import operations_bp
 from .playbooks import load_playbooks
 from .receiver_metrics import ReceiverMetrics
 from .receiver_state import Receiver
+from .rollout_api import rollout_bp
 from .runbooks_api import runbooks_bp
 from .signals_api import signals_bp
 from .store import SqliteIncidentStore
@@ -105,7 +106,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.setdefault("READ_TOKEN", settings.read_token)
     app.json.sort_keys = False  # lineage entries keep the pack's field order
     init_app(app)
-    for blueprint in (alerts_bp, signals_bp, incidents_bp, operations_bp, runbooks_bp):
+    for blueprint in (alerts_bp, signals_bp, incidents_bp, operations_bp, rollout_bp, runbooks_bp):
         app.register_blueprint(blueprint)
     return app
 

@@ -176,6 +176,9 @@ FALLBACKS: tuple[Rule, ...] = (
 )
 
 RULES: tuple[Rule, ...] = _CLASS_RULES + FALLBACKS
+# Rules that see a symptom (a status, a ratio under its SLO, an alert's class) but no cause in the signal: what an
+# agent in a conflict shows too, so while a person owns that conflict they are its symptoms, not a problem of their own.
+CAUSELESS_RULES = frozenset(r.name for r in RULES if r in FALLBACKS or r.name.endswith("-alert"))
 
 
 def classify(signal: Signal | None, facts: Facts = Facts(), slo: SloThresholds = SloThresholds()) -> Decision:

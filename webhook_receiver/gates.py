@@ -9,6 +9,7 @@ from autonomy.vocabulary import EscalationReason, Gate, IncidentClass
 from .conflicts import conflict_key
 from .incident import Incident
 from .playbooks import Playbook
+from .rollout import Rollout
 from .upstreams import AlertmanagerApi, UpstreamError
 
 REMEDIABLE = frozenset(IncidentClass)
@@ -29,7 +30,7 @@ class GateInputs:
     """What the gates look at, gathered by the engine."""
 
     enabled: Callable[[], bool]
-    canary: tuple[str, ...]
+    rollout: Callable[[], Rollout]  # read from the store at each attempt, as the kill switch is
     alertmanager: AlertmanagerApi | None
     fleet_spend: Callable[[], float | None]
     budget_cap: float
@@ -81,12 +82,17 @@ def _signal_silence(am: AlertmanagerApi, incident: Incident, classification: str
 
 
 def check_gates(incident: Incident, classification: str, playbook: Playbook, inputs: GateInputs) -> Refusal | None:
-    """The first gate that refuses, in order: kill switch, canary, alert state and silences, high risk, budget."""
+    """The first gate that refuses, in order: kill switch, the rollout (its agents, then its classes), alert state
+    and silences, high risk, budget."""
     if not inputs.enabled():
         return Refusal(Gate.KILL_SWITCH, "remediation is disabled (kill switch)")
-    outside = [a for a in incident.agents if inputs.canary and a not in inputs.canary]
+    rollout = inputs.rollout()
+    outside = rollout.outside(incident.agents)
     if outside:
-        return Refusal(Gate.CANARY, f"{', '.join(outside)} not in AUTOREM_CANARY_AGENTS; observed only")
+        return Refusal(Gate.CANARY, f"{', '.join(outside)} not in the rollout's agents; observed only")
+    if classification not in rollout.classes:
+        return Refusal(Gate.CLASS_NOT_ENABLED, f"{classification} is not enabled in the rollout "
+                                               f"({', '.join(rollout.classes)}); observed only")
     if inputs.alertmanager is not None:
         refusal = (_alert_state(inputs.alertmanager, incident) if inputs.through_alertmanager
                    else _signal_silence(inputs.alertmanager, incident, classification))

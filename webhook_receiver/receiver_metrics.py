@@ -1,14 +1,18 @@
 """The receiver's own metrics, for the Grafana tiles and the KPI recording rules."""
 from __future__ import annotations
 
+from typing import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
 from autonomy.vocabulary import DECISIONS, EscalationReason, Gate, IncidentClass, Outcome, Source
 
 from .agent_states import AgentStateCollector
+from .rollout import Rollout
 
 RECOVERY_BUCKETS = (5, 10, 30, 60, 120, 180, 300, 480, 600, 900, 1800, 3600, 7200)
-ENDPOINTS = ("alerts", "signals", "remediation")
+ENDPOINTS = ("alerts", "signals", "remediation", "rollout")
 CODES = ("200", "400", "401", "409", "413", "415", "422", "429", "503")
 
 
@@ -77,6 +81,10 @@ class ReceiverMetrics:
             for code in CODES:
                 self.webhook_requests.labels(endpoint, code)
 
+    def watch_rollout(self, read: Callable[[], Rollout], max_agents: int) -> None:
+        """Export the staged rollout READ returns (from the store) on every scrape."""
+        self.registry.register(RolloutCollector(read, max_agents))
+
     def watch_states(self, collector: AgentStateCollector) -> None:
         """Export the tile states from COLLECTOR (which reads the ledger on every scrape)."""
         self.agent_states = collector
@@ -85,3 +93,35 @@ class ReceiverMetrics:
         """The registry's families, then the tile states (rendered as text: one per agent of an open incident)."""
         states = self.agent_states.render().encode() if self.agent_states is not None else b""
         return generate_latest(self.registry) + states
+
+
+class RolloutCollector:
+    """autonomy_rollout_*: the classes enabled (all five, 0 or 1), every agent or how many and which."""
+
+    def __init__(self, read: Callable[[], Rollout], max_agents: int):
+        self.read, self.max_agents = read, max_agents
+
+    def describe(self):
+        return []  # read on each scrape only: registering must not touch the store
+
+    def collect(self):
+        try:
+            rollout = self.read()
+        except Exception:  # a scrape during shutdown, or a broken store: absent, not a guess
+            return []
+        classes = GaugeMetricFamily("autonomy_rollout_class_enabled",
+                                    "1 when the staged rollout remediates this classification.",
+                                    labels=["classification"])
+        for cls in IncidentClass:
+            classes.add_metric([cls], float(cls in rollout.classes))
+        agents = rollout.agents or ()
+        every = GaugeMetricFamily("autonomy_rollout_all_agents", "1 when the staged rollout remediates every agent.",
+                                  value=float(rollout.agents is None))
+        listed = GaugeMetricFamily("autonomy_rollout_canary_agents",
+                                   "How many agents the staged rollout lists (0: every agent).", value=len(agents))
+        included = GaugeMetricFamily("autonomy_rollout_agent_included",
+                                     "1 for each agent the staged rollout lists (none when it is every agent).",
+                                     labels=["agent"])
+        for agent in sorted(agents)[:self.max_agents]:
+            included.add_metric([agent], 1.0)
+        return [classes, every, listed, included]

@@ -226,6 +226,7 @@ class ProcessLayer:
             "AUTOREM_VERIFY_INTERVAL_SECONDS": "0.25",
             "AUTOREM_SWEEP_SECONDS": f"{max(0.5, 30 * f):g}",
             "AUTOREM_REOPEN_GRACE_SECONDS": f"{300 * f:g}",
+            "AUTOREM_LATE_NOTIFICATION_SECONDS": f"{60 * f:g}",
             "AUTOREM_AGENT_SILENT_SECONDS": f"{120 * f:g}",
             "AUTOREM_ATTEMPT_BACKOFF_SECONDS": f"{30 * f:g}",
             # A killed receiver's claims are taken over after this; long enough that a renewal delayed on a

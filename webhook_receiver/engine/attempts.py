@@ -23,6 +23,7 @@ from ..incident import Incident
 from ..playbooks import Playbook, PlaybookSet
 from ..receiver_metrics import ReceiverMetrics
 from ..retry_policy import RetryPolicy
+from ..rollout import Rollout
 from ..store import IncidentClosed, IncidentStore, LeaseLost
 from ..upstreams import UpstreamError
 from ..upstreams import deadline as upstream_deadline
@@ -50,11 +51,11 @@ class AttemptLoop:
     def __init__(self, settings: Settings, store: IncidentStore, recorder: OutcomeRecorder, planner: Planner,
                  readers: FleetReaders, playbooks: PlaybookSet, runner: ActionRunner, tracer: trace.Tracer,
                  metrics: ReceiverMetrics, upstreams: Callable[[], Upstreams], enabled: Callable[[], bool],
-                 stop: threading.Event, hand_over: Callable[[Work, Incident], None]):
+                 rollout: Callable[[], Rollout], stop: threading.Event, hand_over: Callable[[Work, Incident], None]):
         self.settings, self.store, self.recorder, self.planner = settings, store, recorder, planner
         self.readers, self.playbooks, self.runner, self.tracer = readers, playbooks, runner, tracer
         self.metrics, self.upstreams, self.enabled, self.stop = metrics, upstreams, enabled, stop
-        self.hand_over = hand_over
+        self.hand_over, self.rollout = hand_over, rollout
         self.policy = attempt_policy(settings)
         self.rng = random.Random()
 
@@ -129,7 +130,7 @@ class AttemptLoop:
                           work.claim.incident_id)
 
     def _gates(self, reader: FleetReader) -> GateInputs:
-        return GateInputs(enabled=self.enabled, canary=self.settings.canary_agents,
+        return GateInputs(enabled=self.enabled, rollout=self.rollout,
                           alertmanager=self.upstreams().alertmanager, fleet_spend=lambda: _spend(reader),
                           budget_cap=self.settings.budget_cap_daily_usd,
                           through_alertmanager=reader.through_alertmanager)
@@ -243,6 +244,11 @@ class AttemptLoop:
         decision = plan.decision
         if decision.classification is None:
             self.recorder.nothing_to_fix(incident, plan.view, work.claim)
+            return None
+        if plan.symptom_of is not None:  # remedied here, the person's fix of the conflict would be the layer's
+            refused(incident, decision.classification, None, Refusal(
+                Gate.CONFLICT_ESCALATED, f"{'; '.join(decision.reasons)}: a symptom of {plan.symptom_of}, which is "
+                f"escalated or held for a person; observed only"), reader, work.claim, plan.view)
             return None
         playbook = self.playbooks.select(decision.classification, incident.labels)
         if playbook is None:  # load_playbooks guarantees a default per class; kept for safety

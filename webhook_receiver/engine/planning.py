@@ -8,16 +8,16 @@ from datetime import datetime, timezone
 
 from autonomy.settings import Settings
 from autonomy.signal_contract import Signal
-from autonomy.vocabulary import RUNNABLE_STATES, Gate, IncidentClass
+from autonomy.vocabulary import RUNNABLE_STATES, Gate, IncidentClass, IncidentState
 
 from ..agent_view import AgentView
-from ..classifier import Decision, Facts, SloThresholds, classify
+from ..classifier import CAUSELESS_RULES, Decision, Facts, SloThresholds, classify
 from ..conflicts import DIRECTIVE, Arbitration, arbitrate, key_parts, signal_conflict_labels, without_conflicts
 from ..fleet_ranking import Role, lowest_ranked, tiers
 from ..fleet_reader import FleetReader
 from ..fleet_view import Member, directive_claimants, template_variables
 from ..gates import Refusal
-from ..incident import Incident
+from ..incident import Incident, alert_onset
 from ..playbooks import Playbook, PlaybookSet
 from ..store import IncidentStore
 from ..upstreams import UpstreamError
@@ -33,6 +33,7 @@ class Plan:
     arbitration: Arbitration | None
     agents: tuple[str, ...]  # whose recovery is verified: the agent, or a conflict's claimants
     foreign: tuple[str, ...]  # conflicts other incidents own
+    symptom_of: str | None = None  # the agent's conflict a person owns, whose symptom this decision sees
 
 
 def _iso(ts: float) -> str:
@@ -81,18 +82,21 @@ class Planner:
         view = reader.view(incident.agent)
         if incident.conflict_key:
             return self._plan_conflict(work, incident, reader, view)
-        foreign = self._foreign_conflicts(incident, view, reader)
+        foreign, owned = self._foreign_conflicts(incident, view, reader)
         decision = classify(*classification_inputs(without_conflicts(view, foreign), incident), self.slo)
+        symptom_of = owned if owned is not None and decision.rule in CAUSELESS_RULES else None
         arbitration = None
         if decision.classification == IncidentClass.CONFLICT:
             claimants = directive_claimants(incident.agent, view, claimant_members(reader, incident.agent, view))
             arbitration = arbitrate({m.agent: self.playbooks.domain_of(m.agent, m.domain) for m in claimants}
                                     or {incident.agent: self.playbooks.domain_of(incident.agent)},
                                     self.settings.priority)
-        return incident, Plan(view, decision, arbitration, (incident.agent,), foreign)
+        return incident, Plan(view, decision, arbitration, (incident.agent,), foreign, symptom_of)
 
-    def _foreign_conflicts(self, incident: Incident, view: AgentView, reader: FleetReader) -> tuple[str, ...]:
-        """The conflicts with an incident of their own, which this agent's incident leaves to them.
+    def _foreign_conflicts(self, incident: Incident, view: AgentView,
+                           reader: FleetReader) -> tuple[tuple[str, ...], str | None]:
+        """The conflicts with an incident of their own, which this agent's incident leaves to them, and this
+        agent's own conflict if a person owns it (escalated or held).
 
         A conflict this agent is in whose alert has not reached the receiver yet gets a moment to arrive (its
         rule fires well before its symptoms'), then its incident goes first; without one, this incident acts.
@@ -110,7 +114,9 @@ class Planner:
             # A claimant of it is held back by the store until the conflict is settled: no need to look again.
             retry_at = None if incident.agent in conflict.agents else time.time() + self.settings.verify_interval_seconds
             raise Deferred(f"waits for the conflict {key} to be settled first", retry_at=retry_at)
-        return tuple(sorted(self.store.open_conflict_keys()))
+        owned = key if conflict is not None and conflict.state in (IncidentState.ESCALATED, IncidentState.SKIPPED) \
+            else None
+        return tuple(sorted(self.store.open_conflict_keys())), owned
 
     def _plan_conflict(self, work: Work, incident: Incident, reader: FleetReader,
                        view: AgentView) -> tuple[Incident, Plan]:
@@ -142,8 +148,13 @@ class Planner:
         return incident
 
     def await_evidence(self, incident: Incident, reader: FleetReader) -> Refusal | None:
-        """After a hold was lifted, act only on samples newer than that moment; wait for them, or refuse."""
-        since = incident.gate_changed_at
+        """After a hold was lifted, or on a notification that arrived late, act only on samples newer than that
+        moment; wait for them, or refuse."""
+        since, what = incident.gate_changed_at, "the end of its hold"
+        if since is None and incident.attempts == 0 and self._arrived_late(incident):
+            # A person may have fixed it just before lifting the silence that kept it back: the samples the
+            # notification reflects are older than that fix, and acting on them would claim the person's fix.
+            since, what = incident.opened_at, "its late notification"
         if since is None:
             return None
         deadline = time.time() + self.settings.verify_timeout_seconds
@@ -158,9 +169,14 @@ class Planner:
             except UpstreamError:
                 pass
             if time.time() >= deadline or self.stop.wait(self.settings.verify_interval_seconds):
-                return Refusal(Gate.STALE_EVIDENCE, f"no sample from {', '.join(stale)} newer than the end of its "
-                                                    f"hold ({_iso(since)}) within "
+                return Refusal(Gate.STALE_EVIDENCE, f"no sample from {', '.join(stale)} newer than {what} "
+                                                    f"({_iso(since)}) within "
                                                     f"{self.settings.verify_timeout_seconds:g}s: nothing done")
+
+    def _arrived_late(self, incident: Incident) -> bool:
+        """Whether its alerts had been firing longer than AUTOREM_LATE_NOTIFICATION_SECONDS when it opened."""
+        started = alert_onset(incident.alerts, incident.opened_at)
+        return incident.opened_at - started > self.settings.late_notification_seconds
 
     def refine_onset(self, work: Work, incident: Incident, reader: FleetReader) -> Incident:
         try:

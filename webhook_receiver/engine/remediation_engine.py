@@ -1,4 +1,4 @@
-"""The closed loop's front: the kill switch, and the workers, sweeper and outbox that run it."""
+"""The closed loop's front: the kill switch, the staged rollout, and the workers, sweeper and outbox that run it."""
 from __future__ import annotations
 
 import logging
@@ -10,13 +10,14 @@ from typing import Callable
 from opentelemetry import trace
 
 from autonomy.settings import Settings
-from autonomy.vocabulary import IncidentState, StateReason
+from autonomy.vocabulary import IncidentState, LineageEvent, StateReason
 
 from ..actions import ActionRunner
 from ..incident import Incident
 from ..lineage import LineageLog
 from ..playbooks import PlaybookSet
 from ..receiver_metrics import ReceiverMetrics
+from ..rollout import Rollout, expand, initial, set_rollout, widens
 from ..store import IncidentStore
 from .alert_outbox import AlertOutbox, PostTimes
 from .attempts import AttemptLoop
@@ -29,6 +30,7 @@ from .worker_pool import Work, WorkerPool
 
 log = logging.getLogger("autonomy.engine")
 FLAG_OFF = "AUTO_REMEDIATE is not true (feature flag off)"
+ROLLOUT_HOLDS = (StateReason.NOT_IN_CANARY, StateReason.CLASS_NOT_ENABLED)
 
 
 class FeatureFlagOff(RuntimeError):
@@ -44,6 +46,17 @@ def _or_nan(read: Callable[[], float]) -> Callable[[], float]:
     return safe
 
 
+def _scope(rollout: Rollout) -> dict:
+    """What a rollout admits, as its lineage line's before and after."""
+    return {k: v for k, v in rollout.as_dict().items() if k in ("agents", "classes")}
+
+
+def _held_by_rollout(incident: Incident) -> bool:
+    """Skipped by the rollout's gate (incidents from before reasons were kept: by their text)."""
+    return incident.state_reason in ROLLOUT_HOLDS or (incident.reason or "").startswith(("canary:",
+                                                                                          "class_not_enabled:"))
+
+
 class RemediationEngine:
     """Workers claim incidents from the store, one remediation per agent at a time (the store's leases say so)."""
 
@@ -51,7 +64,9 @@ class RemediationEngine:
                  playbooks: PlaybookSet, upstreams: Upstreams, runner: ActionRunner, tracer: trace.Tracer,
                  lineage_url: Callable[[str], str], owner: str | None = None):
         self.settings, self.store, self.metrics, self.up = settings, store, metrics, upstreams
+        self.lineage = lineage
         self.built_at = time.time()
+        self._rollout_lock = threading.Lock()  # one change at a time: each computed from the one before
         self.stopping = threading.Event()
         self.readers = FleetReaders(settings, lambda: self.up)
         self.outbox = AlertOutbox(lambda: self.up.alertmanager, metrics.outbox_dropped.inc)
@@ -60,7 +75,7 @@ class RemediationEngine:
                                         self.outbox, post_times)
         self.attempts = AttemptLoop(settings, store, self.recorder, Planner(settings, store, playbooks, self.stopping),
                                     self.readers, playbooks, runner, tracer, metrics, lambda: self.up,
-                                    lambda: self.enabled, self.stopping,
+                                    lambda: self.enabled, self.rollout, self.stopping,
                                     lambda work, incident: self.verifier.wait_for(work, incident))
         self.pool = WorkerPool(store, self.attempts.run, metrics, settings.lease_seconds, self.stopping, owner)
         self.verifier = Verifier(settings, store, self.readers, playbooks, self.pool, metrics, self.stopping)
@@ -69,6 +84,7 @@ class RemediationEngine:
         metrics.queue_capacity.set(settings.queue_size)
         metrics.queue_depth.set_function(_or_nan(store.queued_count))
         metrics.remediation_enabled.set_function(_or_nan(lambda: self.enabled))
+        metrics.watch_rollout(self.rollout, settings.max_agents)
 
     # -- the kill switch -------------------------------------------------------------------------------------------
     @property
@@ -100,7 +116,36 @@ class RemediationEngine:
         else:
             reason = switch.reason
         return {"enabled": self.enabled, "reason": reason, "dry_run": self.settings.dry_run,
-                "canary_agents": list(self.settings.canary_agents)}
+                "canary_agents": list(self.rollout().agents or ())}
+
+    # -- the staged rollout ------------------------------------------------------------------------------------------
+    def rollout(self) -> Rollout:
+        """The rollout in the store (shared, read each time), or AUTOREM_CANARY_AGENTS and every class until set."""
+        return self.store.rollout() or initial(self.settings.canary_agents)
+
+    def set_rollout(self, agents: object, classes: object, reason: object) -> Rollout:
+        """Replace the rollout (RolloutError names every problem, nothing changed); see _change_rollout."""
+        return self._change_rollout("set", lambda old, now: set_rollout(old, agents, classes, reason, now,
+                                                                        self.settings.max_agents))
+
+    def expand_rollout(self, agents: object = (), classes: object = (), reason: object = "") -> Rollout:
+        """Add agents and classes to the rollout (RolloutError names every problem, nothing changed)."""
+        return self._change_rollout("expand", lambda old, now: expand(old, agents, classes, reason, now,
+                                                                      self.settings.max_agents))
+
+    def _change_rollout(self, how: str, change: Callable[[Rollout, float], Rollout]) -> Rollout:
+        """Its lineage line, then the store; a widening resumes the held incidents it admits (they act only on
+        samples newer than now). A narrowing refuses new attempts; one already running finishes."""
+        with self._rollout_lock:
+            old = self.rollout()
+            new = change(old, time.time())
+            self.lineage.append({"actor": "operator", "event": LineageEvent.ROLLOUT_CHANGE, "ok": True,
+                                 "before": _scope(old), "after": _scope(new), "reason": new.reason, "change": how})
+            self.store.set_rollout(new)
+        if widens(old, new):
+            self._resume_held(lambda i: _held_by_rollout(i) and new.admits(i.agents, i.classification),
+                              "resumed: the rollout widened")
+        return new
 
     def _resume_held(self, held_here: Callable[[Incident], bool], reason: str) -> int:
         """Open again the skipped incidents HELD_HERE selects, a page at a time; they wait for samples newer than
@@ -122,12 +167,12 @@ class RemediationEngine:
     # -- running -----------------------------------------------------------------------------------------------------
     def start(self, workers: int | None = None, sweeper: bool = True) -> None:
         """Start the workers, the outbox and the sweeper. What a stopped or crashed receiver held is taken over
-        as its leases expire; holds a restart lifted (canary widened, dry run off) are resumed."""
-        canary, dry_run = self.settings.canary_agents, self.settings.dry_run
+        as its leases expire; holds a restart lifted (the initial rollout wider, dry run off) are resumed."""
+        rollout, dry_run = self.rollout(), self.settings.dry_run
 
         def lifted(incident: Incident) -> bool:
-            if incident.state_reason == StateReason.NOT_IN_CANARY:
-                return not canary or all(a in canary for a in incident.agents)
+            if incident.state_reason in ROLLOUT_HOLDS:
+                return rollout.admits(incident.agents, incident.classification)
             return incident.state_reason == StateReason.DRY_RUN and not dry_run
         self._resume_held(lifted, "resumed: the restart lifted its hold")
         self.pool.start(workers or self.settings.workers)

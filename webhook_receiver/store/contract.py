@@ -8,6 +8,7 @@ from typing import Iterable, Protocol, Sequence
 from ..data_dir import DataDirError
 from ..incident import Incident
 from ..notification import AgentNotification
+from ..rollout import Rollout
 
 
 @dataclass(frozen=True)
@@ -137,5 +138,11 @@ class IncidentStore(Protocol):
     def kill_switch(self) -> KillSwitch: ...
 
     def set_kill_switch(self, enabled: bool, reason: str | None) -> KillSwitch: ...
+
+    def rollout(self) -> Rollout | None:
+        """The staged rollout as last set, None if it never was (AUTOREM_CANARY_AGENTS is its initial value)."""
+
+    def set_rollout(self, rollout: Rollout) -> Rollout:
+        """Keep ROLLOUT durably, as computed by webhook_receiver.rollout; the gates read it on every attempt."""
 
     def close(self) -> None: ...

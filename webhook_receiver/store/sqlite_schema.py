@@ -63,6 +63,7 @@ CREATE INDEX IF NOT EXISTS lease_agents_by_incident ON lease_agents(incident_id)
 """,
 }
 KILL_SWITCH_FLAG = "kill_switch"
+ROLLOUT_FLAG = "rollout"  # webhook_receiver.rollout's value as a JSON document; absent until first set
 _OLD_KILL_SWITCH_FLAG = "remediation_enabled"  # schema 2 and before: "true" or "false", no reason
 
 

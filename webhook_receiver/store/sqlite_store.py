@@ -19,10 +19,11 @@ from ..notification import (
     conflict_keys_touched,
     split_notification,
 )
+from ..rollout import Rollout, from_dict
 from .contract import Claim, IncidentClosed, IngestResult, KillSwitch, LeaseLost, StoredNotification
 from .sqlite_leases import SqliteLeases, Transaction
 from .sqlite_rows import INSERT_CLAIMANT, INSERT_INCIDENT, INSERT_NOTIFICATION, UPDATE_INCIDENT, from_doc, to_row
-from .sqlite_schema import KILL_SWITCH_FLAG, connect, migrate
+from .sqlite_schema import KILL_SWITCH_FLAG, ROLLOUT_FLAG, connect, migrate
 
 
 class SqliteIncidentStore(SqliteLeases):
@@ -199,7 +200,20 @@ class SqliteIncidentStore(SqliteLeases):
 
     def set_kill_switch(self, enabled: bool, reason: str | None) -> KillSwitch:
         switch = KillSwitch(enabled, None if enabled else reason, self._clock())
+        self._set_flag(KILL_SWITCH_FLAG, switch.__dict__)
+        return switch
+
+    # -- the staged rollout ----------------------------------------------------------------------------------------
+    def rollout(self) -> Rollout | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM flags WHERE name = ?", (ROLLOUT_FLAG,)).fetchone()
+        return from_dict(json.loads(row[0])) if row else None
+
+    def set_rollout(self, rollout: Rollout) -> Rollout:
+        self._set_flag(ROLLOUT_FLAG, rollout.as_dict())
+        return rollout
+
+    def _set_flag(self, name: str, value: dict) -> None:
         with self._lock:
             self._db.execute("INSERT INTO flags (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET "
-                             "value = excluded.value", (KILL_SWITCH_FLAG, json.dumps(switch.__dict__)))
-        return switch
+                             "value = excluded.value", (name, json.dumps(value)))
