@@ -236,7 +236,8 @@ class AttemptLoop:
         """What the next attempt runs, from a fresh view; None when the incident ended here (refused, nothing to
         fix, dry run) and nothing is to run."""
         refused = self.recorder.refused
-        refusal = self.planner.await_evidence(incident, reader)
+        # With the kill switch off its gate refuses anyway: no point waiting for evidence first.
+        refusal = self.planner.await_evidence(incident, reader) if gates.enabled() else None
         if refusal:
             refused(incident, None, None, refusal, reader, work.claim, reader.view(incident.agent))
             return None
