@@ -73,8 +73,16 @@ def _covers(interval: dict, agents: Iterable[str]) -> bool:
     return interval["agent"] in names or (FLEET in names and interval["kind"] == OVER_BUDGET)
 
 
+def _judged(interval: dict, incident: dict) -> bool:
+    """Whether INCIDENT's verdict speaks of INTERVAL: a conflict's of its claimants' overlap (their other problems
+    are their own incidents'), the fleet's of its budget, an agent's own of everything on that agent."""
+    if incident.get("conflict_key"):
+        return interval["kind"] == "overlap" and interval["agent"] in _agents_of(incident)
+    return _covers(interval, [incident["agent"]])
+
+
 def false_resolutions(intervals: list[dict], incidents: list[dict], margins: Margins) -> list[dict]:
-    """Verified recoveries while one of the incident's agents was still in a condition that had held long
+    """Verified recoveries while a condition the verdict speaks of (`_judged`) still held, and had held long
     enough to be alerted on (so it was, or should have been, part of what the verdict judged)."""
     out = []
     for incident in incidents:
@@ -82,7 +90,7 @@ def false_resolutions(intervals: list[dict], incidents: list[dict], margins: Mar
         if incident.get("outcome") != "auto_resolved" or t is None:
             continue
         for i in intervals:
-            if _covers(i, _agents_of(incident)) and i["start"] <= t - margins.detect[i["kind"]] \
+            if _judged(i, incident) and i["start"] <= t - margins.detect[i["kind"]] \
                     and (i["end"] is None or i["end"] > t):
                 out.append({"incident": incident["id"], "agent": i["agent"], "kind": i["kind"], "recovered_at": t,
                             "condition_since": i["start"], "condition_until": i["end"]})
@@ -98,7 +106,7 @@ def credited_not_fixed(intervals: list[dict], incidents: list[dict]) -> list[dic
         if incident.get("outcome") != "auto_resolved" or t is None:
             continue
         since = incident.get("onset_at") or incident["opened_at"]  # from when its condition held: a late delivery
-        ended = [i for i in intervals if _covers(i, _agents_of(incident)) and i["end"] is not None
+        ended = [i for i in intervals if _judged(i, incident) and i["end"] is not None
                  and since <= i["end"] <= t]
         if ended and not any((i["cause"] or "").startswith(("action:", "drain")) for i in ended):
             out.append({"incident": incident["id"], "recovered_at": t,
