@@ -54,9 +54,13 @@ def prometheus_problem(exc: UpstreamError) -> str:
 
 
 def _get_json(session: requests.Session, url: str, params: Mapping | None = None) -> object:
+    timeout = _timeout()
     try:
-        reply = session.get(url, params=params, timeout=_timeout())
+        reply = session.get(url, params=params, timeout=timeout)
     except requests.RequestException as exc:
+        if isinstance(exc, requests.Timeout) and timeout < TIMEOUT_SECONDS:
+            # Cut short by the caller's deadline: not waited for any longer, which is not "unreachable".
+            raise DeadlinePassed(f"{url}: the deadline passed before it answered") from None
         raise UpstreamError(f"{url}: {type(exc).__name__}") from None
     if reply.status_code != 200:
         raise UpstreamError(f"{url}: HTTP {reply.status_code}")
