@@ -97,7 +97,8 @@ def false_resolutions(intervals: list[dict], incidents: list[dict], margins: Mar
     return out
 
 
-def credited_not_fixed(intervals: list[dict], incidents: list[dict]) -> list[dict]:
+def credited_not_fixed(intervals: list[dict], incidents: list[dict], calls: list[tuple[float, str, str]] = (),
+                       margins: Margins | None = None) -> list[dict]:
     """Auto-resolved verdicts where no condition of the incident's agents that ended from its onset to the verdict
     ended by the layer's action: a person or the agent itself healed it, and the layer took the credit."""
     out = []
@@ -108,7 +109,12 @@ def credited_not_fixed(intervals: list[dict], incidents: list[dict]) -> list[dic
         since = incident.get("onset_at") or incident["opened_at"]  # from when its condition held: a late delivery
         ended = [i for i in intervals if _judged(i, incident) and i["end"] is not None
                  and since <= i["end"] <= t]
-        if ended and not any((i["cause"] or "").startswith(("action:", "drain")) for i in ended):
+        acted = [ts for ts, agent, _ in calls if since <= ts <= t and agent in _agents_of(incident)]
+        # A heal by itself within the samples' lag before the first action is a race no layer can see (as for
+        # actions_after_self_heal); a person's fix is counted however close (late notifications wait for it).
+        raced = [i for i in ended if margins is not None and acted and i["cause"] == "self"
+                 and i["end"] >= min(acted) - margins.fresh]
+        if ended and not raced and not any((i["cause"] or "").startswith(("action:", "drain")) for i in ended):
             out.append({"incident": incident["id"], "recovered_at": t,
                         "healed_by": sorted({i["cause"] for i in ended})})
     return out
@@ -193,7 +199,7 @@ def duplicate_remediations(lineage: list[dict]) -> list[dict]:
 def check(intervals: list[dict], incidents: list[dict], lineage: list[dict], calls: list[tuple[float, str, str]],
           silences: list[Window], switched_off: list[Window], margins: Margins, now: float) -> TruthChecks:
     """Every ground-truth check of a soak."""
-    return TruthChecks(false_resolutions(intervals, incidents, margins), credited_not_fixed(intervals, incidents),
+    return TruthChecks(false_resolutions(intervals, incidents, margins), credited_not_fixed(intervals, incidents, calls, margins),
                        missed_faults(intervals, incidents, lineage, silences, margins, now),
                        actions_while_held(calls, silences, switched_off, margins),
                        actions_after_self_heal(calls, intervals, margins),

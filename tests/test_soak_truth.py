@@ -137,3 +137,10 @@ def test_the_fleet_records_its_truth_and_what_ended_each_condition():
 def test_margins_scale_with_the_compression():
     m = Margins.scaled(1 / 30, heartbeat=0.5)
     assert m.detect["timeout"] == pytest.approx(3.0) and m.fresh == pytest.approx(2.5) and m.in_flight == 3.0
+
+
+def test_a_self_heal_racing_the_first_action_is_not_counted_as_unearned_credit_but_a_persons_fix_is():
+    calls = [(100.0, "CMO", "restartAgent")]
+    assert credited_not_fixed([interval(end=99.0, cause="self")], [incident(onset_at=90.0)], calls, M) == []
+    assert len(credited_not_fixed([interval(end=95.0, cause="operator")], [incident(onset_at=90.0)], calls, M)) == 1
+    assert len(credited_not_fixed([interval(end=60.0, cause="self")], [incident(onset_at=50.0)], calls, M)) == 1
