@@ -44,12 +44,7 @@ def kpis(ctx: DrillContext) -> dict:
     incidents = ctx.incidents()
     # Verified recoveries and escalations count when they happen; the other endings once the incident closed.
     ended = [i for i in incidents if i["outcome"] in ("auto_resolved", "escalated") or i["state"] == "closed"]
-    count = Counter(i["outcome"] for i in ended)
-    handled = count["auto_resolved"] + count["escalated"] + count["self_resolved_after_failure"]
-    by_class: dict[str, list[float]] = {}
-    for i in ended:
-        if i["outcome"] == "auto_resolved" and i.get("classification"):
-            by_class.setdefault(i["classification"], []).append(i["recovered_at"] - (i.get("onset_at") or i["opened_at"]))
+    count, handled, by_class = outcome_tally(ended)
     counters = receiver_counters(ctx)
     decisions, lines = counters.get("autonomy_decisions_total", 0), counters.get("autonomy_lineage_lines_total", 0)
     return {
@@ -59,6 +54,18 @@ def kpis(ctx: DrillContext) -> dict:
         "escalations": count["escalated"],
         "skipped": count["skipped"],
     }
+
+
+def outcome_tally(incidents: list[dict]) -> tuple[Counter, int, dict[str, list[float]]]:
+    """The recording rules' definitions over INCIDENTS: each by its outcome, the handled ones (held incidents
+    apart), and per class the seconds from onset to each verified recovery."""
+    count = Counter(i.get("outcome") for i in incidents)
+    handled = count["auto_resolved"] + count["escalated"] + count["self_resolved_after_failure"]
+    by_class: dict[str, list[float]] = {}
+    for i in incidents:
+        if i.get("outcome") == "auto_resolved" and i.get("classification") and i.get("recovered_at"):
+            by_class.setdefault(i["classification"], []).append(i["recovered_at"] - (i.get("onset_at") or i["opened_at"]))
+    return count, handled, by_class
 
 
 def receiver_counters(ctx: DrillContext) -> dict[str, float]:

@@ -122,10 +122,9 @@ class SoakRunner:
                 del noticed[agent]
 
     # -- episodes -----------------------------------------------------------------------------------------
-    def _quiet(self, episode: Episode | None) -> bool:
-        """Nothing broken in the fleet, and no open incident or firing alert on the agents EPISODE touches (a
+    def _quiet(self, episode: Episode | None, incidents: list[dict] | None) -> bool:
+        """Nothing broken in the fleet, and no open INCIDENTS or firing alert on the agents EPISODE touches (a
         conflict's victim and a source's dependents too; None: on any agent)."""
-        incidents = self._recent()
         if incidents is None or any(i["end"] is None for i in self.fleet.truth_intervals()):
             return False
         busy = {a for i in incidents if i["state"] != "closed" for a in (i.get("claimants") or [i["agent"]])}
@@ -140,8 +139,7 @@ class SoakRunner:
         healed by hand (reported as a timed-out episode), and past another the soak stops."""
         noticed: dict[str, float] = {}
         deadline = time.time() + EPISODE_LIMIT * self.tf
-        while not self._quiet(episode):
-            incidents = self._recent()
+        while not self._quiet(episode, incidents := self._recent()):
             if incidents is not None:
                 self._operate(incidents, noticed, time.time())
             if time.time() >= deadline:

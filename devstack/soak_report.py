@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import statistics
-from collections import Counter
 
+from .demo import outcome_tally
 from .drills import every_page
 from .fleet_truth import FLEET
 from .soak_schedule import Schedule
@@ -27,13 +27,8 @@ def _quantile(values: list[float], q: float) -> float | None:
 
 def kpis(incidents: list[dict], time_factor: float, unfixable: dict[str, bool] | None = None) -> dict:
     """The pack's figures over INCIDENTS (durations in simulated seconds): each incident once, by its outcome."""
-    count = Counter(i.get("outcome") for i in incidents)
-    handled = count["auto_resolved"] + count["escalated"] + count["self_resolved_after_failure"]
-    by_class: dict[str, list[float]] = {}
-    for i in incidents:
-        if i.get("outcome") == "auto_resolved" and i.get("classification") and i.get("recovered_at"):
-            start = i.get("onset_at") or i["opened_at"]
-            by_class.setdefault(i["classification"], []).append((i["recovered_at"] - start) / time_factor)
+    count, handled, wall = outcome_tally(incidents)
+    by_class = {c: [s / time_factor for s in v] for c, v in wall.items()}
     mttr = {c: {"mean": round(statistics.mean(v), 1), "p50": _quantile(v, 0.5), "p95": _quantile(v, 0.95),
                 "n": len(v), "target": MTTR_TARGETS.get(c)} for c, v in sorted(by_class.items())}
     escalated = [i for i in incidents if i.get("outcome") == "escalated"]
