@@ -6,8 +6,9 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test bench soak binaries clean
 
+# `make demo DEMO_ARGS=--keep-running` leaves the stack up for your own agents (examples/worker_agent/).
 demo: $(STAMP) binaries
-	$(BIN)/autonomy demo
+	$(BIN)/autonomy demo $(DEMO_ARGS)
 
 test: $(STAMP) binaries
 	$(BIN)/python -m pytest

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 from datetime import datetime, timezone
@@ -14,7 +15,7 @@ from typing import Callable, Sequence
 import requests
 
 from autonomy.http_edge import serve
-from autonomy.settings import Settings, SettingsError
+from autonomy.settings import Settings, SettingsError, read_secret
 from autonomy.signal_contract import SignalError, load_signals
 from exporter.app import create_app as create_exporter
 from webhook_receiver.app import create_app as create_receiver
@@ -108,7 +109,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if signals is None:
         return 1
     try:
-        playbooks = load_playbooks(Path(settings.playbooks_file))
+        playbooks = load_playbooks(Path(settings.playbooks_file), read_tokens=False)  # classifying sends nothing
     except PlaybookError as exc:
         for line in exc.errors:
             print(line, file=sys.stderr)
@@ -245,17 +246,21 @@ def cmd_soak(args: argparse.Namespace) -> int:
 
 @needs_checkout
 def cmd_fleet(args: argparse.Namespace) -> int:
-    """Run the simulated fleet: action endpoints and a heartbeat pushing to an exporter."""
-    from devstack.fleet import Heartbeat, SimulatedFleet
+    """Run the simulated fleet: action endpoints (the receiver's AUTOREM_AGENT_TOKEN required) and a heartbeat
+    pushing to an exporter."""
+    from devstack.fleet import SimulatedFleet, fleet_heartbeat
     settings = Settings.from_env()
-    headers = {"Authorization": f"Bearer {settings.exporter_token.reveal()}"} if settings.exporter_token else {}
-
-    def push(signals: list) -> None:
-        requests.post(args.exporter_url.rstrip("/") + "/api/v1/signals", json=signals, headers=headers,
-                      timeout=10).raise_for_status()
-
-    fleet = SimulatedFleet(slo_backlog_minutes=settings.slo_backlog_min)
-    beat = Heartbeat(fleet, push, interval=args.interval).start()
+    try:
+        token = read_secret("AUTOREM_AGENT_TOKEN", os.environ)
+    except ValueError as exc:
+        token, problem = None, str(exc)
+    else:
+        problem = "set AUTOREM_AGENT_TOKEN or AUTOREM_AGENT_TOKEN_FILE: the token the receiver sends with every action"
+    if token is None:
+        print(f"autonomy fleet: AUTOREM_AGENT_TOKEN: {problem}", file=sys.stderr)
+        return 2
+    fleet = SimulatedFleet(slo_backlog_minutes=settings.slo_backlog_min, action_token=token.reveal())
+    beat = fleet_heartbeat(fleet, args.exporter_url, settings.exporter_token, interval=args.interval).start()
     try:
         serve(fleet.app, args.host, args.port)
     finally:

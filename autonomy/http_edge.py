@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
 import warnings
 from functools import wraps
 from typing import Any, Callable
@@ -145,13 +146,14 @@ def install_security_headers(app: Flask) -> None:
         return response
 
 
-def create_waitress_server(app: Any, host: str, port: int, threads: int = 8) -> Any:
-    """A waitress server for APP with SERVER_OPTIONS, and the buffered sends where this waitress knows them."""
+def create_waitress_server(app: Any, host: str, port: int, threads: int = 8, **extra: Any) -> Any:
+    """A waitress server for APP with SERVER_OPTIONS (and EXTRA), and the buffered sends where this waitress knows
+    them."""
     from waitress import create_server
     from waitress.adjustments import Adjustments
 
     known = {name for name, _ in Adjustments._params}
-    options = {**SERVER_OPTIONS, **{k: v for k, v in BUFFERED_SEND.items() if k in known}}
+    options = {**SERVER_OPTIONS, **{k: v for k, v in BUFFERED_SEND.items() if k in known}, **extra}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "send_bytes will be removed", DeprecationWarning)
         return create_server(app, host=host, port=port, threads=threads, **options)
@@ -163,3 +165,41 @@ def serve(app: Flask, host: str, port: int, threads: int = 8) -> None:
     log.info("serving on http://%s:%s", host, server.effective_port)
     print(f"serving on http://{host}:{server.effective_port}", flush=True)
     server.run()
+
+
+class BackgroundServer:
+    """A WSGI app served by waitress on HOST:PORT (0: a free one) from a daemon thread, stopped from any thread."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, threads: int = 8, **options: Any):
+        self.server = create_waitress_server(app, host, port, threads, **options)
+        self.host, self.port = host, self.server.effective_port
+        self._stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, name=f"waitress-{self.port}", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _serve(self) -> None:
+        from waitress import wasyncore
+
+        sockets = getattr(self.server, "map", None) or self.server._map
+        while not self._stopping.is_set():
+            wasyncore.loop(timeout=0.1, map=sockets, count=1)
+        # Closed here, in the loop's own thread, so no select() sees a socket vanish under it.
+        self.server.task_dispatcher.shutdown()
+        wasyncore.close_all(sockets)
+
+    def start(self) -> "BackgroundServer":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.thread.join(timeout=10)
+
+    def __enter__(self) -> "BackgroundServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -4,8 +4,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Mapping
+
+from .secret import Secret, read_secret
+
+__all__ = ["Secret", "Settings", "SettingsError", "read_secret"]
 
 
 class SettingsError(ValueError):
@@ -14,24 +17,6 @@ class SettingsError(ValueError):
     def __init__(self, errors: list[str]):
         self.errors = tuple(errors)
         super().__init__("invalid settings:\n  " + "\n  ".join(errors))
-
-
-class Secret:
-    """A secret value that prints only its name."""
-
-    __slots__ = ("name", "_value")
-
-    def __init__(self, name: str, value: str):
-        self.name = name
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return f"<secret {self.name}>"
-
-    __str__ = __repr__
 
 
 def _bool(text: str) -> bool:
@@ -178,12 +163,21 @@ class Settings:
         "AUTOREM_ALERTMANAGER_URL", "http://localhost:9093", _url_list,
         "Alertmanager(s), comma-separated for an HA cluster: silences are checked on one that answers, "
         "AutonomyEscalated is posted to all (empty: none, direct path only).")
+    grafana_url: str = setting(
+        "AUTOREM_GRAFANA_URL", "", _optional_url,
+        "Grafana whose Alertmanager API holds its own alerts' state and silences, for Grafana Alerting's incidents "
+        "(with AUTOREM_GRAFANA_TOKEN); unset: those incidents are held, never acted on.")
     escalation_url: str = setting(
         "AUTOREM_ESCALATION_URL", "", _optional_url,
         "Where the escalation payload (pack section 7) is posted; unset: recorded in the lineage only.")
     actions_base_url: str = setting(
         "AUTOREM_ACTIONS_BASE_URL", "", _optional_url,
         "Overrides actions.baseUrl of playbooks.yaml: where the agents' action endpoints are.")
+    exporter_url: str = setting(
+        "AUTOREM_EXPORTER_URL", "", _url_list,
+        "The exporter(s), comma-separated when sharded, the receiver reads the agents' signal extensions from on "
+        "the Prometheus path (with AUTOREM_EXPORTER_TOKEN), for the lineage's before/after; unset: not read "
+        "(Prometheus never has them).")
     playbooks_file: str = setting(
         "AUTOREM_PLAYBOOKS_FILE", "playbooks.yaml", str,
         "The playbook table, validated at start-up.")
@@ -234,6 +228,8 @@ class Settings:
     exporter_token: Secret | None = secret_setting(
         "AUTOREM_EXPORTER_TOKEN",
         "Bearer token agents present to push signals to the exporter (or AUTOREM_EXPORTER_TOKEN_FILE).")
+    grafana_token: Secret | None = secret_setting(
+        "AUTOREM_GRAFANA_TOKEN", "Grafana Viewer token for AUTOREM_GRAFANA_URL (or AUTOREM_GRAFANA_TOKEN_FILE).")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -245,7 +241,7 @@ class Settings:
             name = f.metadata["env"]
             try:
                 if f.metadata.get("secret"):
-                    values[f.name] = _read_secret(name, env)
+                    values[f.name] = read_secret(name, env)
                 elif name in env:
                     values[f.name] = f.metadata["parse"](env[name])
             except ValueError as exc:
@@ -261,20 +257,3 @@ class Settings:
         return [(f.metadata["env"], f.metadata["default"], f.metadata["doc"]) for f in dataclasses.fields(cls)]
 
 
-def _read_secret(name: str, env: Mapping[str, str]) -> Secret | None:
-    direct, path = env.get(name), env.get(f"{name}_FILE")
-    if direct and path:
-        raise ValueError(f"set either {name} or {name}_FILE, not both")
-    if path:
-        try:
-            value = Path(path).read_text("utf-8").strip()
-        except OSError as exc:
-            raise ValueError(f"cannot read {name}_FILE {path!r}: {exc.strerror}") from None
-        if not value:
-            raise ValueError(f"{name}_FILE {path!r} is empty")
-        return Secret(name, value)
-    if direct is not None:
-        if not direct.strip():
-            raise ValueError("is set but empty")
-        return Secret(name, direct.strip())
-    return None

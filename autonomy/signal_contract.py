@@ -12,12 +12,15 @@ from typing import Any, Iterable
 
 import jsonschema
 
+from .signal_extensions import EXTENSIONS, extensions_ok, size_errors
+
 SCHEMA_RESOURCE = "schemas/signal.schema.json"
 STATUSES = ("healthy", "degraded", "error")
 ERROR_CODES = ("TIMEOUT", "RATE_LIMIT", "TEMP_NETWORK", "INPUT_MISSING", "STALE_DATA", "CONFIG_MISSING", "AUTH_FAILED",
                "OTHER")
 CHECKS = ("lastTaskSucceeded", "inputsValid", "configHealthy")
 _RESERVED = ("fleet", "autonomy-layer")  # the schema's `not` of agent
+MAX_DEPTH = 64
 
 
 class SignalError(ValueError):
@@ -146,9 +149,6 @@ def parse_json(data: bytes | str) -> Any:
         raise SignalError(["(body): JSON nested too deeply"]) from None
 
 
-MAX_DEPTH = 64
-
-
 def too_deep(doc: Any, limit: int = MAX_DEPTH) -> bool:
     """Whether DOC nests dicts and lists more than LIMIT levels deep (checked without recursion)."""
     stack = [(doc, 1)]
@@ -186,7 +186,11 @@ def _describe(error: jsonschema.ValidationError, prefix: str) -> list[str]:
         known = set(error.schema.get("properties", {}))
         return [f"{_render_path(prefix, path + [key])}: unexpected property"
                 for key in sorted(set(error.instance) - known)]
+    if "propertyNames" in error.absolute_schema_path:  # a bad key, named as the field it would make
+        return [f"{_render_path(prefix, path + [error.instance])}: not a valid key (pattern {error.validator_value})"]
     where = _render_path(prefix, path)
+    if error.validator == "maxProperties":
+        return [f"{where}: {len(error.instance)} keys, more than {error.validator_value}"]
     if error.validator == "format":
         return [f"{where}: {error.instance!r} is not an ISO-8601 date-time with a zone"]
     if error.validator == "pattern":
@@ -210,8 +214,8 @@ def schema_errors(validator: jsonschema.protocols.Validator, doc: Any, prefix: s
 
 
 def document_errors(doc: Any, prefix: str = "") -> list[str]:
-    """Every schema violation of one signal document, as `path: reason` lines."""
-    return schema_errors(_validator(), doc, prefix)
+    """Every schema violation of one signal document, and an oversized `extensions`, as `path: reason` lines."""
+    return schema_errors(_validator(), doc, prefix) + size_errors(doc, prefix)
 
 
 _NAME, _ID = (re.compile(schema()["$defs"][d]["pattern"]).search for d in ("name", "id"))  # as jsonschema does
@@ -244,6 +248,7 @@ def checked_signal(doc: Any) -> Signal | None:
                 or type(ts) is not str or len(ts) > 64 or ("domain" in doc and not _is_name(doc["domain"])) \
                 or type(metrics) is not dict or len(metrics) != 4 or type(context) is not dict \
                 or type(checks) is not dict or type(rate) not in _NUMBER or not 0 <= rate <= 1 \
+                or (EXTENSIONS in doc and (too_deep(doc) or not extensions_ok(doc[EXTENSIONS]))) \
                 or type(align) not in _NUMBER or not 0 <= align <= 1 or type(backlog) not in _NUMBER \
                 or not 0 <= backlog < _INT_LIMIT or type(cost) not in _NUMBER or not 0 <= cost < _INT_LIMIT:
             return None

@@ -58,6 +58,8 @@ class Gate(StrEnum):
     NOT_FIRING = "not_firing"
     SILENCED = "silenced"
     ALERTMANAGER_UNREACHABLE = "alertmanager_unreachable"
+    GRAFANA_UNCONFIGURED = "grafana_unconfigured"
+    GRAFANA_UNREACHABLE = "grafana_unreachable"
     HIGH_RISK = "high_risk"
     PRIORITY_UNRANKED = "priority_unranked"
     STALE_EVIDENCE = "stale_evidence"
@@ -73,6 +75,7 @@ class EscalationReason(StrEnum):
     ACTION_TARGET_UNSAFE = "ActionTargetUnsafe"
     PRIORITY_UNRANKED = "PriorityUnranked"
     NO_PLAYBOOK = "NoPlaybook"
+    ACTION_NOT_IMPLEMENTED = "ActionNotImplemented"
 
 
 class TileState(StrEnum):
@@ -94,6 +97,7 @@ class StateReason(StrEnum):
     ACTION_TARGET_UNSAFE = "action_target_unsafe"
     PRIORITY_UNRANKED = "priority_unranked"
     NO_PLAYBOOK = "no_playbook"
+    ACTION_NOT_IMPLEMENTED = "action_not_implemented"
     SILENCED = "silenced"
     KILL_SWITCH = "kill_switch"
     NOT_IN_CANARY = "not_in_canary"
@@ -101,6 +105,8 @@ class StateReason(StrEnum):
     CONFLICT_ESCALATED = "conflict_escalated"
     DRY_RUN = "dry_run"
     ALERTMANAGER_UNREACHABLE = "alertmanager_unreachable"
+    GRAFANA_UNCONFIGURED = "grafana_unconfigured"
+    GRAFANA_UNREACHABLE = "grafana_unreachable"
     SUPPRESSED = "suppressed"
     STALE_EVIDENCE = "stale_evidence"
 
@@ -111,7 +117,8 @@ GATE_REASONS: Mapping[Gate, StateReason] = {
     Gate.CLASS_NOT_ENABLED: StateReason.CLASS_NOT_ENABLED, Gate.CONFLICT_ESCALATED: StateReason.CONFLICT_ESCALATED,
     Gate.SILENCED: StateReason.SILENCED, Gate.DRY_RUN: StateReason.DRY_RUN,
     Gate.ALERTMANAGER_UNREACHABLE: StateReason.ALERTMANAGER_UNREACHABLE, Gate.NOT_FIRING: StateReason.SUPPRESSED,
-    Gate.STALE_EVIDENCE: StateReason.STALE_EVIDENCE,
+    Gate.STALE_EVIDENCE: StateReason.STALE_EVIDENCE, Gate.GRAFANA_UNCONFIGURED: StateReason.GRAFANA_UNCONFIGURED,
+    Gate.GRAFANA_UNREACHABLE: StateReason.GRAFANA_UNREACHABLE,
 }
 ESCALATION_REASONS: Mapping[EscalationReason, StateReason] = {
     EscalationReason.AUTO_REMEDIATION_FAILED: StateReason.ATTEMPTS_EXHAUSTED,
@@ -119,6 +126,7 @@ ESCALATION_REASONS: Mapping[EscalationReason, StateReason] = {
     EscalationReason.ACTION_TARGET_UNSAFE: StateReason.ACTION_TARGET_UNSAFE,
     EscalationReason.PRIORITY_UNRANKED: StateReason.PRIORITY_UNRANKED,
     EscalationReason.NO_PLAYBOOK: StateReason.NO_PLAYBOOK,
+    EscalationReason.ACTION_NOT_IMPLEMENTED: StateReason.ACTION_NOT_IMPLEMENTED,
 }
 # What a dashboard or an alert may say for each reason; the pack's text only where it is true.
 REASON_TEXT: Mapping[StateReason, str] = {
@@ -130,6 +138,7 @@ REASON_TEXT: Mapping[StateReason, str] = {
     StateReason.ACTION_TARGET_UNSAFE: "Escalated to CEO (an action target was unsafe)",
     StateReason.PRIORITY_UNRANKED: "Escalated to CEO (the priority order does not decide the conflict)",
     StateReason.NO_PLAYBOOK: "Escalated to CEO (no playbook matches)",
+    StateReason.ACTION_NOT_IMPLEMENTED: "Escalated to CEO (the agent does not implement a step's action)",
     StateReason.SILENCED: "Held: silenced in Alertmanager",
     StateReason.KILL_SWITCH: "Held: remediation switched off",
     StateReason.NOT_IN_CANARY: "Held: not in the rollout's agents (the canary)",
@@ -137,6 +146,9 @@ REASON_TEXT: Mapping[StateReason, str] = {
     StateReason.CONFLICT_ESCALATED: "Held: a symptom of its conflict, which a person owns",
     StateReason.DRY_RUN: "Held: dry run, nothing runs",
     StateReason.ALERTMANAGER_UNREACHABLE: "Held: Alertmanager unreachable, silences unknown",
+    StateReason.GRAFANA_UNCONFIGURED: "Held: a Grafana-managed alert, whose state and silences are Grafana's "
+                                      "(AUTOREM_GRAFANA_URL is not set)",
+    StateReason.GRAFANA_UNREACHABLE: "Held: Grafana unreachable, the alert's state and silences unknown",
     StateReason.SUPPRESSED: "Held: alerts suppressed in Alertmanager",
     StateReason.STALE_EVIDENCE: "Held: no fresh sample since the gate opened",
 }
@@ -162,6 +174,7 @@ class Source(StrEnum):
 
     ALERTMANAGER = "alertmanager"
     SIGNAL = "signal"
+    GRAFANA = "grafana"  # Grafana Alerting's webhook: Grafana holds the alert's state and silences
 
 
 # An agent's name: what the signal schema, the webhook edge and the action URLs all accept.

@@ -23,8 +23,8 @@ RUNNING_MAPPINGS = [{"type": "value", "options": {
 AGENT = 'agent=~"$agent"'
 # Tile reasons (webhook_receiver/agent_states.py): the layer's own escalations besides exhausted attempts, and
 # holds a person's decision (or a check the layer cannot make) put on an unhealthy agent.
-ESCALATED_BY_LAYER = "high_risk_step|budget_cap|action_target_unsafe|priority_unranked|no_playbook"
-HELD = "silenced|kill_switch|not_in_canary|class_not_enabled|conflict_escalated|dry_run|alertmanager_unreachable|suppressed|stale_evidence"
+ESCALATED_BY_LAYER = "high_risk_step|budget_cap|action_target_unsafe|priority_unranked|no_playbook|action_not_implemented"
+HELD = "silenced|kill_switch|not_in_canary|class_not_enabled|conflict_escalated|dry_run|alertmanager_unreachable|grafana_unconfigured|grafana_unreachable|suppressed|stale_evidence"
 
 
 def target(expr: str, legend: str = "", ref: str = "A") -> dict:

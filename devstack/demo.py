@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -11,24 +12,52 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence, TextIO
 
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from .checkout import PLAYBOOKS_FILE, REPO_ROOT
 from .direct_demo import run_direct
 from .drill_report import summary_table
 from .drill_runner import run_each
 from .drills import DRILLS, DrillContext, DrillResult
-from .fleet import DEMO_PRIORITY, Heartbeat, SimulatedFleet
+from .fleet import DEMO_PRIORITY, SimulatedFleet, fleet_heartbeat
 from .layer_stack import LayerStack
 from .local_stack import MissingBinary, ServedApp, require_binary
 from .polling import wait_until
 
 TIME_FACTOR = 1 / 30  # 15 s scrape/evaluation -> 0.5 s; every `for:`, group wait and receiver wait alike
+# The example agent (examples/worker_agent/worker.yaml): its name, domain and port, routed by the demo's playbooks.
+EXAMPLE_AGENT = ("Worker", "Operations", 18090)
+# Where `autonomy demo --keep-running` tells agents how to reach the stack (the example agent reads it).
+CONNECTION_FILE = REPO_ROOT / ".autonomy-demo" / "connection.json"
 
 
-def layer_env(fleet_url: str) -> dict[str, str]:
-    """The demo's settings: the pack's defaults, the fleet's priority domains, escalations to the CEO agent."""
+def demo_playbooks(workdir: Path) -> Path:
+    """The repository's playbooks with the example agent's actions routed to its own port."""
+    doc = yaml.safe_load(PLAYBOOKS_FILE.read_text())
+    name, domain, port = EXAMPLE_AGENT
+    doc.setdefault("agents", {})[name] = {"domain": domain, "baseUrl": f"http://127.0.0.1:{port}"}
+    path = Path(workdir) / "playbooks.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def write_connection(stack: LayerStack, fleet: SimulatedFleet, path: Path = CONNECTION_FILE) -> Path:
+    """The stack's push URL and the tokens an agent needs, readable by this user only."""
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    path.touch(mode=0o600)
+    os.chmod(path, 0o600)
+    path.write_text(json.dumps({"exporterUrl": stack.exporter.url, "pushToken": stack.push_token.reveal(),
+                                "agentToken": fleet.action_token.reveal(), "receiverUrl": stack.receiver.url},
+                               indent=2) + "\n")
+    return path
+
+
+def layer_env(fleet_url: str, fleet: SimulatedFleet) -> dict[str, str]:
+    """The demo's settings: the pack's defaults, the fleet's priority domains, escalations to the CEO agent, the
+    token the fleet's action endpoints expect."""
     return {"AUTO_REMEDIATE": "true", "AUTOREM_ESCALATION_URL": fleet_url + "/agents/CEO/escalations",
-            "AUTOREM_PRIORITY": DEMO_PRIORITY}
+            "AUTOREM_PRIORITY": DEMO_PRIORITY, "AUTOREM_AGENT_TOKEN": fleet.action_token.reveal()}
 
 
 KPI_RULES = {"auto_resolve_ratio": "fleet:autonomy_auto_resolve:ratio7d",
@@ -127,8 +156,9 @@ def run_session(names: Sequence[str], out: TextIO, keep_running: bool = False,
     with tempfile.TemporaryDirectory(prefix="autonomy-demo-") as tmp, ServedApp(fleet.app) as fleet_server:
         workdir = workdir or Path(tmp)
         say(f"starting the layer in {workdir} (time compressed x{1 / TIME_FACTOR:g}) ...")
-        with LayerStack(workdir, fleet_server.url, env=layer_env(fleet_server.url), time_factor=TIME_FACTOR) as stack:
-            beat = Heartbeat(fleet, stack.push, interval=0.5).start()
+        env = {**layer_env(fleet_server.url, fleet), "AUTOREM_PLAYBOOKS_FILE": str(demo_playbooks(workdir))}
+        with LayerStack(workdir, fleet_server.url, env=env, time_factor=TIME_FACTOR) as stack:
+            beat = fleet_heartbeat(fleet, stack.push_url, stack.push_token, interval=0.5).start()
             try:
                 say(f"  fleet        {fleet_server.url}/fleet/state")
                 say(f"  exporter     {stack.exporter.url}/metrics")
@@ -141,7 +171,8 @@ def run_session(names: Sequence[str], out: TextIO, keep_running: bool = False,
                 ctx.settle(*fleet.agents)
                 results = [result for result, _ in run_each(ctx, names, say)]
                 figures, from_rules, agree = settled_kpis(ctx)
-                figures = {**figures, "from_rules": from_rules, "agree_with_rules": agree}
+                figures = {**figures, "from_rules": from_rules, "agree_with_rules": agree,
+                           "refused_actions": refused_actions(fleet)}
                 lineage_file = stack.workdir / "receiver" / "decision_lineage.jsonl"
                 say("\n" + summary_table(results))
                 say(f"\nKPIs: auto-resolve {figures['auto_resolve_ratio']!r}, MTTR from onset by class "
@@ -150,8 +181,14 @@ def run_session(names: Sequence[str], out: TextIO, keep_running: bool = False,
                     f"{'agree' if agree else 'DISAGREE: ' + json.dumps(from_rules)}")
                 say(f"lineage file: {lineage_file}")
                 if keep_running:
-                    say("\nthe stack stays up; Ctrl-C to stop it")
-                    threading.Event().wait()
+                    connection = write_connection(stack, fleet)
+                    say(f"\nthe stack stays up; Ctrl-C to stop it. Agents connect with {connection}, e.g. the "
+                        "example agent:\n  .venv/bin/python examples/worker_agent/worker.py "
+                        "examples/worker_agent/worker.yaml")
+                    try:
+                        threading.Event().wait()
+                    finally:
+                        connection.unlink(missing_ok=True)
             except KeyboardInterrupt:
                 say("\ninterrupted")
                 raise
@@ -159,6 +196,14 @@ def run_session(names: Sequence[str], out: TextIO, keep_running: bool = False,
                 beat.stop()
                 say("stopping every process the demo started ...")
     return results, figures
+
+
+def refused_actions(fleet: SimulatedFleet) -> dict[str, int]:
+    """The receiver's action calls the fleet's action server refused ("primitive status": count): a missing token,
+    a body off the contract, a call it cannot route. None of them should happen."""
+    with fleet.lock:
+        return {f"{p} {status}": n for (p, status), n in sorted(fleet.answers.items())
+                if status in (400, 401, 404, 405, 413, 422)}
 
 
 def run_demo(keep_running: bool = False, out: TextIO = sys.stdout) -> int:
@@ -170,10 +215,12 @@ def run_demo(keep_running: bool = False, out: TextIO = sys.stdout) -> int:
         print(f"{exc}; running the drills through the direct signal path instead", file=out)
         return run_direct(out)
     try:
-        results, _ = run_session(list(DRILLS), out, keep_running=keep_running)
+        results, figures = run_session(list(DRILLS), out, keep_running=keep_running)
     except KeyboardInterrupt:
         return 130
-    return 0 if all(r.passed for r in results) else 1
+    if figures["refused_actions"]:
+        print(f"the fleet refused action calls of the receiver: {figures['refused_actions']}", file=out)
+    return 0 if all(r.passed for r in results) and not figures["refused_actions"] else 1
 
 
 def run_drill(names: Sequence[str], as_json: bool, out: TextIO = sys.stdout) -> int:
@@ -181,8 +228,11 @@ def run_drill(names: Sequence[str], as_json: bool, out: TextIO = sys.stdout) -> 
     selected = list(names) or list(DRILLS)
     progress = sys.stderr if as_json else out
     results, figures = run_session(selected, progress)
-    passed = all(r.passed for r in results)
+    refused = figures.pop("refused_actions")
+    passed = all(r.passed for r in results) and not refused
+    if refused:
+        print(f"the fleet refused action calls of the receiver: {refused}", file=progress, flush=True)
     if as_json:
-        print(json.dumps({"passed": passed, "scenarios": [r.as_dict() for r in results], "kpis": figures}),
-              file=out, flush=True)
+        print(json.dumps({"passed": passed, "scenarios": [r.as_dict() for r in results], "kpis": figures,
+                          "refused_actions": refused}), file=out, flush=True)
     return 0 if passed else 1

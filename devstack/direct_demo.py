@@ -14,7 +14,7 @@ from webhook_receiver.app import create_app, shutdown
 
 from .drill_report import summary_table
 from .drills import WAIT, DrillResult
-from .fleet import DEMO_PRIORITY, Heartbeat, SimulatedFleet
+from .fleet import DEMO_PRIORITY, SimulatedFleet, fleet_heartbeat
 from .local_stack import ServedApp
 from .polling import wait_until
 
@@ -33,7 +33,6 @@ def run_direct(out: TextIO) -> int:
     say: Callable[[str], None] = lambda text: print(text, file=out, flush=True)  # noqa: E731
     fleet = SimulatedFleet()
     token = Secret("AUTOREM_WEBHOOK_TOKEN", secrets.token_urlsafe(24))
-    headers = {"Authorization": f"Bearer {token.reveal()}"}
     results: list[DrillResult] = []
     with tempfile.TemporaryDirectory(prefix="autonomy-direct-") as tmp, ServedApp(fleet.app) as fleet_server:
         settings = Settings.from_env({
@@ -41,18 +40,15 @@ def run_direct(out: TextIO) -> int:
             "AUTOREM_ESCALATION_URL": fleet_server.url + "/agents/CEO/escalations", "AUTOREM_PRIORITY": DEMO_PRIORITY,
             "AUTOREM_VERIFY_TIMEOUT_SECONDS": "4", "AUTOREM_VERIFY_INTERVAL_SECONDS": "0.2",
             "AUTOREM_AGENT_SILENT_SECONDS": "10", "AUTOREM_DATA_DIR": str(Path(tmp) / "receiver")})
-        app = create_app({"SETTINGS": settings, "WEBHOOK_TOKEN": token})
+        app = create_app({"SETTINGS": settings, "WEBHOOK_TOKEN": token,
+                          "ENVIRON": {"AUTOREM_AGENT_TOKEN": fleet.action_token.reveal()}})
         try:
             with ServedApp(app) as receiver:
-                def push(signals: list[dict]) -> None:
-                    requests.post(receiver.url + "/api/v1/signals", json=signals, headers=headers,
-                                  timeout=10).raise_for_status()
-
                 def incidents(agent: str) -> list[dict]:
                     return requests.get(receiver.url + "/api/v1/incidents", params={"agent": agent},
                                         timeout=10).json()["incidents"]
 
-                beat = Heartbeat(fleet, push, interval=0.5).start()
+                beat = fleet_heartbeat(fleet, receiver.url, token, interval=0.5).start()
                 say(f"receiver {receiver.url} (direct signal path); fleet {fleet_server.url}")
                 try:
                     for name, agent, fault, fixable, answers, cls, playbook in DIRECT_DRILLS:

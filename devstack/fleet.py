@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import copy
+import secrets
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
 
 from flask import Flask, jsonify, request
+
+from autonomy.agent import ActionServer, Heartbeat
+from autonomy.primitives import PRIMITIVES
+from autonomy.settings import Secret
 
 from .fleet_truth import FLEET, OVER_BUDGET, TruthLog, conditions_of
 
@@ -54,10 +58,13 @@ def default_agents() -> list[SimAgent]:
 
 
 class SimulatedFleet:
-    """The agents, their action endpoints (/agents/<name>/actions/<primitive>) and /fleet/faults."""
+    """The agents, their action endpoints (/agents/<name>/actions/<primitive>, served by the agent library's
+    ActionServer: the receiver's token, each primitive's schema, idempotency keys) and /fleet/faults."""
 
     def __init__(self, agents: list[SimAgent] | None = None, slo_backlog_minutes: float = 15.0,
-                 budget_cap_daily: float = 25.0):
+                 budget_cap_daily: float = 25.0, action_token: str | None = None):
+        self.action_token = Secret("AUTOREM_AGENT_TOKEN", action_token or secrets.token_urlsafe(24))
+        self.answers: Counter = Counter()  # (primitive, status) of every action call the fleet answered
         self.lock = threading.RLock()
         self.agents = {a.name: a for a in (agents or default_agents())}
         self.slo_backlog_minutes, self.budget_cap_daily = slo_backlog_minutes, budget_cap_daily
@@ -208,16 +215,28 @@ class SimulatedFleet:
 
     # -- the action primitives -------------------------------------------------------------------------
     def act(self, agent: str, action: str, body: dict, now: float) -> tuple[int, dict]:
+        """Primitive ACTION on AGENT (known: the action server checked it) with its validated BODY."""
         with self.lock:
             self.calls.append((now, agent, action, copy.deepcopy(body)))
-            if agent not in self.agents:
-                return 404, {"error": f"no agent {agent}"}
-            a = self.agents[agent]
-            handler: Callable[[SimAgent, dict], tuple[int, dict]] = getattr(
-                self, "_" + action, lambda a, b: (404, {"error": f"no action {action}"}))
-            answer = handler(a, body)
+            answer = getattr(self, "_" + action)(self.agents[agent], body)
             self._observe(f"action:{action}")
             return answer
+
+    def _action_server(self) -> ActionServer:
+        fleet = self
+
+        class CountedActions(ActionServer):
+            def answer(self, environ: dict):
+                answer = super().answer(environ)
+                with fleet.lock:
+                    fleet.answers[(environ.get("PATH_INFO", "").rsplit("/", 1)[-1], answer.status)] += 1
+                return answer
+
+        actions = CountedActions(agents=lambda name: name in self.agents, token=self.action_token)
+        for primitive in PRIMITIVES:
+            actions.handler(primitive.name)(
+                lambda req, name=primitive.name: self.act(req.agent, name, req.body, time.time()))
+        return actions
 
     def _applyPriorityRules(self, a: SimAgent, body: dict) -> tuple[int, dict]:
         self.priority_order = list(body.get("order") or [])
@@ -304,11 +323,8 @@ class SimulatedFleet:
     def _build_app(self) -> Flask:
 
         app = Flask("fleet")
-
-        @app.post("/agents/<agent>/actions/<action>")
-        def action(agent: str, action: str):
-            status, body = self.act(agent, action, request.get_json(silent=True) or {}, time.time())
-            return jsonify(body), status
+        self.actions = self._action_server()
+        self.actions.mount(app)
 
         @app.post("/agents/CEO/escalations")
         def escalation():
@@ -360,28 +376,12 @@ class SimulatedFleet:
         return app
 
 
-class Heartbeat:
-    """Ticks the fleet and pushes its signals every INTERVAL seconds until stopped."""
+def fleet_heartbeat(fleet, url: str, token: Secret | str | None, interval: float = 0.5) -> Heartbeat:
+    """The fleet's heartbeat, on the agent library: each beat ticks FLEET (a SimulatedFleet, or anything with
+    tick() and signals()) and pushes every agent's signal as one batch to URL (an exporter, or a receiver's direct
+    path), retried with backoff while the layer is away. Not started."""
+    def beat() -> list[dict]:
+        fleet.tick()
+        return fleet.signals()
 
-    def __init__(self, fleet: SimulatedFleet, push: Callable[[list[dict]], object], interval: float = 0.5):
-        self.fleet, self.push, self.interval = fleet, push, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fleet-heartbeat", daemon=True)
-        self.errors = 0
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.fleet.tick()
-            try:
-                self.push(self.fleet.signals())
-            except Exception:  # the receiving side may be restarting; the next beat tries again
-                self.errors += 1
-            self._stop.wait(self.interval)
-
-    def start(self) -> "Heartbeat":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+    return Heartbeat(url, token, source=beat, interval=interval, backoff=(min(interval, 0.5), max(2 * interval, 2.0), 0.1))

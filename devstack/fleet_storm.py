@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .drills import every_page
-from .fleet import Heartbeat, SimAgent, SimulatedFleet
+from .fleet import SimAgent, SimulatedFleet, fleet_heartbeat
 from .layer_stack import LayerStack
 from .local_stack import ServedApp
 from .polling import DeadlineExceeded, wait_until
@@ -73,12 +73,12 @@ def run_fleet_storm(workdir: Path, agents: int, workers: int = 4, time_factor: f
     gauge = ActionGauge(fleet)
     served = ServedApp(fleet.app, threads=16).start()
     env = {"AUTOREM_WORKERS": str(workers), "AUTOREM_QUEUE_SIZE": str(max(1000, 2 * agents)),
-           "AUTOREM_PRIORITY": "Content"}
+           "AUTOREM_PRIORITY": "Content", "AUTOREM_AGENT_TOKEN": fleet.action_token.reveal()}
     stack = LayerStack(Path(workdir), served.url, env=env, time_factor=time_factor, receiver_process=True)
     heartbeat = None
     try:
         stack.start()
-        heartbeat = Heartbeat(fleet, stack.push, interval=heartbeat_seconds).start()
+        heartbeat = fleet_heartbeat(fleet, stack.push_url, stack.push_token, interval=heartbeat_seconds).start()
         wait_until(lambda: _count(stack, "count(autonomy_agent_info)") >= agents, 120,
                    "Prometheus to scrape every agent of the storm")
         started = time.time()

@@ -21,7 +21,7 @@ from exporter.app import create_app as create_exporter
 from webhook_receiver.app import create_app as create_receiver
 
 from .durations import format_duration
-from .fleet import Heartbeat, SimulatedFleet
+from .fleet import SimulatedFleet, fleet_heartbeat
 from .layer_stack import StackLifecycle
 from .local_stack import AlertmanagerProcess, PrometheusProcess, ServedApp, free_port
 from .polling import DeadlineExceeded, wait_until
@@ -82,7 +82,8 @@ class HaStack(StackLifecycle):
                                       fleet_server.url)
             self.exporter = self._keep(ServedApp(create_exporter({
                 "SETTINGS": settings, "EXPORTER_TOKEN": self.push_token})).start())
-            self.receiver_app = create_receiver({"SETTINGS": settings, "WEBHOOK_TOKEN": self.webhook_token})
+            self.receiver_app = create_receiver({"SETTINGS": settings, "WEBHOOK_TOKEN": self.webhook_token,
+                                                 "ENVIRON": {"AUTOREM_AGENT_TOKEN": self.fleet.action_token.reveal()}})
             self.receiver = ServedApp(self.receiver_app, threads=16)
             self.receiver_app.config["PUBLIC_URL"] = self.receiver.url
             self._keep(self.receiver.start())
@@ -92,7 +93,7 @@ class HaStack(StackLifecycle):
                                          extra_args=self._cluster_args(own, peer))
                 self.alertmanagers.append(self._keep(am.start(port=web)))
             wait_until(self.cluster_ready, 60, "the two Alertmanagers to form a settled cluster of 2")
-            self.heartbeat = self._keep(Heartbeat(self.fleet, self.push, interval=0.3).start())
+            self.heartbeat = self._keep(fleet_heartbeat(self.fleet, self.exporter.url, self.push_token, interval=0.3).start())
             rules = render_rules(Settings.from_env({}), self.workdir / "rules", time_factor=self.time_factor)
             targets = {"autonomy-exporter": [self.exporter.url[7:]], "autonomy-receiver": [self.receiver.url[7:]]}
             self.prometheus = self._keep(PrometheusProcess(self.workdir / "prometheus", prometheus_config(

@@ -70,6 +70,9 @@ class LayerStack(StackLifecycle):
         self.receiver_process = receiver_process  # `autonomy receiver` as its own process, as deployed
         self.push_token = Secret("AUTOREM_EXPORTER_TOKEN", secrets.token_urlsafe(24))
         self.webhook_token = Secret("AUTOREM_WEBHOOK_TOKEN", secrets.token_urlsafe(24))
+        # The token the receiver sends with every action (playbooks.yaml's tokenSecret): the fleet's, from ENV.
+        self.agent_token = Secret("AUTOREM_AGENT_TOKEN", self.env.get("AUTOREM_AGENT_TOKEN")
+                                  or secrets.token_urlsafe(24))
         self.token_file = self.workdir / "webhook_token"
         self._started: list[Any] = []
         self.exporter = self.receiver = self.prometheus = self.alertmanager = None
@@ -96,6 +99,7 @@ class LayerStack(StackLifecycle):
             "AUTOREM_ALERTMANAGER_URL": f"http://127.0.0.1:{alertmanager_port}",
             "AUTOREM_ACTIONS_BASE_URL": self.actions_base_url,
             "AUTOREM_DATA_DIR": str(self.workdir / "receiver"),
+            "AUTOREM_AGENT_TOKEN": self.agent_token.reveal(),
         })
         env.update(self.env)
         return env
@@ -115,8 +119,9 @@ class LayerStack(StackLifecycle):
                 self.receiver = self._keep(ReceiverProcess(self.workdir / "receiver", env,
                                                            self.workdir / "receiver.log").start())
             else:
-                self.receiver_app = create_receiver({"SETTINGS": self.settings, "WEBHOOK_TOKEN": self.webhook_token,
-                                                     "SPAN_EXPORTER": self.span_exporter})
+                self.receiver_app = create_receiver({
+                    "SETTINGS": self.settings, "WEBHOOK_TOKEN": self.webhook_token, "SPAN_EXPORTER": self.span_exporter,
+                    "ENVIRON": self.receiver_env(prometheus_port, alertmanager_port)})
                 self.receiver = ServedApp(self.receiver_app, threads=16)
                 self.receiver_app.config["PUBLIC_URL"] = self.receiver.url
                 self._keep(self.receiver.start())
@@ -134,6 +139,11 @@ class LayerStack(StackLifecycle):
             self.stop()
             raise
         return self
+
+    @property
+    def push_url(self) -> str:
+        """Where agents push their signals (the exporter's POST /api/v1/signals; with `push_token`)."""
+        return self.exporter.url + "/api/v1/signals"
 
     def push(self, signals: list[dict]) -> dict:
         """Push signals to the exporter as an agent would."""

@@ -3,19 +3,18 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Sequence
 
 import requests
-from waitress import wasyncore
 
-from autonomy.http_edge import create_waitress_server
+from autonomy.http_edge import BackgroundServer
 
 from .checkout import REPO_ROOT
 from .polling import StopWaiting, wait_until
@@ -182,6 +181,8 @@ class ReceiverProcess(ServerProcess):
         super().__init__(log_path)
         self.data_dir = Path(data_dir)
         self.env = dict(env)
+        if "AUTOREM_AGENT_TOKEN" not in env and "AUTOREM_AGENT_TOKEN_FILE" not in env:
+            self.env["AUTOREM_AGENT_TOKEN"] = secrets.token_urlsafe(24)  # playbooks.yaml's tokenSecret; no agent checks it
 
     @property
     def token(self) -> str:
@@ -244,37 +245,8 @@ class AlertmanagerProcess(ManagedProcess):
                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn", *cluster]
 
 
-class ServedApp:
+class ServedApp(BackgroundServer):
     """A WSGI app served by waitress on a loopback port in a background thread."""
 
     def __init__(self, app, threads: int = 8):
-        self.server = create_waitress_server(app, "127.0.0.1", 0, threads)
-        self.port = self.server.effective_port
-        self._stopping = threading.Event()
-        self.thread = threading.Thread(target=self._serve, name=f"waitress-{self.port}", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _serve(self) -> None:
-        sockets = getattr(self.server, "map", None) or self.server._map
-        while not self._stopping.is_set():
-            wasyncore.loop(timeout=0.1, map=sockets, count=1)
-        # Closed here, in the loop's own thread, so no select() sees a socket vanish under it.
-        self.server.task_dispatcher.shutdown()
-        wasyncore.close_all(sockets)
-
-    def start(self) -> "ServedApp":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self.thread.join(timeout=10)
-
-    def __enter__(self) -> "ServedApp":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(app, "127.0.0.1", 0, threads)

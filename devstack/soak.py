@@ -15,7 +15,7 @@ import requests
 
 from .demo import layer_env
 from .drills import every_page
-from .fleet import Heartbeat, SimAgent, SimulatedFleet
+from .fleet import SimAgent, SimulatedFleet, fleet_heartbeat
 from .layer_stack import LayerStack
 from .local_stack import ServedApp
 from .polling import wait_until
@@ -253,10 +253,10 @@ def run_soak(days: float = 7.0, agents: int = 6, seed: int = 1, time_factor: flo
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="autonomy-soak-") as tmp, ServedApp(fleet.app) as fleet_server:
         workdir = workdir or Path(tmp)
-        with LayerStack(workdir, fleet_server.url, env=layer_env(fleet_server.url), time_factor=time_factor,
+        with LayerStack(workdir, fleet_server.url, env=layer_env(fleet_server.url, fleet), time_factor=time_factor,
                         receiver_process=True) as stack:
             fleet.budget_cap_daily = stack.settings.budget_cap_daily_usd  # the truth's "over budget" is the layer's
-            beat = Heartbeat(fleet, stack.push, interval=HEARTBEAT_SECONDS).start()
+            beat = fleet_heartbeat(fleet, stack.push_url, stack.push_token, interval=HEARTBEAT_SECONDS).start()
             try:
                 wait_until(lambda: stack.prometheus.query(f"count(autonomy_agent_info) >= {len(fleet.agents)}"),
                            60, "Prometheus to see the whole fleet")

@@ -186,7 +186,7 @@ def duplicate_remediations(lineage: list[dict]) -> list[dict]:
         if key in seen:
             out.append({"incident": key[0], "attempt": key[1], "why": "recorded twice"})
         seen.add(key)
-        end = _ts(e)
+        end = float(e["verdict_at"]) if e.get("verdict_at") else _ts(e)  # the attempt's end, not its line's
         spans.append((end - float(e.get("duration_s") or 0), end, e.get("incident_id"), e.get("claimants") or [e["agent"]]))
     for n, (start, end, incident, agents) in enumerate(spans):
         for start2, end2, incident2, agents2 in spans[n + 1:]:

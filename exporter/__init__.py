@@ -1,6 +1,7 @@
 """Agent side: turns status signals (pack section 2) into Prometheus metrics.
 
-Embed it (``SignalStore`` + ``AgentSignalCollector`` on your own registry) or run ``autonomy exporter``; with
+Embed it (``exporter.embedded.EmbeddedExporter``: one agent's own GET /metrics; or ``SignalStore`` +
+``AgentSignalCollector`` on your own registry) or run ``autonomy exporter``; with
 several exporters, ``exporter_url`` picks an agent's (docs/exporter-scaling.md).
 """
 from .collector import AgentSignalCollector

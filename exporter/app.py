@@ -5,19 +5,23 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, jsonify
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from autonomy.contract_routes import contract_bp
 from autonomy.http_edge import ApiError, configure_app, json_body, require_token
 from autonomy.settings import Settings
 from autonomy.signal_contract import SignalError, load_signals
+from autonomy.signal_extensions import extensions_of
+from autonomy.vocabulary import AGENT_NAME, AGENT_NAME_RULE
 
 from .fast_push import FastPush
 from .signal_store import AgentLimit, PutResult, SignalStore
 
 EXPOSITION_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 RESULTS = ("stored", "ignored_older", "rejected", "refused_agent_limit")
+MAX_EXTENSION_AGENTS = 500  # agents per extensions read: a URL of names stays well under any server's limit
 signals_bp = Blueprint("signals", __name__)
 metrics_bp = Blueprint("metrics", __name__)
 
@@ -89,6 +93,26 @@ def push_signals():
     return jsonify({"stored": result.stored, "ignored_older": result.ignored_older})
 
 
+@signals_bp.get("/api/v1/signals/extensions")
+@require_token("EXPORTER_TOKEN")
+def signal_extensions():
+    """The extensions of each named agent's latest live signal ({} for none); agents without one are `unknown`."""
+    agents = request.args.getlist("agent")
+    if not agents or len(agents) > MAX_EXTENSION_AGENTS:
+        raise ApiError(400, f"agent: name 1 to {MAX_EXTENSION_AGENTS} agents (?agent=A&agent=B), not {len(agents)}")
+    bad = next((a for a in agents if not AGENT_NAME.fullmatch(a)), None)
+    if bad is not None:
+        raise ApiError(400, f"agent: {bad!r} is not an agent name ({AGENT_NAME_RULE})")
+    store, known, unknown = _state().store, {}, []
+    for agent in dict.fromkeys(agents):
+        signal = store.latest(agent)
+        if signal is None:
+            unknown.append(agent)
+        else:
+            known[agent] = extensions_of(signal)
+    return jsonify({"extensions": known, "unknown": unknown})
+
+
 @metrics_bp.get("/metrics")
 def metrics():
     state = _state()
@@ -109,4 +133,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.wsgi_app = FastPush(app, state)  # type: ignore[method-assign]
     app.register_blueprint(signals_bp)
     app.register_blueprint(metrics_bp)
+    app.register_blueprint(contract_bp)
     return app

@@ -9,6 +9,8 @@ from devstack.local_stack import MissingBinary, require_binary
 from exporter.app import create_app
 
 TOKEN = "test-push-token"
+# playbooks.yaml names the agents' action token by this setting; a receiver built in a test sends this value.
+os.environ.setdefault("AUTOREM_AGENT_TOKEN", "test-agent-token")
 
 
 @pytest.fixture

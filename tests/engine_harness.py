@@ -375,6 +375,7 @@ class Agents:
             with self.lock:
                 self.calls.append((agent, action, body))
                 self.call_times.append(time.time())
+                self.headers.append({k: request.headers.get(k) for k in ("Authorization", "Idempotency-Key")})
             handler = self.handlers.get(action)
             status = handler(agent, body) if handler else self.fix(agent, action, body)
             return jsonify({"done": (status or 200) < 300}), status or 200
@@ -393,6 +394,7 @@ class Agents:
         self.prom = prom
         self.calls: list[tuple[str, str, dict]] = []
         self.call_times: list[float] = []
+        self.headers: list[dict] = []  # each action's Authorization and Idempotency-Key headers, in call order
         self.escalations: list[tuple[str | None, dict]] = []
         self.handlers: dict[str, object] = {}  # action -> fn(agent, body) -> HTTP status (None: 200)
         self.unfixable: set[str] = set()

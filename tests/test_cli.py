@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -65,8 +66,9 @@ def test_classify_prints_the_class_the_playbook_and_the_reasons(tmp_path):
     doc["context"] = {"errorCode": "TIMEOUT", "dependencies": ["MarketIntel"]}
     path = tmp_path / "signal.json"
     path.write_text(json.dumps(doc))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOREM_AGENT_TOKEN")}  # classifying sends nothing
     done = subprocess.run([AUTONOMY, "classify", str(path)], capture_output=True, text=True,
-                          cwd=EXAMPLE_PATH.parent.parent)
+                          cwd=EXAMPLE_PATH.parent.parent, env=env)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["classification"] == "TRANSIENT"

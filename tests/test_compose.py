@@ -227,7 +227,7 @@ def test_every_secret_file_has_a_committed_example_and_is_git_ignored():
     if shutil.which("git") is None:
         pytest.skip("git is not installed: cannot ask it what .gitignore ignores")
     secrets = COMPOSE.get("secrets") or {}
-    assert set(secrets) == {"webhook_token", "exporter_token", "grafana_admin_password"}
+    assert set(secrets) == {"webhook_token", "exporter_token", "grafana_admin_password", "agent_token"}
     for name, spec in secrets.items():
         assert set(spec) == {"file"}, f"secret {name}: expected a file secret"
         relative = PurePosixPath(spec["file"]).as_posix().removeprefix("./")
@@ -276,6 +276,13 @@ def test_the_exporter_token_reaches_the_exporter_and_the_fleet_as_the_same_secre
     for name in ("exporter", "fleet"):
         path = environment(name)["AUTOREM_EXPORTER_TOKEN_FILE"]
         assert service_secrets(name).get("exporter_token") == path, name
+
+
+def test_the_agent_token_reaches_the_receiver_and_the_fleet_as_the_same_secret():
+    for name in ("receiver", "fleet"):
+        path = environment(name)["AUTOREM_AGENT_TOKEN_FILE"]
+        assert service_secrets(name).get("agent_token") == path, name
+        assert "AUTOREM_AGENT_TOKEN" not in environment(name), "never a token in the environment"
 
 
 def test_grafanas_admin_password_comes_from_a_secret():

@@ -28,3 +28,10 @@ def test_every_receiver_metric_is_documented_in_the_readme():
         names.add(family.name + ("_total" if family.type == "counter" else ""))
     for name in sorted(names):
         assert f"`{name}`" in README, name
+
+
+def test_the_readme_says_who_is_called_for_each_primitive_as_the_contract_does():
+    from autonomy.primitives import PRIMITIVES
+
+    for p in PRIMITIVES:
+        assert f"| `{p.name}` | {p.called} | {p.asks} |" in README, p.name

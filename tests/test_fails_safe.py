@@ -271,7 +271,8 @@ def test_a_second_receiver_on_the_same_data_directory_is_refused_naming_it_and_t
 
 
 def run_receiver(data_dir: Path, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = {"PATH": "/usr/bin:/bin", "AUTOREM_ALERTMANAGER_URL": "", "AUTOREM_WEBHOOK_TOKEN": "t" * 20}
+    env = {"PATH": "/usr/bin:/bin", "AUTOREM_ALERTMANAGER_URL": "", "AUTOREM_WEBHOOK_TOKEN": "t" * 20,
+           "AUTOREM_AGENT_TOKEN": "a" * 20}
     return subprocess.run([AUTONOMY, "receiver", "--port", str(free_port()), "--data-dir", str(data_dir)],
                           capture_output=True, text=True, timeout=timeout, env=env)
 

@@ -14,7 +14,10 @@ def fleet():
 
 @pytest.fixture
 def web(fleet):
-    return fleet.app.test_client()
+    """A client that presents the fleet's action token, as the receiver does."""
+    client = fleet.app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {fleet.action_token.reveal()}"
+    return client
 
 
 def signal(fleet, agent):
@@ -23,6 +26,27 @@ def signal(fleet, agent):
 
 def act(web, agent, action, **body):
     return web.post(f"/agents/{agent}/actions/{action}", json=body)
+
+
+def test_the_fleets_actions_refuse_a_caller_without_the_receivers_token(fleet):
+    anonymous = fleet.app.test_client()
+    reply = anonymous.post("/agents/CMO/actions/restartAgent", json={"mode": "soft"})
+    assert reply.status_code == 401 and reply.headers["WWW-Authenticate"] == "Bearer"
+    wrong = anonymous.post("/agents/CMO/actions/restartAgent", json={"mode": "soft"},
+                           headers={"Authorization": "Bearer not-the-token"})
+    assert wrong.status_code == 401
+    assert fleet.calls == [] and fleet.answers[("restartAgent", 401)] == 2
+
+
+def test_the_fleets_actions_check_each_body_against_the_contract_and_replay_a_repeated_key(fleet, web):
+    bad = web.post("/agents/CMO/actions/throttleAgent", json={"maxConcurrent": "one", "minutes": 5})
+    assert bad.status_code == 422 and bad.get_json()["field"] == "maxConcurrent"
+    fleet.inject("CMO", "timeout")
+    key = {"Idempotency-Key": "inc-1:1:0"}
+    first = web.post("/agents/CMO/actions/restartAgent", json={"mode": "soft"}, headers=key)
+    again = web.post("/agents/CMO/actions/restartAgent", json={"mode": "soft"}, headers=key)
+    assert first.get_json() == again.get_json() and again.headers["Idempotent-Replayed"] == "true"
+    assert [action for _, _, action, _ in fleet.calls] == ["restartAgent"]
 
 
 def test_every_signal_of_the_fleet_is_valid_under_every_fault(fleet):
@@ -120,8 +144,8 @@ def test_the_fault_endpoint_validates_and_heals(web):
     assert web.post("/fleet/faults", json={"agent": "CMO", "fault": "timeout"}).get_json()["faults"] == {
         "timeout": True}
     assert web.delete("/fleet/faults/CMO").get_json()["faults"] == {}
-    assert web.post("/agents/CMO/actions/formatDisk").status_code == 404
-    assert web.post("/agents/Nobody/actions/restartAgent").status_code == 404
+    assert web.post("/agents/CMO/actions/formatDisk", json={}).status_code == 404
+    assert web.post("/agents/Nobody/actions/restartAgent", json={}).status_code == 404
 
 
 def test_a_higher_ranked_agent_that_took_a_directive_keeps_it_and_the_other_gets_a_new_one(fleet, web):

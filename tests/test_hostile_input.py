@@ -815,7 +815,8 @@ def test_the_fleets_check_secrets_answers_names_only(monkeypatch):
     fleet = SimulatedFleet()
     web = fleet.app.test_client()
     fleet.inject("Content", "missing-secret", fixable=False)
-    reply = web.post("/agents/Content/actions/checkSecrets", json={"required": list(REQUIRED_SECRETS)})
+    reply = web.post("/agents/Content/actions/checkSecrets", json={"required": list(REQUIRED_SECRETS)},
+                     headers={"Authorization": f"Bearer {fleet.action_token.reveal()}"})
     assert reply.status_code == 409
     assert reply.get_json() == {"missing": ["API_BASE"]}
     assert set(reply.get_json()["missing"]) <= set(REQUIRED_SECRETS)
@@ -825,7 +826,8 @@ def test_the_fleets_check_secrets_answers_names_only(monkeypatch):
         assert "SECRET-API-BASE" not in text
     fleet.clear("Content")
     fleet.inject("Content", "missing-secret", fixable=True)
-    reply = web.post("/agents/Content/actions/checkSecrets", json={"required": list(REQUIRED_SECRETS)})
+    reply = web.post("/agents/Content/actions/checkSecrets", json={"required": list(REQUIRED_SECRETS)},
+                     headers={"Authorization": f"Bearer {fleet.action_token.reveal()}"})
     assert (reply.status_code, reply.get_json()) == (200, {"missing": []})
 
 

@@ -135,7 +135,7 @@ def without_labels():
 
 
 @pytest.mark.parametrize("body,expected", [
-    ({**payload(), "version": "3"}, "version: '4' was expected"),
+    ({**payload(), "version": "3"}, "version: '3' is not one of 4, 1"),
     ({**payload(), "alerts": "none"}, "alerts: 'none' is not of type 'array'"),
     ({**payload(), "status": "pending"}, "status: 'pending' is not one of firing, resolved"),
     ({k: v for k, v in payload().items() if k != "alerts"}, "alerts: is required"),

@@ -90,7 +90,7 @@ def test_the_published_schema_is_the_one_enforced():
     published = json.loads((REPO / "autonomy" / "schemas" / "signal.schema.json").read_text())
     assert published == schema()
     assert set(published["properties"]) == {"agent", "domain", "status", "lastReport", "metrics", "context",
-                                             "checks", "ts"}
+                                             "checks", "ts", "extensions"}
 
 
 def test_signals_compare_by_value():

@@ -108,6 +108,13 @@ def test_duplicate_remediations_are_attempts_recorded_twice_or_overlapping_on_on
     assert duplicate_remediations([line(ts=150), line(ts=160, incident_id="i2", agent="CRO")]) == []
 
 
+def test_an_attempt_ends_at_its_verdict_not_when_a_worker_wrote_its_line():
+    # The verdict at 150, written at 158 after another incident's attempt (151-157) on the agent: no overlap.
+    late = line(ts=158, duration=10, verdict_at=150.0)
+    assert duplicate_remediations([late, line(ts=157, duration=6, incident_id="i2")]) == []
+    assert len(duplicate_remediations([line(ts=158, duration=10), line(ts=157, duration=6, incident_id="i2")])) == 1
+
+
 def test_check_counts_each_kind_once_and_keeps_examples():
     truth = [interval(end=None), interval(agent="CEO", start=0, end=400)]
     result = check(truth, [incident()], [], [(130, "CMO", "restartAgent")], [Window(100, 200, "CMO")], [], M, 1000)

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from autonomy.signal_contract import Signal
+from autonomy.signal_extensions import EXTENSIONS, extensions_of
 
 from .classifier import Facts
 from .upstreams import PrometheusApi, promql_alternatives, promql_string, samples
@@ -142,12 +143,14 @@ def read_agents(prom: PrometheusApi, agents, silent_seconds: float, budget_cap_d
 
 
 def signal_metrics(signal: Signal | None) -> dict:
-    """The section 8 metrics of a signal."""
+    """The section 8 metrics of a signal, and the extensions it was sent with (the lineage's before/after)."""
     if signal is None:
         return {}
-    return {"successRate": signal.success_ratio, "alignment": signal.alignment_ratio,
-            "backlogAgeMinutes": round(signal.backlog_age_seconds / 60, 6),
-            "costBurnRatePerHour": signal.cost_burn_dollars_per_hour}
+    metrics = {"successRate": signal.success_ratio, "alignment": signal.alignment_ratio,
+               "backlogAgeMinutes": round(signal.backlog_age_seconds / 60, 6),
+               "costBurnRatePerHour": signal.cost_burn_dollars_per_hour}
+    extensions = extensions_of(signal)  # none on a signal rebuilt from Prometheus: agent_extensions.py reads them
+    return {**metrics, EXTENSIONS: extensions} if extensions else metrics
 
 
 def view_from_signals(agent: str, signals: list[Signal], silent_seconds: float, clock=time.time) -> AgentView:

@@ -8,10 +8,20 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
+from autonomy.vocabulary import Source
+
 from .upstreams import PrometheusApi, UpstreamError, promql_alternatives, promql_string
 
 CATALOG_TTL_SECONDS = 60.0  # rules change on a reload; an unknown alert name refreshes sooner
 _MAX_INLINING = 8  # recording rules built on recording rules, this deep at most
+NOT_IN_PROMETHEUS = "Prometheus has no alerting rule of that name"
+GRAFANAS_RULE = ("Grafana's rule (Prometheus has no alerting rule of that name): its condition cannot be "
+                 "re-evaluated on fresh samples")
+
+
+def missing_rule(source: str) -> str:
+    """Why an alert name Prometheus has no rule of cannot be re-checked, for an incident from SOURCE."""
+    return GRAFANAS_RULE if source == Source.GRAFANA else NOT_IN_PROMETHEUS
 
 
 @dataclass(frozen=True)
@@ -122,13 +132,13 @@ def scoped(rule: AlertRule, agents: Iterable[str]) -> str:
 
 
 def still_true(prom: PrometheusApi, catalog: RuleCatalog, alertnames: Mapping[str, Iterable[str]],
-               scope: Iterable[str] | None = None) -> tuple[list[str], list[str]]:
+               scope: Iterable[str] | None = None, missing: str = NOT_IN_PROMETHEUS) -> tuple[list[str], list[str]]:
     """Which of the alerts (agent -> alert names) still evaluate true now, and which cannot be re-checked.
 
     Each alert's expression is evaluated once, answering for the agents of SCOPE (default: those of
     ALERTNAMES; a poll of many incidents passes all of theirs, so that one query serves them all); an alert is
     still true for an agent when a result row belongs to that agent. Both lists name the alert, with the agent
-    when there are several.
+    when there are several. MISSING says why a name Prometheus has no alerting rule of cannot be re-checked.
     """
     scope = sorted(set(alertnames) if scope is None else set(scope) | set(alertnames))
     by_name: dict[str, set[str]] = {}
@@ -146,7 +156,7 @@ def still_true(prom: PrometheusApi, catalog: RuleCatalog, alertnames: Mapping[st
     for name in sorted(by_name):
         rule, agents = rules[name], by_name[name]
         if rule is None or rule.problem:
-            why = rule.problem if rule is not None else "Prometheus has no alerting rule of that name"
+            why = rule.problem if rule is not None else missing
             unknown += [f"{label(name, a)}: {why}" for a in sorted(agents)]
             continue
         rows = prom.query(scoped(rule, scope))

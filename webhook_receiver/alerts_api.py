@@ -1,10 +1,10 @@
-"""Alertmanager's webhook: every notification recorded durably before it is answered."""
+"""The alert webhook (Alertmanager's, or Grafana Alerting's): every notification recorded durably before it is
+answered."""
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
 from autonomy.http_edge import ApiError, json_body, require_token
-from autonomy.vocabulary import Source
 
 from .receiver_state import accepted, counted, receiver
 from .webhook_payload import PayloadError, parse_webhook
@@ -21,13 +21,14 @@ def alertmanager_webhook():
     try:
         notification = parse_webhook(body)
     except PayloadError as exc:
-        raise ApiError(exc.status, "not an Alertmanager webhook payload (version 4); nothing was stored",
-                       exc.errors) from None
+        raise ApiError(exc.status, "not a webhook payload of Alertmanager (version 4) or Grafana Alerting "
+                       "(version 1); nothing was stored", exc.errors) from None
     state = receiver()
     new = [n.agent for n in notification.per_agent if n.firing and state.store.open_for(n.agent) is None]
     if new and state.store.open_count() + len(new) > state.settings.max_agents:
         raise ApiError(429, f"{len(new)} new agent(s) beyond AUTOREM_MAX_AGENTS={state.settings.max_agents} "
                             "agents with an open incident; nothing was stored")
-    result = state.store.ingest(Source.ALERTMANAGER, body.decode("utf-8"), notification.per_agent,
+    # Grafana's incidents are a source of their own: Grafana, not Alertmanager, holds their state and silences.
+    result = state.store.ingest(notification.source, body.decode("utf-8"), notification.per_agent,
                                 max_queued=state.settings.queue_size)
-    return jsonify({**accepted(Source.ALERTMANAGER, result), "ignored": list(notification.ignored)})
+    return jsonify({**accepted(notification.source, result), "ignored": list(notification.ignored)})

@@ -11,11 +11,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
 
+from autonomy.contract_routes import contract_bp
 from autonomy.http_edge import configure_app
 from autonomy.latest_signals import LatestSignals
 from autonomy.settings import Secret, Settings, SettingsError
 
 from .actions import ActionRunner
+from .agent_extensions import ExporterExtensions
 from .agent_states import AgentStateCollector
 from .alerts_api import alerts_bp
 from .data_dir import DataDirLock, writable_file
@@ -30,7 +32,7 @@ from .rollout_api import rollout_bp
 from .runbooks_api import runbooks_bp
 from .signals_api import signals_bp
 from .store import SqliteIncidentStore
-from .upstreams import AlertmanagerApi, PrometheusApi
+from .upstreams import AlertmanagerApi, PrometheusApi, grafana_alertmanager
 
 LEDGER_FILE = "incidents.sqlite3"
 
@@ -63,6 +65,9 @@ def _upstreams(settings: Settings, signals: LatestSignals) -> Upstreams:
         alertmanager=AlertmanagerApi(settings.alertmanager_url) if settings.alertmanager_url else None,
         latest_signal=signals.latest,
         all_signals=lambda: [e.signal for e in signals.snapshot()],
+        extensions=(ExporterExtensions(settings.exporter_url, settings.exporter_token) if settings.exporter_url
+                    else None),
+        grafana=grafana_alertmanager(settings.grafana_url, settings.grafana_token) if settings.grafana_url else None,
     )
 
 
@@ -72,7 +77,8 @@ def init_app(app: Flask) -> Receiver:
     settings: Settings = app.config["SETTINGS"]
     data_dir = Path(app.config.get("DATA_DIR") or settings.data_dir)
     playbooks = app.config.get("PLAYBOOKS") or load_playbooks(
-        Path(settings.playbooks_file), actions_base_url=settings.actions_base_url or None)
+        Path(settings.playbooks_file), actions_base_url=settings.actions_base_url or None,
+        env=app.config.get("ENVIRON"))
     lock = DataDirLock(data_dir).acquire()  # one receiver per data directory, for the process's life
     try:
         store = SqliteIncidentStore(data_dir / LEDGER_FILE, settings.reopen_grace_seconds)
@@ -81,7 +87,8 @@ def init_app(app: Flask) -> Receiver:
         lock.release()
         raise
     secrets = [settings.webhook_token, settings.read_token, settings.escalation_token, settings.exporter_token,
-               app.config.get("WEBHOOK_TOKEN")]
+               settings.grafana_token,
+               app.config.get("WEBHOOK_TOKEN"), playbooks.token, *(e.token for e in playbooks.agents.values())]
     lineage = LineageLog(data_dir / LINEAGE_FILE, [s for s in secrets if isinstance(s, Secret)])
     metrics = ReceiverMetrics()
     signals = LatestSignals(expiry_seconds=settings.agent_expiry_seconds, max_agents=settings.max_agents)
@@ -106,7 +113,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.setdefault("READ_TOKEN", settings.read_token)
     app.json.sort_keys = False  # lineage entries keep the pack's field order
     init_app(app)
-    for blueprint in (alerts_bp, signals_bp, incidents_bp, operations_bp, rollout_bp, runbooks_bp):
+    for blueprint in (alerts_bp, signals_bp, incidents_bp, operations_bp, rollout_bp, runbooks_bp, contract_bp):
         app.register_blueprint(blueprint)
     return app
 

@@ -8,8 +8,9 @@ from typing import Callable, Iterable, Protocol
 from autonomy.signal_contract import Signal
 from autonomy.vocabulary import Source
 
+from .agent_extensions import ExporterExtensions, with_extensions
 from .agent_view import FLEET, FLEET_SPEND, AgentView, read_agent, view_from_signals
-from .alert_conditions import RuleCatalog, still_true
+from .alert_conditions import RuleCatalog, missing_rule, still_true
 from .classifier import CLASSES, Facts, SloThresholds, classify
 from .conflicts import CONFLICT_ID, DIRECTIVE, conflict_key, key_parts, without_conflicts
 from .fleet_ranking import Role, Tier, candidates_query
@@ -34,10 +35,11 @@ def incident_alertnames(incident: Incident, agents: Iterable[str]) -> dict[str, 
 class FleetReader(Protocol):
     """What the engine asks about agents; UpstreamError where the source cannot be read.
 
-    `through_alertmanager`: the incidents are Prometheus alert rules notified by Alertmanager, so their alerts
-    resolve there (a resolved notification, or the sweeper, closes them), a conflict's own alert arrives on
-    its own, and Alertmanager holds their silences. Otherwise agents report straight to the receiver: a
-    verified recovery closes the incident, and Alertmanager is asked what it would silence.
+    `through_alertmanager`: the incidents are alert rules notified by an Alertmanager (Prometheus's rules by
+    Alertmanager, or Grafana's by Grafana's own: `source` says which), so their alerts resolve there (a resolved
+    notification, or the sweeper, closes them), a conflict's own alert arrives on its own, and that Alertmanager
+    holds their silences. Otherwise agents report straight to the receiver: a verified recovery closes the
+    incident, and Alertmanager is asked what it would silence.
     """
 
     source: Source
@@ -64,19 +66,24 @@ class FleetReader(Protocol):
 
 
 class PrometheusFleetReader:
-    """The agents as Prometheus holds them; the incident's conditions are its alert rules, evaluated now."""
+    """The agents as Prometheus holds them; the incident's conditions are its alert rules, evaluated now (a
+    Grafana incident's too: by the rules Prometheus has of the same names)."""
 
-    source, through_alertmanager = Source.ALERTMANAGER, True
+    through_alertmanager = True
 
-    def __init__(self, prom: PrometheusApi, catalog: RuleCatalog, silent_seconds: float, budget_cap: float):
-        self.prom, self.catalog = prom, catalog
+    def __init__(self, prom: PrometheusApi, catalog: RuleCatalog, silent_seconds: float, budget_cap: float,
+                 extensions: ExporterExtensions | None = None, source: Source = Source.ALERTMANAGER):
+        self.prom, self.catalog, self.source = prom, catalog, source
+        self.missing_rule = missing_rule(source)  # why a name Prometheus has no rule of cannot be re-checked
         self.silent_seconds, self.budget_cap = silent_seconds, budget_cap
+        self.extensions = extensions  # the signals' extensions, which Prometheus never has: the exporters'
 
     def view(self, agent: str) -> AgentView:
         try:
-            return read_agent(self.prom, agent, frozenset(), self.silent_seconds, self.budget_cap)
+            view = read_agent(self.prom, agent, frozenset(), self.silent_seconds, self.budget_cap)
         except UpstreamError as exc:
             return AgentView(None, Facts(), {}, prometheus_problem(exc))
+        return with_extensions({agent: view}, self.extensions)[agent]
 
     def stale(self, agents: Iterable[str], since: float, own_signal: bool = True) -> list[str]:
         """Agents without a sample scraped after SINCE (and, with OWN_SIGNAL, a signal sent after it too)."""
@@ -123,7 +130,7 @@ class PrometheusFleetReader:
             # A conflict with its own key is its own incident's business, and only that.
             if (key == incident.conflict_key) if incident.conflict_key else key is None:
                 names.setdefault(labels.get("agent", ""), set()).add(labels.get("alertname", ""))
-        return still_true(self.prom, self.catalog, {a: n for a, n in names.items() if n})
+        return still_true(self.prom, self.catalog, {a: n for a, n in names.items() if n}, missing=self.missing_rule)
 
     def onset(self, incident: Incident) -> float | None:
         """When Prometheus first saw the incident's conditions hold (the alerts' activeAt, before their `for:`).

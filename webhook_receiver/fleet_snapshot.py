@@ -6,6 +6,7 @@ from typing import Iterable
 
 from autonomy.vocabulary import Source
 
+from .agent_extensions import with_extensions
 from .agent_view import FLEET, FLEET_SPEND, AgentView, read_agents
 from .alert_conditions import still_true
 from .classifier import CLASSES, Facts
@@ -41,10 +42,11 @@ class PrometheusSnapshot:
     """The Prometheus path's reader over AGENTS, read together on first use; answers for other agents, or for
     another kind of question, fall through to READER."""
 
-    source, through_alertmanager = Source.ALERTMANAGER, True
+    through_alertmanager = True
 
     def __init__(self, reader: PrometheusFleetReader, agents: Iterable[str]):
         self.reader, self.agents = reader, sorted(set(agents))
+        self.source: Source = reader.source
         self.prom = MemoPrometheus(reader.prom)
         self._views: dict[str, AgentView] | None = None
         self._fresh: dict[str, float] | None = None
@@ -54,7 +56,8 @@ class PrometheusSnapshot:
     def view(self, agent: str) -> AgentView:
         if self._views is None:
             try:
-                self._views = read_agents(self.prom, self.agents, self.reader.silent_seconds, self.reader.budget_cap)
+                self._views = with_extensions(read_agents(self.prom, self.agents, self.reader.silent_seconds,
+                                                          self.reader.budget_cap), self.reader.extensions)
             except DeadlinePassed:
                 raise  # the time is up, Prometheus did not fail: the look keeps its last reason
             except UpstreamError as exc:
@@ -106,7 +109,8 @@ class PrometheusSnapshot:
             key = conflict_key(labels)
             if (key == incident.conflict_key) if incident.conflict_key else key is None:
                 names.setdefault(labels["agent"], set()).add(labels.get("alertname", ""))
-        return still_true(self.prom, self.reader.catalog, {a: n for a, n in names.items() if n}, self.agents)
+        return still_true(self.prom, self.reader.catalog, {a: n for a, n in names.items() if n}, self.agents,
+                          missing=self.reader.missing_rule)
 
     def onset(self, incident: Incident) -> float | None:
         return self.reader.onset(incident)

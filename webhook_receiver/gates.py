@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from autonomy.vocabulary import EscalationReason, Gate, IncidentClass
+from autonomy.vocabulary import EscalationReason, Gate, IncidentClass, Source
 
 from .conflicts import conflict_key
 from .incident import Incident
@@ -13,6 +13,8 @@ from .rollout import Rollout
 from .upstreams import AlertmanagerApi, UpstreamError
 
 REMEDIABLE = frozenset(IncidentClass)
+GRAFANA_UNCONFIGURED = ("a Grafana-managed alert: its state and silences are Grafana's, which the receiver is not "
+                        "set to ask; set AUTOREM_GRAFANA_URL (and AUTOREM_GRAFANA_TOKEN); observed only")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class GateInputs:
     fleet_spend: Callable[[], float | None]
     budget_cap: float
     through_alertmanager: bool = True  # Alertmanager holds the incident's alerts (else: ask it about a probe)
+    grafana: AlertmanagerApi | None = None  # Grafana's Alertmanager API: it holds a Grafana incident's alerts
 
 
 def _belongs(incident: Incident, alert: dict) -> bool:
@@ -45,21 +48,36 @@ def _belongs(incident: Incident, alert: dict) -> bool:
     return conflict_key(labels) == incident.conflict_key
 
 
-def _alert_state(am: AlertmanagerApi, incident: Incident) -> Refusal | None:
-    """Refuse unless the incident's alerts are still active and none is silenced (a conflict: any claimant's)."""
+def _alert_state(am: AlertmanagerApi, incident: Incident, where: str = "Alertmanager",
+                 unreachable: Gate = Gate.ALERTMANAGER_UNREACHABLE) -> Refusal | None:
+    """Refuse unless the incident's alerts are still active and none is silenced (a conflict: any claimant's), as
+    the Alertmanager that holds them (WHERE: Alertmanager, or Grafana for its own alerts) says."""
     try:
         alerts = [a for agent in incident.agents for a in am.agent_alerts(agent) if _belongs(incident, a)]
     except UpstreamError as exc:
-        return Refusal(Gate.ALERTMANAGER_UNREACHABLE, f"cannot check the alert and its silences: {exc}")
+        return Refusal(unreachable, f"cannot check the alert and its silences in {where}: {exc}")
     silenced = sorted({s for a in alerts for s in a.get("status", {}).get("silencedBy") or []})
     # A silence on one claimant of a conflict stops the whole conflict: acting on the others changes it too.
     if silenced and (incident.conflict_key or not any(a.get("status", {}).get("state") == "active" for a in alerts)):
-        return Refusal(Gate.SILENCED, f"the agent's alerts are silenced in Alertmanager ({', '.join(silenced)})")
+        return Refusal(Gate.SILENCED, f"the agent's alerts are silenced in {where} ({', '.join(silenced)})")
     if any(a.get("status", {}).get("state") == "active" for a in alerts):
         return None
     if alerts:
-        return Refusal(Gate.NOT_FIRING, "the agent's alerts are suppressed in Alertmanager")
-    return Refusal(Gate.NOT_FIRING, "the alert is no longer firing", close=True)
+        return Refusal(Gate.NOT_FIRING, f"the agent's alerts are suppressed in {where}")
+    if unreachable is Gate.GRAFANA_UNREACHABLE:
+        # Grafana answers a token that may not see the rule's organization or folder with nothing at all: absence
+        # is no evidence of a resolution there. Held; Grafana's resolved notification closes it.
+        return Refusal(Gate.NOT_FIRING, "Grafana shows no active alert of the agent (resolved, or not visible to "
+                                        "AUTOREM_GRAFANA_TOKEN's organization and folders): held until Grafana's "
+                                        "resolved notification")
+    return Refusal(Gate.NOT_FIRING, f"the alert is no longer firing in {where}", close=True)
+
+
+def _grafana_state(grafana: AlertmanagerApi | None, incident: Incident) -> Refusal | None:
+    """A Grafana incident's alerts are Grafana's: their state and silences are asked of Grafana, or it is held."""
+    if grafana is None:
+        return Refusal(Gate.GRAFANA_UNCONFIGURED, GRAFANA_UNCONFIGURED)
+    return _alert_state(grafana, incident, "Grafana", Gate.GRAFANA_UNREACHABLE)
 
 
 def _signal_silence(am: AlertmanagerApi, incident: Incident, classification: str) -> Refusal | None:
@@ -93,7 +111,11 @@ def check_gates(incident: Incident, classification: str, playbook: Playbook, inp
     if classification not in rollout.classes:
         return Refusal(Gate.CLASS_NOT_ENABLED, f"{classification} is not enabled in the rollout "
                                                f"({', '.join(rollout.classes)}); observed only")
-    if inputs.alertmanager is not None:
+    if incident.source == Source.GRAFANA:
+        refusal = _grafana_state(inputs.grafana, incident)
+        if refusal:
+            return refusal
+    elif inputs.alertmanager is not None:
         refusal = (_alert_state(inputs.alertmanager, incident) if inputs.through_alertmanager
                    else _signal_silence(inputs.alertmanager, incident, classification))
         if refusal:

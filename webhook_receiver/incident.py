@@ -12,11 +12,12 @@ from .outcomes import closing_outcome
 STATES = tuple(IncidentState)
 # States in which a repeated firing notification changes nothing (recovered and skipped may reopen).
 QUIET_STATES = frozenset((IncidentState.OPEN, IncidentState.REMEDIATING, IncidentState.ESCALATED))
-# Holds a new notification may have lifted (a silence expired, Alertmanager came back, a fresh sample, the
-# agent's conflict settled). The kill switch resumes its own incidents when switched on, the staged rollout those
-# a widening admits; dry run changes only with a restart.
+# Holds a new notification may have lifted (a silence expired, Alertmanager or Grafana came back, Grafana's API set
+# since a restart, a fresh sample, the agent's conflict settled). The kill switch resumes its own incidents when
+# switched on, the staged rollout those a widening admits; dry run changes only with a restart.
 RECONSIDERED_REASONS = frozenset((StateReason.SILENCED, StateReason.ALERTMANAGER_UNREACHABLE, StateReason.SUPPRESSED,
-                                  StateReason.STALE_EVIDENCE, StateReason.CONFLICT_ESCALATED))
+                                  StateReason.STALE_EVIDENCE, StateReason.CONFLICT_ESCALATED,
+                                  StateReason.GRAFANA_UNREACHABLE, StateReason.GRAFANA_UNCONFIGURED))
 
 
 class AlertRef(NamedTuple):

@@ -32,6 +32,7 @@ def readyz():
     checks = {
         "prometheus": up.prometheus.ready(),
         "alertmanager": up.alertmanager.ready() if up.alertmanager else "not configured",
+        "grafana": up.grafana.ready() if up.grafana else "not configured",
         "escalation_url": bool(state.settings.escalation_url) or "not configured",
         "workers": state.engine.alive(),
     }

@@ -14,6 +14,8 @@ import math
 import random
 from dataclasses import dataclass, replace
 
+from autonomy.settings import Settings
+
 _RNG = random.Random()
 _MAX_EXPONENT = 60  # 2**60 times any sane base is far beyond any cap; avoids OverflowError
 
@@ -72,3 +74,10 @@ class RetryPolicy:
         if self.jitter:
             base *= 1.0 + (rng or _RNG).uniform(-self.jitter, self.jitter)
         return min(self.max_backoff_seconds, max(0.0, base))
+
+
+def attempt_policy(settings: Settings) -> RetryPolicy:
+    """The spacing of attempts: AUTOREM_ATTEMPT_BACKOFF_SECONDS before the second, doubling, capped at 4x."""
+    base = settings.attempt_backoff_seconds
+    return RetryPolicy(attempts=settings.max_attempts, backoff_seconds=base, max_backoff_seconds=base * 4,
+                       jitter=0.1 if base else 0.0)

@@ -1,4 +1,5 @@
-"""Thin clients for the two upstreams the receiver reads: Prometheus's and Alertmanager's HTTP APIs."""
+"""Thin clients for the upstreams the receiver reads: Prometheus's and Alertmanager's HTTP APIs (and Grafana's
+Alertmanager-compatible API for Grafana's own alerts)."""
 from __future__ import annotations
 
 import re
@@ -10,9 +11,13 @@ from typing import Iterable, Mapping
 
 import requests
 
+from autonomy.settings import Secret
+
 TIMEOUT_SECONDS = 5.0
 PROBE_LABEL = "autonomy_probe"  # marks the alerts the receiver posts only to ask Alertmanager for its verdict
 PROBE_LIFETIME = timedelta(minutes=5)
+# Grafana serves the Alertmanager v2 API for its own (Grafana-managed) alerts and silences under this path.
+GRAFANA_ALERTMANAGER_PATH = "/api/alertmanager/grafana"
 
 
 class UpstreamError(RuntimeError):
@@ -68,6 +73,11 @@ def _get_json(session: requests.Session, url: str, params: Mapping | None = None
         return reply.json()
     except ValueError:
         raise UpstreamError(f"{url}: not JSON") from None
+
+
+def get_json(session: requests.Session, url: str, params: Mapping | None = None) -> object:
+    """GET URL's JSON answer within this thread's deadline (the receiver's other upstreams, agent_extensions.py)."""
+    return _get_json(session, url, params)
 
 
 def _labels_ok(labels: object) -> bool:
@@ -160,27 +170,34 @@ class PrometheusApi:
             return False
 
 
-def alerts_result(body: object) -> list[dict]:
+def alerts_result(body: object, who: str = "alertmanager") -> list[dict]:
     """The alerts of a /api/v2/alerts answer, each checked for labels and status; UpstreamError otherwise."""
     if not isinstance(body, list):
-        raise UpstreamError("alertmanager answered alerts that are not a list")
+        raise UpstreamError(f"{who} answered alerts that are not a list")
     for alert in body:
         status = alert.get("status") if isinstance(alert, dict) else None
         if not isinstance(alert, dict) or not _labels_ok(alert.get("labels")) or not isinstance(status, dict) \
                 or not isinstance(status.get("state"), str) \
                 or not all(isinstance(status.get(k, []), list) and all(isinstance(i, str) for i in status.get(k, []))
                            for k in ("silencedBy", "inhibitedBy")):
-            raise UpstreamError("alertmanager answered an alert without string labels or a status")
+            raise UpstreamError(f"{who} answered an alert without string labels or a status")
     return body
 
 
 class AlertmanagerApi:
-    """Alertmanager's v2 API across the instances of a cluster: reads from one that answers, posts to all."""
+    """Alertmanager's v2 API across the instances of a cluster: reads from one that answers, posts to all.
 
-    def __init__(self, base_urls: str | list[str], session: requests.Session | None = None):
+    WHO names it in errors; TOKEN, if given, is sent as a bearer token by its session (Grafana's API needs one);
+    READY_PATH is what answers 200 when it is ready."""
+
+    def __init__(self, base_urls: str | list[str], session: requests.Session | None = None, *,
+                 who: str = "alertmanager", token: Secret | None = None, ready_path: str = "/-/ready"):
         urls = base_urls.split(",") if isinstance(base_urls, str) else list(base_urls)
         self.base_urls = [u.strip().rstrip("/") for u in urls if u.strip()]
         self.session = session or requests.Session()
+        self.who, self.ready_path = who, ready_path
+        if token is not None:
+            self.session.headers["Authorization"] = f"Bearer {token.reveal()}"
 
     @property
     def base_url(self) -> str:
@@ -200,7 +217,7 @@ class AlertmanagerApi:
         """Every alert Alertmanager holds for AGENT, silenced and inhibited ones included."""
         params = {"filter": f"agent={promql_string(agent)}", "active": "true", "silenced": "true",
                   "inhibited": "true", "unprocessed": "true"}
-        return alerts_result(self._read("/api/v2/alerts", params))
+        return alerts_result(self._read("/api/v2/alerts", params), self.who)
 
     def verdict(self, labels: Mapping[str, str]) -> tuple[list[str], list[str]]:
         """Alertmanager's own verdict on an alert with LABELS: (silences that match it, alerts that inhibit it).
@@ -255,8 +272,15 @@ class AlertmanagerApi:
     def ready(self) -> bool:
         for base in self.base_urls:
             try:
-                if self.session.get(base + "/-/ready", timeout=2).status_code == 200:
+                if self.session.get(base + self.ready_path, timeout=2).status_code == 200:
                     return True
             except requests.RequestException:
                 continue
         return False
+
+
+def grafana_alertmanager(grafana_url: str, token: Secret | None) -> AlertmanagerApi:
+    """Grafana's Alertmanager-compatible API for its own alerts and silences; ready when its status answers (the
+    token accepted too)."""
+    return AlertmanagerApi(grafana_url.rstrip("/") + GRAFANA_ALERTMANAGER_PATH, who="grafana", token=token,
+                           ready_path="/api/v2/status")

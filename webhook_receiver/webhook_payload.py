@@ -1,4 +1,5 @@
-"""Alertmanager's webhook payload (version 4): validated, unknown keys tolerated, split per agent."""
+"""The webhook payload of Alertmanager (version 4) or of Grafana Alerting (version 1, Alertmanager's shape with
+fields of its own): validated, unknown keys tolerated, split per agent."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +8,7 @@ from functools import partial
 import jsonschema
 
 from autonomy.signal_contract import SignalError, parse_json, schema_errors
-from autonomy.vocabulary import AGENT_NAME, IncidentClass
+from autonomy.vocabulary import AGENT_NAME, IncidentClass, Source
 
 from .incident import AlertRef
 from .notification import AgentNotification
@@ -17,11 +18,26 @@ from .upstreams import PROBE_LABEL
 RESERVED_FOR_THE_LAYER = frozenset(("autonomy-layer",))
 
 _STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
+ALERTMANAGER, GRAFANA = "4", "1"  # the `version` each sends
+# Grafana's own fields, typed as Grafana sends them (docs/grafana-alerting.md); its alerts are read as Alertmanager's.
+_GRAFANA = {
+    "properties": {
+        "orgId": {"type": "integer"},
+        **{key: {"type": "string"} for key in ("title", "state", "message")},
+        "alerts": {"items": {"properties": {
+            **{key: {"type": "string"} for key in ("silenceURL", "dashboardURL", "panelURL", "imageURL",
+                                                   "valueString")},
+            "values": {"type": ["object", "null"], "additionalProperties": {"type": "number"}},
+        }}},
+    },
+}
 PAYLOAD_SCHEMA = {
     "type": "object",
     "required": ["version", "status", "alerts"],
+    "if": {"properties": {"version": {"const": GRAFANA}}, "required": ["version"]},
+    "then": _GRAFANA,
     "properties": {
-        "version": {"const": "4"},
+        "version": {"enum": [ALERTMANAGER, GRAFANA]},
         "status": {"enum": ["firing", "resolved"]},
         "receiver": {"type": "string"},
         "groupKey": {"type": "string"},
@@ -53,7 +69,7 @@ _VALIDATOR = jsonschema.Draft202012Validator(PAYLOAD_SCHEMA)
 
 
 class PayloadError(ValueError):
-    """The body is not a version 4 webhook payload; `status` is 400 (not JSON) or 422 (wrong shape)."""
+    """The body is not a webhook payload of version 4 (or 1); `status` is 400 (not JSON) or 422 (wrong shape)."""
 
     def __init__(self, status: int, errors: tuple[str, ...]):
         super().__init__("; ".join(errors))
@@ -63,11 +79,13 @@ class PayloadError(ValueError):
 
 @dataclass(frozen=True)
 class WebhookNotification:
-    """A validated notification: its alerts per agent, and the alerts it could not attribute."""
+    """A validated notification: its alerts per agent, the alerts it could not attribute, and who sent it
+    (Alertmanager, or Grafana Alerting: the source of the incidents it opens)."""
 
     status: str
     per_agent: tuple[AgentNotification, ...]
     ignored: tuple[str, ...]
+    source: Source = Source.ALERTMANAGER
 
 
 _STATUSES = frozenset(("firing", "resolved"))
@@ -79,8 +97,9 @@ _agent_notification = partial(tuple.__new__, AgentNotification)
 
 
 def _top_level_ok(doc: object) -> bool:
-    """The schema's checks of everything but the alerts, by hand (the hot path)."""
-    if type(doc) is not dict or doc.get("version") != "4" or doc.get("status") not in ("firing", "resolved"):
+    """The schema's checks of everything but the alerts, by hand (the hot path: Alertmanager's; Grafana's
+    notifications, far fewer, are checked by jsonschema)."""
+    if type(doc) is not dict or doc.get("version") != ALERTMANAGER or doc.get("status") not in ("firing", "resolved"):
         return False
     alerts = doc.get("alerts")
     if type(alerts) is not list or len(alerts) > 10000:
@@ -136,7 +155,7 @@ def _group(alerts: list) -> tuple[dict[str, list[AlertRef]], list[str]] | None:
 
 
 def parse_webhook(body: bytes) -> WebhookNotification:
-    """Validate BODY and group its alerts by their `agent` label."""
+    """Validate BODY (Alertmanager's or Grafana's) and group its alerts by their `agent` label."""
     try:
         doc = parse_json(body)
     except SignalError as exc:
@@ -152,4 +171,5 @@ def parse_webhook(body: bytes) -> WebhookNotification:
             raise PayloadError(422, ("alerts: an alert the receiver cannot read",))
     by_agent, ignored = grouped
     per_agent = tuple(_agent_notification((agent, tuple(alerts), None)) for agent, alerts in sorted(by_agent.items()))
-    return WebhookNotification(doc["status"], per_agent, tuple(ignored))
+    sender = Source.GRAFANA if doc["version"] == GRAFANA else Source.ALERTMANAGER
+    return WebhookNotification(doc["status"], per_agent, tuple(ignored), sender)

@@ -27,7 +27,7 @@ from devstack import local_stack
 from devstack.checkout import PLAYBOOKS_FILE
 from devstack.drills import every_page
 from devstack.durations import format_duration
-from devstack.fleet import Heartbeat
+from devstack.fleet import fleet_heartbeat
 from devstack.local_stack import AlertmanagerProcess, PrometheusProcess, ServedApp, free_port
 from devstack.polling import wait_until
 from devstack.rule_render import render_rules
@@ -202,12 +202,13 @@ class ProcessLayer:
         self.heartbeat_seconds = heartbeat_seconds
         self.push_token = Secret("AUTOREM_EXPORTER_TOKEN", secrets.token_urlsafe(24))
         self.webhook_token = secrets.token_urlsafe(24)
+        self.agent_token = agents.token or secrets.token_urlsafe(24)  # sent with every action
         self.token_file = self.workdir / "webhook_token"
         self.agents_server = self.inbox_server = self.exporter = None
         self.receiver: ReceiverProcess | None = None
         self.alertmanager: AlertmanagerProcess | None = None
         self.prometheus: PrometheusProcess | None = None
-        self.heartbeat: Heartbeat | None = None
+        self.heartbeat = None
         self._prometheus_config = ""
         self._alertmanager_config = ""
 
@@ -215,6 +216,7 @@ class ProcessLayer:
         f = self.time_factor
         env = {
             "AUTOREM_WEBHOOK_TOKEN": self.webhook_token,
+            "AUTOREM_AGENT_TOKEN": self.agent_token,
             "AUTOREM_PROMETHEUS_URL": f"http://127.0.0.1:{prometheus_port}",
             "AUTOREM_ALERTMANAGER_URL": f"http://127.0.0.1:{alertmanager_port}",
             "AUTOREM_ACTIONS_BASE_URL": self.agents_server.url,
@@ -262,7 +264,8 @@ class ProcessLayer:
                 alertmanagers=[self.alertmanager.url[7:]])
             self.prometheus = PrometheusProcess(self.workdir / "prometheus", self._prometheus_config).start(
                 port=prometheus_port)
-            self.heartbeat = Heartbeat(self.agents, self.push, interval=self.heartbeat_seconds).start()
+            self.heartbeat = fleet_heartbeat(self.agents, self.exporter.url, self.push_token,
+                                             interval=self.heartbeat_seconds).start()
         except BaseException:
             self.stop()
             raise

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import hmac
+import secrets
 import threading
 from collections import Counter
 from datetime import datetime, timezone
@@ -22,6 +24,9 @@ class SmallAgents:
     state becomes meanwhile; `plain` agents send only the pack's section 2 fields (no `checks`)."""
 
     def __init__(self, agents: dict[str, str]):
+        self.token = secrets.token_urlsafe(16)  # every action must carry it (the receiver's AUTOREM_AGENT_TOKEN)
+        self.refused: list[tuple[str, str]] = []  # actions that came without it
+        self.keys: list[tuple[str, str, str | None]] = []  # (agent, action, Idempotency-Key) of every action
         self.lock = threading.Lock()
         self.state = {name: healthy(name, domain) for name, domain in agents.items()}
         self.calls: Counter = Counter()
@@ -72,6 +77,10 @@ class SmallAgents:
     def action(self, agent: str, action: str):
         body = request.get_json(silent=True) or {}
         with self.lock:
+            self.keys.append((agent, action, request.headers.get("Idempotency-Key")))
+            if not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {self.token}"):
+                self.refused.append((agent, action))
+                return jsonify({"error": "missing or wrong token"}), 401
             self.calls[(agent, action)] += 1
             self.call_log.append((agent, action, body))
             if agent not in self.state:

@@ -7,7 +7,7 @@ import requests
 from devstack.dashboards import DASHBOARDS_DIR
 from devstack.demo import TIME_FACTOR, layer_env
 from devstack.drills import DrillContext, backlog_surge, directive_overlap, transient_timeout
-from devstack.fleet import Heartbeat, SimulatedFleet
+from devstack.fleet import SimulatedFleet, fleet_heartbeat
 from devstack.layer_stack import LayerStack
 from devstack.local_stack import ServedApp
 from devstack.polling import wait_until
@@ -29,8 +29,8 @@ def test_every_panel_query_returns_data_for_the_expected_agents(tmp_path):
     fleet = SimulatedFleet()
     agents = sorted(fleet.agents)
     with ServedApp(fleet.app) as fleet_server, LayerStack(tmp_path, fleet_server.url, env=layer_env(
-            fleet_server.url), time_factor=TIME_FACTOR) as stack:
-        beat = Heartbeat(fleet, stack.push, interval=0.5).start()
+            fleet_server.url, fleet), time_factor=TIME_FACTOR) as stack:
+        beat = fleet_heartbeat(fleet, stack.push_url, stack.push_token, interval=0.5).start()
         try:
             wait_until(lambda: instant(stack.prometheus, f"count(autonomy_agent_info) >= {len(agents)}"), 60,
                        "the whole fleet in Prometheus")

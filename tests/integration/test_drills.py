@@ -37,6 +37,9 @@ def test_every_drill_passes_and_the_report_is_one_json_line():
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert done.returncode == 0, (report, done.stderr[-3000:])
     assert report["passed"] is True
+    # Every action the receiver sent carried the fleet's token and a body its action server (the agent library,
+    # checking each body against autonomy/schemas/openapi.yaml) accepted.
+    assert report["refused_actions"] == {}
     got = {s["name"]: (s["classification"], s["playbook"], s["outcome"]) for s in report["scenarios"]}
     assert got == EXPECTED
     for scenario in report["scenarios"]:

@@ -54,7 +54,8 @@ def direct(tmp_path_factory):
             "AUTOREM_VERIFY_TIMEOUT_SECONDS": "1", "AUTOREM_VERIFY_INTERVAL_SECONDS": "0.1",
             "AUTOREM_MAX_ATTEMPTS": "1", "AUTOREM_DATA_DIR": str(work / "receiver")})
         webhook = Secret("AUTOREM_WEBHOOK_TOKEN", secrets.token_urlsafe(24))
-        app = create_app({"SETTINGS": settings, "WEBHOOK_TOKEN": webhook, "START_ENGINE": False})
+        app = create_app({"SETTINGS": settings, "WEBHOOK_TOKEN": webhook, "START_ENGINE": False,
+                          "ENVIRON": {"AUTOREM_AGENT_TOKEN": agents.token}})
         try:
             yield app, am, agents, {"Authorization": f"Bearer {webhook.reveal()}"}
         finally:
@@ -116,6 +117,7 @@ def test_alertmanager_decides_silences_on_the_direct_path_as_it_does_for_its_own
 
 def test_a_second_receiver_on_the_same_data_directory_refuses_to_start_naming_the_holder(tmp_path):
     env = {"AUTOREM_WEBHOOK_TOKEN": secrets.token_urlsafe(24), "AUTOREM_ALERTMANAGER_URL": "",
+           "AUTOREM_AGENT_TOKEN": secrets.token_urlsafe(24),
            "AUTOREM_PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}"}
     first = ReceiverProcess(tmp_path / "data", env, tmp_path / "first.log").start()
     try:

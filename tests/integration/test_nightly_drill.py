@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from devstack.demo import TIME_FACTOR, layer_env
-from devstack.fleet import Heartbeat, SimulatedFleet
+from devstack.fleet import SimulatedFleet, fleet_heartbeat
 from devstack.layer_stack import LayerStack
 from devstack.local_stack import ServedApp
 from devstack.nightly_drill import run_target_drill
@@ -22,9 +22,9 @@ def test_the_drills_run_against_a_running_layer_and_their_verdict_is_written_as_
     real_binary("alertmanager")
     fleet = SimulatedFleet()
     with ServedApp(fleet.app) as fleet_server, LayerStack(tmp_path / "layer", fleet_server.url,
-                                                           env=layer_env(fleet_server.url),
+                                                           env=layer_env(fleet_server.url, fleet),
                                                            time_factor=TIME_FACTOR) as stack:
-        beat = Heartbeat(fleet, stack.push, interval=0.5).start()
+        beat = fleet_heartbeat(fleet, stack.push_url, stack.push_token, interval=0.5).start()
         try:
             config = tmp_path / "target.yaml"
             config.write_text(yaml.safe_dump({

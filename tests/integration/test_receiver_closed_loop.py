@@ -1,4 +1,5 @@
 """The closed loop on the real Prometheus and Alertmanager: alert -> playbook -> fresh verification -> resolution."""
+import json
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -8,7 +9,7 @@ from flask import Flask, jsonify, request
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from devstack.drills import every_page
-from devstack.fleet import Heartbeat
+from devstack.fleet import fleet_heartbeat
 from devstack.layer_stack import LayerStack
 from devstack.local_stack import ServedApp
 from devstack.polling import wait_until
@@ -43,9 +44,9 @@ def loop(tmp_path_factory):
     spans = InMemorySpanExporter()
     with ServedApp(agents.app) as agents_server, ServedApp(inbox.app) as inbox_server:
         env = {"AUTOREM_ESCALATION_URL": inbox_server.url + "/escalations", "AUTOREM_VERIFY_TIMEOUT_SECONDS": "3",
-               "AUTOREM_ESCALATION_TOKEN": "escalation-secret-value"}
+               "AUTOREM_ESCALATION_TOKEN": "escalation-secret-value", "AUTOREM_AGENT_TOKEN": agents.token}
         with LayerStack(tmp_path_factory.mktemp("layer"), agents_server.url, env=env, span_exporter=spans) as stack:
-            beat = Heartbeat(agents, stack.push, interval=0.3).start()
+            beat = fleet_heartbeat(agents, stack.push_url, stack.push_token, interval=0.3).start()
             try:
                 yield stack, agents, inbox, spans
             finally:
@@ -86,6 +87,11 @@ def test_an_alert_runs_its_playbook_verifies_on_fresh_samples_and_resolves(loop)
     assert set(line["before"]) >= {"successRate", "alignment", "backlogAgeMinutes"}
     assert set(line["after"]) >= {"successRate", "alignment", "backlogAgeMinutes"}
     assert [s["action"] for s in line["steps"]] == ["restartAgent", "retryLastTask"]
+    # The agents refuse an action without their token: none came without it, and each step had its own key.
+    assert agents.refused == []
+    keys = [key for agent, _, key in agents.keys if agent == "CMO"]
+    assert keys == [f"{incident['id']}:1:0", f"{incident['id']}:1:1"] == [s["idempotency_key"] for s in line["steps"]]
+    assert agents.token not in json.dumps(lineage(stack, "CMO"))
 
     trace_spans = [s for s in spans.get_finished_spans() if format(s.context.trace_id, "032x") == line["trace_id"]]
     by_name = {s.name: s for s in trace_spans}

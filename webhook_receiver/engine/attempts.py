@@ -12,17 +12,18 @@ from typing import Callable
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
+from autonomy.primitives import idempotency_key
 from autonomy.settings import Settings
 from autonomy.vocabulary import EscalationReason, Gate, IncidentState
 
-from ..actions import ActionRunner
+from ..actions import NOT_IMPLEMENTED, ActionRunner
 from ..fleet_reader import FleetReader
 from ..fleet_view import signal_context
 from ..gates import GateInputs, Refusal, check_gates
 from ..incident import Incident
 from ..playbooks import Playbook, PlaybookSet
 from ..receiver_metrics import ReceiverMetrics
-from ..retry_policy import RetryPolicy
+from ..retry_policy import attempt_policy
 from ..rollout import Rollout
 from ..store import IncidentClosed, IncidentStore, LeaseLost
 from ..upstreams import UpstreamError
@@ -34,13 +35,6 @@ from .planning import Plan, Planner
 from .worker_pool import Deferred, Work
 
 log = logging.getLogger("autonomy.engine")
-
-
-def attempt_policy(settings: Settings) -> RetryPolicy:
-    """The spacing of attempts: AUTOREM_ATTEMPT_BACKOFF_SECONDS before the second, doubling, capped at 4x."""
-    base = settings.attempt_backoff_seconds
-    return RetryPolicy(attempts=settings.max_attempts, backoff_seconds=base, max_backoff_seconds=base * 4,
-                       jitter=0.1 if base else 0.0)
 
 
 class AttemptLoop:
@@ -130,9 +124,9 @@ class AttemptLoop:
                           work.claim.incident_id)
 
     def _gates(self, reader: FleetReader) -> GateInputs:
-        return GateInputs(enabled=self.enabled, rollout=self.rollout,
-                          alertmanager=self.upstreams().alertmanager, fleet_spend=lambda: _spend(reader),
-                          budget_cap=self.settings.budget_cap_daily_usd,
+        up = self.upstreams()
+        return GateInputs(enabled=self.enabled, rollout=self.rollout, alertmanager=up.alertmanager, grafana=up.grafana,
+                          fleet_spend=lambda: _spend(reader), budget_cap=self.settings.budget_cap_daily_usd,
                           through_alertmanager=reader.through_alertmanager)
 
     def _next_attempt(self, work: Work, incident: Incident) -> None:
@@ -165,7 +159,7 @@ class AttemptLoop:
         with self.tracer.start_as_current_span("attempt", context=span_context(incident), attributes={
                 "autonomy.attempt": attempt, "autonomy.classification": decision.classification,
                 "autonomy.playbook": playbook.name}) as span:
-            for step in playbook.steps:
+            for index, step in enumerate(playbook.steps):
                 if work.lost:
                     raise LeaseLost(incident.id)
                 if not self.enabled():
@@ -174,7 +168,8 @@ class AttemptLoop:
                         reader, work.claim, plan.view, attempt=attempt, steps=steps, action_end=time.time())
                     return
                 with self.tracer.start_as_current_span("step", attributes={"autonomy.action": step.action}) as step_span:
-                    result = self.runner.run(step, incident.agent, variables, self.stop)
+                    result = self.runner.run(step, incident.agent, variables, self.stop,
+                                             idempotency_key(incident.id, attempt, index))
                     step_span.set_attribute("autonomy.ok", result.ok)
                     step_span.set_attribute("autonomy.target", result.target)
                 steps.append(result)
@@ -222,9 +217,13 @@ class AttemptLoop:
         if verdict.ok:
             self.recorder.recovered(incident, classification, playbook, reader, work.claim, verifying=None)
             return
-        if attempt >= self.settings.max_attempts:
+        # An unimplemented action would be called again by another attempt: a person decides at once.
+        reason = next((EscalationReason.ACTION_NOT_IMPLEMENTED for s in pending["steps"]
+                       if s.get("status") == NOT_IMPLEMENTED), None) or (
+            EscalationReason.AUTO_REMEDIATION_FAILED if attempt >= self.settings.max_attempts else None)
+        if reason:
             incident = self.store.update(incident.id, work.claim, state=IncidentState.OPEN, verifying=None)
-            self.recorder.escalate(incident, EscalationReason.AUTO_REMEDIATION_FAILED, reader, work.claim)
+            self.recorder.escalate(incident, reason, reader, work.claim)
             return
         # Spaced, not back to back: the agent settles, and is read again before anything runs.
         backoff = replace(self.policy, used=attempt).backoff(self.rng)

@@ -8,6 +8,7 @@ from autonomy.settings import Settings
 from autonomy.signal_contract import Signal
 from autonomy.vocabulary import Source
 
+from ..agent_extensions import ExporterExtensions
 from ..alert_conditions import RuleCatalog
 from ..classifier import SloThresholds
 from ..fleet_reader import FleetReader, PrometheusFleetReader, SignalFleetReader
@@ -23,6 +24,8 @@ class Upstreams:
     alertmanager: AlertmanagerApi | None
     latest_signal: Callable[[str], Signal | None]
     all_signals: Callable[[], list[Signal]]
+    extensions: ExporterExtensions | None = None  # the signals' extensions on the Prometheus path
+    grafana: AlertmanagerApi | None = None  # Grafana's Alertmanager API: Grafana Alerting's incidents' alert state
 
 
 class FleetReaders:
@@ -39,8 +42,10 @@ class FleetReaders:
             return SignalFleetReader(up.all_signals, self.settings.agent_silent_seconds, self.slo)
         if self._catalog is None or self._catalog.prom is not up.prometheus:
             self._catalog = RuleCatalog(up.prometheus)
+        # Grafana's incidents are verified on Prometheus's samples too, by the rules Prometheus has of their names.
         return PrometheusFleetReader(up.prometheus, self._catalog, self.settings.agent_silent_seconds,
-                                     self.settings.budget_cap_daily_usd)
+                                     self.settings.budget_cap_daily_usd, up.extensions,
+                                     source=Source.GRAFANA if source == Source.GRAFANA else Source.ALERTMANAGER)
 
     def for_incident(self, incident: Incident) -> FleetReader:
         return self.of(incident.source)

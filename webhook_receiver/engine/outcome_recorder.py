@@ -45,7 +45,8 @@ def attempt_entry(incident: Incident, pending: dict, verdict: VerifyResult, verd
         after_fresh=verdict.after_fresh, reasons=list(pending["reasons"]), steps=list(pending["steps"]),
         verification={"ok": verdict.ok, "reason": verdict.reason, "checks": dict(verdict.checks),
                       "still_true": list(verdict.still_true), "polls": verdict.polls},
-        backoff_s=round(pending["backoff"], 3), duration_s=round(verdict_at - pending["started"], 3))
+        backoff_s=round(pending["backoff"], 3), duration_s=round(verdict_at - pending["started"], 3),
+        verdict_at=round(verdict_at, 3))  # the line itself may be written later, when a worker records it
     if verdict.after_note and not verdict.after_fresh:
         entry["after_note"] = verdict.after_note
     if incident.claimants:

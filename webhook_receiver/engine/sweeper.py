@@ -1,5 +1,6 @@
 """The sweeper: closes incidents whose alerts are gone (muted after escalation, or a lost resolved notification),
-and keeps each open escalation's AutonomyEscalated alive in Alertmanager."""
+as Prometheus says (or Grafana, for its own alerts), and keeps each open escalation's AutonomyEscalated alive in
+Alertmanager."""
 from __future__ import annotations
 
 import logging
@@ -25,6 +26,25 @@ WAITING = (IncidentState.ESCALATED, IncidentState.RECOVERED, IncidentState.SKIPP
 POST_BATCH = 500  # alerts per request to Alertmanager: one request of 500 costs about what a few single ones do
 
 
+def _firing(up: Upstreams, sources: set[str]) -> dict[str, set[str] | None]:
+    """The agents with a firing remediable alert, per source, each asked once for the whole fleet (a storm leaves
+    thousands waiting): Prometheus's ALERTS for Alertmanager's incidents. None for Grafana's: its resolved
+    notification alone closes them. A source whose upstream cannot be asked is left out."""
+    firing: dict[str, set[str] | None] = {}
+    if Source.ALERTMANAGER in sources:
+        classes = "|".join(CLASSES)
+        try:
+            rows = up.prometheus.query(f'ALERTS{{alertstate="firing", autonomy_class=~"{classes}"}}')
+            firing[Source.ALERTMANAGER] = {row.get("metric", {}).get("agent") for row in rows}
+        except UpstreamError:
+            pass
+    if Source.GRAFANA in sources:
+        # Never closed by absence: a token that cannot see a rule's organization or folder is answered with
+        # nothing, so only Grafana's resolved notification closes its incidents.
+        firing[Source.GRAFANA] = None
+    return firing
+
+
 class Sweeper:
     """One pass every AUTOREM_SWEEP_SECONDS, in a thread of its own."""
 
@@ -43,15 +63,13 @@ class Sweeper:
         if not waiting:
             return
         up = self.upstreams()
-        classes = "|".join(CLASSES)
-        try:  # one query for the whole fleet, not one per incident: a storm leaves thousands waiting
-            rows = up.prometheus.query(f'ALERTS{{alertstate="firing", autonomy_class=~"{classes}"}}')
-        except UpstreamError:
-            return
-        firing = {row.get("metric", {}).get("agent") for row in rows}
+        firing = _firing(up, {i.source for i in waiting})
         due = []
         for incident in waiting:
-            if not firing & set(incident.agents):
+            if incident.source not in firing:  # its upstream cannot be asked now: nothing changes for it
+                continue
+            agents = firing[incident.source]
+            if agents is not None and not agents & set(incident.agents):
                 try:
                     done = self.store.update(incident.id, state=IncidentState.CLOSED, closed_at=time.time(),
                                              outcome=closing_outcome(incident),

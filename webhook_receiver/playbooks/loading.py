@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import yaml
 
@@ -31,8 +32,10 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def load_playbooks(path: Path, actions_base_url: str | None = None) -> PlaybookSet:
-    """Read, parse and validate a playbooks file; ACTIONS_BASE_URL (the setting) overrides actions.baseUrl."""
+def load_playbooks(path: Path, actions_base_url: str | None = None, env: Mapping[str, str] | None = None,
+                   read_tokens: bool = True) -> PlaybookSet:
+    """Read, parse and validate a playbooks file; ACTIONS_BASE_URL (the setting) overrides actions.baseUrl; token
+    secrets are read from ENV (the process environment by default)."""
     try:
         text = Path(path).read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -47,4 +50,4 @@ def load_playbooks(path: Path, actions_base_url: str | None = None) -> PlaybookS
         raise PlaybookError([f"(yaml): syntax error at {where}: {exc.problem}{hint}"]) from None
     except yaml.YAMLError as exc:
         raise PlaybookError([f"(yaml): {exc}"]) from None
-    return parse_playbooks(doc, actions_base_url)
+    return parse_playbooks(doc, actions_base_url, env, read_tokens)

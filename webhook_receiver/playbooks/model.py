@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from autonomy.settings import Secret
 from autonomy.vocabulary import AGENT_NAME, AGENT_NAME_RULE
 
 from ..retry_policy import RetryPolicy
@@ -112,6 +113,7 @@ class Playbook:
 class AgentEntry:
     domain: str
     base_url: str | None = None
+    token: Secret | None = None  # the bearer token its action endpoints expect (read from tokenSecret)
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,7 @@ class PlaybookSet:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     escalate_to: str = "CEO"
     recommended_options: tuple[RecommendedOption, ...] = ()
+    token: Secret | None = None  # actions.tokenSecret: every agent's, unless its own entry names another
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "playbooks", tuple(self.playbooks))
@@ -164,6 +167,11 @@ class PlaybookSet:
     def base_url_for(self, agent: str) -> str:
         entry = self.agents.get(agent)
         return entry.base_url if entry is not None and entry.base_url else self.default_base_url
+
+    def token_for(self, agent: str) -> Secret | None:
+        """The bearer token sent with AGENT's actions: its own, else the shared one, else none."""
+        entry = self.agents.get(agent)
+        return entry.token if entry is not None and entry.token is not None else self.token
 
     def url_for(self, action: str, agent: str) -> str:
         """The URL of ACTION for AGENT (KeyError for an unknown action, UnsafeTarget for a bad agent)."""

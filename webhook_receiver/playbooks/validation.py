@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from typing import Any, Mapping, Sequence
 
+from autonomy.settings import Secret, read_secret
 from autonomy.vocabulary import AGENT_NAME, AGENT_NAME_RULE, IncidentClass
 
 from ..criteria import CRITERIA
@@ -17,6 +19,7 @@ KIND = "PlaybookSet"
 CLASSIFICATIONS = tuple(c.value for c in IncidentClass)  # plain strings: they are written back into YAML
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SECRET_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
 
 
 def _join(where: str, key: Any) -> str:
@@ -35,8 +38,9 @@ def _kind(value: Any) -> str:
 
 
 class _Checker:
-    def __init__(self) -> None:
+    def __init__(self, env: Mapping[str, str] | None) -> None:
         self.errors: list[str] = []
+        self.env = env  # None: the token secrets are checked by name only (nothing will be sent)
 
     def err(self, where: str, message: str) -> None:
         self.errors.append(f"{where or '(root)'}: {message}")
@@ -84,21 +88,40 @@ class _Checker:
             return None
         return value.rstrip("/")
 
+    def token(self, m: dict, where: str) -> Secret | None:
+        """The secret M's `tokenSecret` names, read from the environment (NAME, or the file NAME_FILE names)."""
+        if "tokenSecret" not in m:
+            return None
+        name, where = m["tokenSecret"], f"{where}.tokenSecret"
+        if not isinstance(name, str) or not _SECRET_NAME.fullmatch(name):
+            self.err(where, f"{name!r} is not an environment variable name (A-Z, 0-9, _)")
+            return None
+        if self.env is None:
+            return None
+        try:
+            secret = read_secret(name, self.env)
+        except ValueError as exc:
+            self.err(where, f"{name}: {exc}")
+            return None
+        if secret is None:
+            self.err(where, f"{name} is not set (nor {name}_FILE): the agents expect this token with every action")
+        return secret
+
     def agents(self, value: Any) -> dict[str, AgentEntry]:
         out = {}
         for agent, entry in self.mapping(value, "agents", any_keys=True).items():
             where = _join("agents", agent)
             self.name(agent, where, "agent name")
-            entry = self.mapping(entry, where, required=("domain",), optional=("baseUrl",))
+            entry = self.mapping(entry, where, required=("domain",), optional=("baseUrl", "tokenSecret"))
             if "domain" in entry:
                 self.name(entry["domain"], f"{where}.domain", "domain name")
             base = self.base_url(entry["baseUrl"], f"{where}.baseUrl") if "baseUrl" in entry else None
-            out[agent] = AgentEntry(entry.get("domain"), base)
+            out[agent] = AgentEntry(entry.get("domain"), base, self.token(entry, where))
         return out
 
     def actions(self, value: Any, override: str | None) -> tuple[dict[str, Primitive] | None, str, float, RetryPolicy]:
         a = self.mapping(value, "actions", required=("primitives",),
-                         optional=("baseUrl", "timeoutSeconds", "retry"))
+                         optional=("baseUrl", "timeoutSeconds", "retry", "tokenSecret"))
         base = self.base_url(a["baseUrl"], "actions.baseUrl") if "baseUrl" in a else None
         if override:
             base = self.base_url(override, "AUTOREM_ACTIONS_BASE_URL")
@@ -244,9 +267,11 @@ class _Checker:
         return out
 
 
-def parse_playbooks(doc: Any, actions_base_url: str | None = None) -> PlaybookSet:
-    """Validate an already-parsed document; PlaybookError lists every problem."""
-    c = _Checker()
+def parse_playbooks(doc: Any, actions_base_url: str | None = None, env: Mapping[str, str] | None = None,
+                    read_tokens: bool = True) -> PlaybookSet:
+    """Validate an already-parsed document (its token secrets read from ENV, the process's by default; not read
+    at all without READ_TOKENS, for tools that send no action); PlaybookError lists every problem."""
+    c = _Checker((os.environ if env is None else env) if read_tokens else None)
     root = c.mapping(doc, "", required=("apiVersion", "kind", "actions", "escalation", "playbooks"),
                      optional=("agents",))
     if not isinstance(doc, dict):
@@ -257,8 +282,10 @@ def parse_playbooks(doc: Any, actions_base_url: str | None = None) -> PlaybookSe
     agents = c.agents(root.get("agents", {}))
     primitives, base, timeout, retry = c.actions(root["actions"], actions_base_url) if "actions" in root \
         else (None, None, 5.0, RetryPolicy())
+    token = c.token(root["actions"], "actions") if isinstance(root.get("actions"), dict) else None
     escalate_to, options = c.escalation(root["escalation"]) if "escalation" in root else ("CEO", ())
     playbooks = c.playbooks(root["playbooks"], primitives) if "playbooks" in root else []
     if c.errors:
         raise PlaybookError(c.errors)
-    return PlaybookSet(tuple(playbooks), primitives, agents, base, float(timeout), retry, escalate_to, options)
+    return PlaybookSet(tuple(playbooks), primitives, agents, base, float(timeout), retry, escalate_to, options,
+                       token)
