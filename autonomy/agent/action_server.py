@@ -1,7 +1,6 @@
 """An agent's action endpoints (POST /agents/{agent}/actions/{primitive}) as a plain WSGI app, per the contract."""
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import re
@@ -10,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from autonomy import openapi
+from autonomy.http_edge import bearer_ok
 from autonomy.primitives import BY_NAME, IDEMPOTENCY_HEADER, IDEMPOTENCY_KEY_PATTERN, REPLAYED_HEADER
 from autonomy.settings import Secret
 from autonomy.signal_contract import SignalError, parse_json
@@ -156,13 +156,8 @@ class ActionServer:
         return self._run_once(handler, request)
 
     def _authorized(self, header: str | None) -> bool:
-        if self._token is None:
-            return True  # insecure_no_auth, chosen explicitly
-        scheme, _, token = (header or "").partition(" ")
-        expected = self._token.reveal().encode("utf-8")
-        # Compared even when the scheme is wrong, so the time taken says nothing of the token.
-        same = hmac.compare_digest(token.strip().encode("utf-8", "surrogateescape"), expected)
-        return scheme.lower() == "bearer" and same
+        # insecure_no_auth, chosen explicitly; else the layer's own constant-time bearer check
+        return self._token is None or bearer_ok(self._token, header)
 
     def _body(self, environ: dict, primitive: str) -> dict | Answer:
         length = environ.get("CONTENT_LENGTH") or ""
