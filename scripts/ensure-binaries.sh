@@ -1,5 +1,6 @@
 #!/bin/sh
-# Makes sure Prometheus >= 2.42 (with promtool) and Alertmanager >= 0.25 (with amtool) are installed:
+# Makes sure Prometheus >= 2.42 (with promtool) and Alertmanager >= 0.25 (with amtool) are installed, and
+# PostgreSQL's server (initdb, pg_ctl: the PostgreSQL store's tests run a real one, tests/postgres_server.py):
 # installs Debian's packages when missing and we are root, otherwise stops with one line saying what to do.
 set -eu
 PACKAGES="prometheus prometheus-alertmanager"
@@ -27,6 +28,31 @@ if ! have_all; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends $PACKAGES >/dev/null
+fi
+
+have_postgres() {  # where tests/postgres_server.py looks: pg_config --bindir, then /usr/lib/postgresql/*/bin
+    bindir=$(pg_config --bindir 2>/dev/null || true)
+    if [ -n "$bindir" ] && [ -x "$bindir/initdb" ] && [ -x "$bindir/pg_ctl" ]; then
+        return 0
+    fi
+    for bindir in /usr/lib/postgresql/*/bin; do
+        if [ -x "$bindir/initdb" ] && [ -x "$bindir/pg_ctl" ]; then
+            return 0
+        fi
+    done
+    return 1
+}
+
+if ! have_postgres; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "error: PostgreSQL's server (initdb, pg_ctl) is missing; install it with: sudo apt-get install -y postgresql" >&2
+        exit 1
+    fi
+    echo "installing postgresql (Debian package)..."
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+    # The package starts a cluster of its own; the tests never use it (they initdb their own on a free port).
 fi
 
 AM=$(command -v alertmanager || command -v prometheus-alertmanager)

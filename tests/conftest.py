@@ -98,3 +98,25 @@ def real_binary(kind: str) -> str:
         if os.environ.get("CI", "").lower() in ("true", "1"):
             pytest.fail(f"CI needs the real {kind}: {exc}")
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the session (tests/postgres_server.py); in CI a missing one fails, elsewhere
+    the tests that need it skip."""
+    from tests.postgres_server import PostgresServer, find_bindir
+
+    try:
+        bindir = find_bindir()
+        server = PostgresServer(bindir)
+    except MissingBinary as exc:
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"CI needs a real PostgreSQL server: {exc}")
+        pytest.skip(str(exc))
+    try:
+        server.start()
+    except BaseException:
+        server.stop()
+        raise
+    yield server
+    server.stop()

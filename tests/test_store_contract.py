@@ -10,6 +10,7 @@ from webhook_receiver.incident import AlertRef
 from webhook_receiver.notification import AgentNotification
 from webhook_receiver.rollout import CLASSES, Rollout
 from webhook_receiver.store import IncidentClosed, LeaseLost, SqliteIncidentStore
+from webhook_receiver.store.postgres_store import PostgresIncidentStore
 
 GRACE = 300.0
 
@@ -51,7 +52,28 @@ class SqliteBackend:
             store.close()
 
 
-BACKENDS = [SqliteBackend]
+class PostgresBackend:
+    """A database of its own on the session's real PostgreSQL server; each open() is a store on it (a restart, or
+    another receiver sharing it)."""
+
+    name = "postgres"
+
+    def __init__(self, tmp_path, clock, server):
+        self.server, self.clock, self.opened = server, clock, []
+        self.url = server.create_database()
+
+    def open(self):
+        store = PostgresIncidentStore(self.url, GRACE, clock=self.clock, pool_size=6)
+        self.opened.append(store)
+        return store
+
+    def close(self):
+        for store in self.opened:
+            store.close()
+        self.server.drop_database(self.url)
+
+
+BACKENDS = [SqliteBackend, PostgresBackend]
 
 
 @pytest.fixture
@@ -61,7 +83,10 @@ def clock():
 
 @pytest.fixture(params=BACKENDS, ids=lambda b: b.name)
 def backend(request, tmp_path, clock):
-    made = request.param(tmp_path, clock)
+    if request.param is PostgresBackend:
+        made = request.param(tmp_path, clock, request.getfixturevalue("postgres_server"))
+    else:
+        made = request.param(tmp_path, clock)
     yield made
     made.close()
 
