@@ -58,19 +58,22 @@ class PostgresLeases:
         return db.execute("SELECT 1 FROM leases WHERE incident_id = %s AND token = %s",
                           (claim.incident_id, claim.token)).fetchone() is not None
 
-    @staticmethod
-    def _expire(db: Connection, now: float) -> None:
+    def _expire(self, now: float) -> None:
         """Drop leases whose holder stopped renewing (their agents go with them: ON DELETE CASCADE); those another
-        transaction is dropping or renewing right now are left to it."""
-        db.execute("DELETE FROM leases WHERE incident_id IN (SELECT incident_id FROM leases WHERE expires_at <= %s "
-                   "FOR UPDATE SKIP LOCKED)", (now,))
+        transaction is dropping or renewing right now are left to it.
+
+        A transaction of its own, committed before a claim begins: its deletes take agents' rows in no particular
+        order, and inside a claim (which then inserts agents' rows in order) two claims could wait in a cycle."""
+        with self._pool.connection() as db:
+            db.execute("DELETE FROM leases WHERE incident_id IN (SELECT incident_id FROM leases WHERE expires_at <= %s "
+                       "FOR UPDATE SKIP LOCKED)", (now,))
 
     def claim(self, owner: str, lease_seconds: float, incident_id: str | None = None) -> Claim | None:
         now = self._clock()
         query = _CLAIMABLE.format(only="AND i.id = %(only)s " if incident_id is not None else "")
         passed: list[str] = []
+        self._expire(now)
         with self._pool.connection() as db, db.transaction():
-            self._expire(db, now)
             while True:
                 try:
                     # One savepoint per candidate: one passed over is unlocked again at once (rolled back).
@@ -104,8 +107,8 @@ class PostgresLeases:
         if not new:
             return claim
         now = self._clock()
+        self._expire(now)  # others' expired leases give their agents back
         with self._pool.connection() as db, db.transaction():
-            self._expire(db, now)  # others' expired leases give their agents back
             # A lease that expired is not held, even if no one took it over yet; a live one is locked until commit.
             if db.execute("SELECT 1 FROM leases WHERE incident_id = %s AND token = %s AND expires_at > %s FOR UPDATE",
                           (claim.incident_id, claim.token, now)).fetchone() is None:
