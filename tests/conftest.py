@@ -102,9 +102,9 @@ def real_binary(kind: str) -> str:
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    """A real PostgreSQL server for the session (tests/postgres_server.py); in CI a missing one fails, elsewhere
+    """A real PostgreSQL server for the session (devstack/postgres_server.py); in CI a missing one fails, elsewhere
     the tests that need it skip."""
-    from tests.postgres_server import PostgresServer, find_bindir
+    from devstack.postgres_server import PostgresServer, find_bindir
 
     try:
         bindir = find_bindir()

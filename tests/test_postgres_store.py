@@ -1,4 +1,4 @@
-"""What only the PostgreSQL store does, on a real server (tests/postgres_server.py): its constraints, its versioned
+"""What only the PostgreSQL store does, on a real server (devstack/postgres_server.py): its constraints, its versioned
 migrations, its connection errors, and several stores on one database (several receivers) never running an
 incident twice nor holding one agent twice (the behaviour every store shares is in test_store_contract.py)."""
 import inspect

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from .contract import StoreError
 
-SCHEMA_VERSION = 3
 TABLES = """
 CREATE TABLE IF NOT EXISTS notifications (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -61,7 +60,23 @@ CREATE TABLE IF NOT EXISTS lease_agents (
 );
 CREATE INDEX IF NOT EXISTS lease_agents_by_incident ON lease_agents(incident_id);
 """,
+    # 4: the decision lineage is kept in the store too (the JSONL file stays as the export): each entry's line
+    # as written, with what it is read by (agent, incident, time) beside it, paged newest first by id.
+    4: """
+CREATE TABLE IF NOT EXISTS lineage (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    agent TEXT,
+    incident_id TEXT,
+    event TEXT,
+    entry TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lineage_by_agent ON lineage(agent, id);
+CREATE INDEX IF NOT EXISTS lineage_by_incident ON lineage(incident_id, id);
+CREATE INDEX IF NOT EXISTS lineage_by_time ON lineage(ts);
+""",
 }
+SCHEMA_VERSION = max(MIGRATIONS)
 KILL_SWITCH_FLAG = "kill_switch"
 ROLLOUT_FLAG = "rollout"  # webhook_receiver.rollout's value as a JSON document; absent until first set
 _OLD_KILL_SWITCH_FLAG = "remediation_enabled"  # schema 2 and before: "true" or "false", no reason
