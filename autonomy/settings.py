@@ -230,6 +230,10 @@ class Settings:
         "Bearer token agents present to push signals to the exporter (or AUTOREM_EXPORTER_TOKEN_FILE).")
     grafana_token: Secret | None = secret_setting(
         "AUTOREM_GRAFANA_TOKEN", "Grafana Viewer token for AUTOREM_GRAFANA_URL (or AUTOREM_GRAFANA_TOKEN_FILE).")
+    store_url: Secret | None = secret_setting(
+        "AUTOREM_STORE_URL",
+        "A shared PostgreSQL ledger, postgresql://user@host:port/db (the password in the URL, or better in "
+        "AUTOREM_STORE_URL_FILE): any number of receivers share it; unset: SQLite in the data directory.")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

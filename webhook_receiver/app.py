@@ -31,10 +31,8 @@ from .receiver_state import Receiver
 from .rollout_api import rollout_bp
 from .runbooks_api import runbooks_bp
 from .signals_api import signals_bp
-from .store import SqliteIncidentStore
+from .store import open_store
 from .upstreams import AlertmanagerApi, PrometheusApi, grafana_alertmanager
-
-LEDGER_FILE = "incidents.sqlite3"
 
 
 def _tracer_provider(span_exporter: Any) -> TracerProvider:
@@ -81,7 +79,7 @@ def init_app(app: Flask) -> Receiver:
         env=app.config.get("ENVIRON"))
     lock = DataDirLock(data_dir).acquire()  # one receiver per data directory, for the process's life
     try:
-        store = SqliteIncidentStore(data_dir / LEDGER_FILE, settings.reopen_grace_seconds)
+        store = open_store(settings.store_url, data_dir, settings.reopen_grace_seconds)
         writable_file(data_dir / LINEAGE_FILE, "decision lineage")
     except BaseException:
         lock.release()

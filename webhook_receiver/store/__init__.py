@@ -1,4 +1,4 @@
-"""The incident store: the Protocol the engine and the app are typed against, and its SQLite backend."""
+"""The incident store: the Protocol the engine and the app are typed against, and the backends (SQLite, PostgreSQL)."""
 from .contract import (
                        Claim,
                        IncidentClosed,
@@ -9,7 +9,8 @@ from .contract import (
                        StoredNotification,
                        StoreError,
 )
+from .opening import LEDGER_FILE, describe, open_store
 from .sqlite_store import SqliteIncidentStore
 
-__all__ = ["Claim", "IncidentClosed", "IncidentStore", "IngestResult", "KillSwitch", "LeaseLost",
-           "SqliteIncidentStore", "StoreError", "StoredNotification"]
+__all__ = ["Claim", "IncidentClosed", "IncidentStore", "IngestResult", "KillSwitch", "LEDGER_FILE", "LeaseLost",
+           "SqliteIncidentStore", "StoreError", "StoredNotification", "describe", "open_store"]
