@@ -22,7 +22,9 @@ RUN groupadd --system --gid 10001 autonomy \
 
 WORKDIR /build
 
-# Dependencies first, from pyproject.toml alone, so that a code change does not reinstall them.
+# Dependencies first, from pyproject.toml alone, so that a code change does not reinstall them: among them the
+# PostgreSQL driver (AUTOREM_STORE_URL) and the OTLP exporter (OTEL_TRACES_EXPORTER=otlp), which the receiver
+# imports only when configured, hence the import check below.
 COPY pyproject.toml README.md ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
@@ -36,7 +38,8 @@ COPY webhook_receiver ./webhook_receiver
 COPY autonomy_cli.py ./
 RUN pip install --no-deps . \
  && cd / && rm -rf /build \
- && python -c "import autonomy_cli, exporter.app, webhook_receiver.app"
+ && python -c "import autonomy_cli, exporter.app, webhook_receiver.app" \
+ && python -c "import psycopg, psycopg_pool, opentelemetry.exporter.otlp.proto.http.trace_exporter"
 
 WORKDIR /app
 # The playbook table the receiver validates at start-up (compose mounts the repo's over it).

@@ -132,6 +132,37 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lineage_export(args: argparse.Namespace) -> int:
+    """Write every entry of the store's lineage (all receivers sharing it), oldest first, to one file."""
+    from webhook_receiver.lineage import export
+    from webhook_receiver.store import LEDGER_FILE, describe, open_store
+
+    settings = Settings.from_env()
+    data_dir = Path(args.export_data_dir or args.data_dir or settings.data_dir)
+    if not settings.store_url and not (data_dir / LEDGER_FILE).is_file():
+        print(f"autonomy lineage export: no ledger at {data_dir / LEDGER_FILE}; name the data directory "
+              "(--data-dir, AUTOREM_DATA_DIR) or the store (AUTOREM_STORE_URL)", file=sys.stderr)
+        return 2
+    try:
+        store = open_store(settings.store_url, data_dir, settings.reopen_grace_seconds)
+    except DataDirError as exc:
+        print(f"autonomy lineage export: {exc}", file=sys.stderr)
+        return 2
+    try:
+        count = export(store, Path(args.out))
+    except OSError as exc:
+        print(f"autonomy lineage export: {args.out}: cannot write ({exc.strerror or exc})", file=sys.stderr)
+        return 1
+    except DataDirError as exc:
+        print(f"autonomy lineage export: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"exported {count} lineage entr{'y' if count == 1 else 'ies'} from "
+          f"{describe(settings.store_url, data_dir)} to {args.out}")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Check the settings, playbooks.yaml and the rendered rules; every problem listed, exit 1 if any."""
     settings = Settings.from_env()
@@ -314,6 +345,49 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate_target(args: argparse.Namespace) -> str:
+    """The target URL: --to, the file --to-file names, else AUTOREM_STORE_URL(_FILE); StoreError if none."""
+    from webhook_receiver.store import StoreError
+
+    if args.to_file:
+        try:
+            text = Path(args.to_file).read_text("utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StoreError(f"--to-file {args.to_file}: cannot read ({getattr(exc, 'strerror', None) or exc})"
+                             ) from None
+        if not text:
+            raise StoreError(f"--to-file {args.to_file}: empty")
+        return text
+    if args.to:
+        return args.to
+    try:
+        url = read_secret("AUTOREM_STORE_URL", os.environ)
+    except ValueError as exc:
+        raise StoreError(f"AUTOREM_STORE_URL: {exc}") from None
+    if url is None:
+        raise StoreError("name the target: --to postgresql://..., --to-file FILE (the URL in a file, so the password "
+                         "is not on the command line), or AUTOREM_STORE_URL / AUTOREM_STORE_URL_FILE")
+    return url.reveal()
+
+
+def cmd_store_migrate(args: argparse.Namespace) -> int:
+    """Copy a stopped receiver's SQLite ledger into an empty PostgreSQL ledger; 2 when refused (nothing written),
+    1 when committed but its counts did not check."""
+    from webhook_receiver.store import StoreError
+    from webhook_receiver.store.store_copy import CopyUnverified, copy_ledger, ledger_path
+
+    try:
+        report = copy_ledger(ledger_path(args.source), _migrate_target(args))
+    except CopyUnverified as exc:
+        print(f"autonomy store migrate: {exc}", file=sys.stderr)
+        return 1
+    except StoreError as exc:
+        print(f"autonomy store migrate: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autonomy",
@@ -353,6 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("--since", help="only entries at or after this ISO-8601 UTC time")
     lin.add_argument("--data-dir", metavar="D", help="default AUTOREM_DATA_DIR")
     lin.set_defaults(func=cmd_lineage)
+    lin_sub = lin.add_subparsers(dest="lineage_command", metavar="SUBCOMMAND")  # none: print this receiver's file
+    lin_export = lin_sub.add_parser("export", help="write the store's lineage (every receiver's) to one file, "
+                                    "oldest first")
+    lin_export.add_argument("--out", required=True, metavar="FILE", help="the file to write (replaced whole)")
+    lin_export.add_argument("--data-dir", dest="export_data_dir", metavar="D",
+                            help="the SQLite ledger's directory (default AUTOREM_DATA_DIR)")
+    lin_export.set_defaults(func=cmd_lineage_export)
 
     chk = sub.add_parser("check", help="check settings, playbooks.yaml and the rendered rules")
     chk.set_defaults(func=cmd_check)
@@ -422,6 +503,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help="keep the stack's files there (ledger, lineage, logs, soak-evidence.json) instead of a "
                            "temporary directory")
     soak.set_defaults(func=cmd_soak)
+
+    store = sub.add_parser("store", help="the incident ledger: move it from SQLite to PostgreSQL")
+    store_sub = store.add_subparsers(dest="store_command", metavar="SUBCOMMAND", required=True)
+    move = store_sub.add_parser("migrate", help="copy a stopped receiver's SQLite ledger (incidents, notifications, "
+                                "flags, lineage) into an empty PostgreSQL ledger, all or nothing")
+    move.add_argument("--from", dest="source", required=True, metavar="sqlite:PATH",
+                      help="the SQLite ledger: sqlite:PATH or sqlite:///abs/path (a data directory: its "
+                           "incidents.sqlite3)")
+    target = move.add_mutually_exclusive_group()
+    target.add_argument("--to", metavar="postgresql://...",
+                        help="the PostgreSQL ledger (default AUTOREM_STORE_URL or AUTOREM_STORE_URL_FILE)")
+    target.add_argument("--to-file", metavar="FILE", help="a file holding the PostgreSQL URL (keeps the password "
+                        "off the command line)")
+    move.set_defaults(func=cmd_store_migrate)
     return parser
 
 

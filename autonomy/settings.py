@@ -216,6 +216,10 @@ class Settings:
     lease_seconds: float = setting(
         "AUTOREM_LEASE_SECONDS", "30", _number(0.5),
         "A worker's claim on an incident, renewed every third of it; a dead worker's is taken over after it.")
+    retention_days: float = setting(
+        "AUTOREM_RETENTION_DAYS", "90", _number(1),
+        "History older than this many days is deleted in the background: closed incidents (by when they closed), "
+        "notifications and lineage entries; never an open incident's.")
     webhook_token: Secret | None = secret_setting(
         "AUTOREM_WEBHOOK_TOKEN",
         "Bearer token for the webhook, the signals endpoint and the kill switch (or AUTOREM_WEBHOOK_TOKEN_FILE).")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import exporter_push, exporter_scrape, receiver_ingest  # noqa: E402
+from bench import exporter_push, exporter_scrape, lineage_api, receiver_ingest, sqlite_retention  # noqa: E402
 
 # figure -> (comparison, goal): the goals of the issues, checked here and never in timed tests
 GOALS = {
@@ -23,6 +23,9 @@ GOALS = {
     "kpis_eval_ms_10k_week": ("<=", 1000),
     "exporter_push_single_per_s": (">=", 5_000),
     "exporter_push_batched_per_s": (">=", 20_000),
+    "lineage_api_sqlite_1m_over_10k": ("<=", 2),
+    "lineage_api_postgres_1m_over_10k": ("<=", 2),
+    "sqlite_retention_day30_over_day8": ("<=", 1.2),
 }
 
 
@@ -38,6 +41,10 @@ def main() -> int:
     figures.update(exporter_scrape.run())
     print("exporter pushes, single signals and batches of 100 ...", file=sys.stderr)
     figures.update(exporter_push.run())
+    print("the lineage API at 10k, 100k and 1M stored entries, on SQLite and PostgreSQL ...", file=sys.stderr)
+    figures.update(lineage_api.run())
+    print("the SQLite ledger through 30 simulated days of steady load, retention at 7 days ...", file=sys.stderr)
+    figures.update(sqlite_retention.run())
     try:
         from bench import storm_and_ha
     except ImportError:

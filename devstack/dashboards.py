@@ -97,9 +97,10 @@ def agent_tiles() -> dict:
         f'label_replace(max by (agent) (autonomy_agent_info{{{AGENT}}}) * 0, "reason", "ok", "", "")', "{{agent}}"),
         format="table", instant=True, range=False)], (0, 19, 24, 6),
         transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True}}}])
+    # In flight is each receiver's own (summed); the queue is the shared store's, reported alike by every receiver.
     incidents = panel("timeseries", "Remediations in progress", [
         target("sum(autonomy_remediations_in_flight)", "in flight", "A"),
-        target("sum(autonomy_work_queue_depth)", "queued", "B")], (0, 13, 12, 6))
+        target("max(autonomy_work_queue_depth)", "queued", "B")], (0, 13, 12, 6))
     switch = panel("stat", "Automatic remediation", [
         target("min(autonomy_remediation_enabled)", "enabled")], (12, 13, 12, 6),
         defaults={"mappings": [{"type": "value", "options": {

@@ -86,7 +86,7 @@ class DrillContext:
 
 def every_page(get: Callable[[dict], requests.Response], key: str, **params) -> dict:
     """Every item of a paged receiver endpoint (`limit`/`cursor`), in the order it was written (oldest first),
-    with the other lists each page gave (skipped_offsets), joined."""
+    with the other lists each page gave (skipped_ids), joined."""
     items, extra, cursor = [], {}, None
     while True:
         reply = get({**params, "limit": 1000, **({"cursor": cursor} if cursor else {})})

@@ -55,14 +55,15 @@ class PostgresServer:
             command = ["runuser", "-u", self.as_user, "--", *command]
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
-    def start(self) -> "PostgresServer":
+    def start(self, durable: bool = False) -> "PostgresServer":
+        """Tests run without fsync (faster, nothing to keep); DURABLE keeps PostgreSQL's defaults, as deployed."""
         done = self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", USER, "--no-sync", "-E", "UTF8")
         if done.returncode:
             raise RuntimeError(f"initdb failed: {done.stderr.strip() or done.stdout.strip()}")
         for _ in range(5):  # the free port may be taken by the time the server binds it: try another
             self.port = free_port()
-            options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                       "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+            options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200"
+                       + ("" if durable else " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"))
             done = self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "start")
             if done.returncode == 0:
                 return self

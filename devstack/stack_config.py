@@ -1,6 +1,7 @@
 """Configs for a local stack, generated from the repo's own prometheus/ and alertmanager/ files."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -49,13 +50,17 @@ def _scale_route(route: dict, time_factor: float) -> None:
         _scale_route(child, time_factor)
 
 
-def alertmanager_config(webhook_url: str, token_file: str | Path, time_factor: float = 1.0,
+def alertmanager_config(webhook_url: str | Sequence[str], token_file: str | Path, time_factor: float = 1.0,
                         base: Path = ALERTMANAGER_CONFIG) -> str:
-    """The repo's Alertmanager config with the receiver's URL and token file; timings scaled alike."""
+    """The repo's Alertmanager config with the receiver's URL (or several receivers' URLs, each sent every
+    notification) and token file; timings scaled alike."""
     config = yaml.safe_load(base.read_text())
     receiver = next(r for r in config["receivers"] if r["name"] == RECEIVER_NAME)
-    for webhook in receiver["webhook_configs"]:
-        webhook["url"] = webhook_url
+    urls = [webhook_url] if isinstance(webhook_url, str) else list(webhook_url)
+    template = receiver["webhook_configs"][0]
+    receiver["webhook_configs"] = [copy.deepcopy(template) for _ in urls]
+    for webhook, url in zip(receiver["webhook_configs"], urls):
+        webhook["url"] = url
         webhook["http_config"]["authorization"]["credentials_file"] = str(token_file)
     if time_factor != 1.0:
         _scale_route(config["route"], time_factor)

@@ -2,8 +2,9 @@
 
 docker-compose.yml, the Dockerfile and the repo's prometheus/, alertmanager/ and grafana/ configurations
 must agree: every service name a configuration dials is a compose service listening on that port, every
-file mounted or baked in exists, every image is pinned, and the webhook token reaches Alertmanager and the
-receiver as one secret.
+file mounted or baked in exists, every image is pinned, and each token reaches the services that share it as
+one secret. tests/test_compose_ha.py checks the shared store, the two receivers, the two Alertmanagers and the
+collector.
 """
 from __future__ import annotations
 
@@ -11,151 +12,52 @@ import fnmatch
 import re
 import shlex
 import shutil
-import subprocess
 import tomllib
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-COMPOSE_FILE = REPO / "docker-compose.yml"
+from tests.compose_model import (
+    ALERTMANAGER_YML,
+    ALERTMANAGERS,
+    COMPOSE,
+    COMPOSE_FILE,
+    LAYER_IMAGE,
+    LAYER_SERVICES,
+    PROMETHEUS_YML,
+    RAW,
+    RECEIVERS,
+    REPO,
+    SERVICES,
+    TOP_LEVEL_KEYS,
+    VARIABLE,
+    bind_mounts,
+    command,
+    environment,
+    flag,
+    git_ignored,
+    healthcheck_command,
+    listening_port,
+    mount_target,
+    mounts,
+    netlocs,
+    published_ports,
+    service_secrets,
+    webhook_configs,
+)
+
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
-PROMETHEUS_YML = REPO / "prometheus" / "prometheus.yml"
-ALERTMANAGER_YML = REPO / "alertmanager" / "alertmanager.yml"
 GRAFANA_DATASOURCES = REPO / "grafana" / "provisioning" / "datasources"
 GRAFANA_DASHBOARD_PROVIDERS = REPO / "grafana" / "provisioning" / "dashboards"
 README_SECTION = "## Deploying with docker compose"
-
-LAYER_IMAGE = "autonomy-layer"
-# Where the third-party images listen unless their command says otherwise.
-IMAGE_PORTS = {"prom/prometheus": 9090, "prom/alertmanager": 9093, "grafana/grafana": 3000}
-TOP_LEVEL_KEYS = {"name", "services", "networks", "volumes", "secrets", "configs", "include"}
-VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}")
-
-
-# ----------------------------------------------------------------------------------------- helpers
-
-def interpolate(value):
-    """Compose variable interpolation as `docker compose up` does it with no .env: defaults only."""
-    if isinstance(value, str):
-        def default(match: re.Match) -> str:
-            if match.group("op") is None:
-                raise AssertionError(f"${{{match.group('name')}}} has no default in {value!r}")
-            return match.group("default")
-        return VARIABLE.sub(default, value).replace("$$", "$")
-    if isinstance(value, list):
-        return [interpolate(v) for v in value]
-    if isinstance(value, dict):
-        return {k: interpolate(v) for k, v in value.items()}
-    return value
-
-
-RAW = yaml.safe_load(COMPOSE_FILE.read_text())
-COMPOSE = interpolate({k: v for k, v in RAW.items() if not str(k).startswith("x-")})
-SERVICES: dict[str, dict] = COMPOSE["services"]
-LAYER_SERVICES = sorted(n for n, s in SERVICES.items() if s["image"].startswith(LAYER_IMAGE + ":"))
-
-
-def command(service: str) -> list[str]:
-    cmd = SERVICES[service].get("command", [])
-    return shlex.split(cmd) if isinstance(cmd, str) else [str(c) for c in cmd]
-
-
-def flag(args: list[str], name: str) -> str | None:
-    """The value of --name (as `--name value` or `--name=value`) in ARGS, or None."""
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-def image_name(image: str) -> str:
-    return image.split("@", 1)[0].rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
-
-
-def listening_port(service: str) -> int:
-    """The port SERVICE listens on in its container: its command's --port, else its image's own."""
-    args = command(service)
-    if flag(args, "--port"):
-        return int(flag(args, "--port"))
-    address = flag(args, "--web.listen-address")
-    if address:
-        return int(address.rsplit(":", 1)[1])
-    name = image_name(SERVICES[service]["image"])
-    assert name in IMAGE_PORTS, f"{service}: no --port in its command and no known port for image {name}"
-    return IMAGE_PORTS[name]
-
-
-def environment(service: str) -> dict[str, str]:
-    env = SERVICES[service].get("environment") or {}
-    if isinstance(env, list):
-        env = dict(item.split("=", 1) for item in env)
-    return {k: str(v) for k, v in env.items()}
-
-
-def mounts(service: str) -> list[tuple[str, str, bool]]:
-    """(source, target, read_only) of every volume entry of SERVICE, short or long syntax."""
-    out = []
-    for entry in SERVICES[service].get("volumes", []):
-        if isinstance(entry, dict):
-            out.append((entry["source"], entry["target"], bool(entry.get("read_only"))))
-        else:
-            parts = entry.split(":")
-            out.append((parts[0], parts[1], len(parts) > 2 and "ro" in parts[2].split(",")))
-    return out
-
-
-def bind_mounts(service: str) -> list[tuple[str, str, bool]]:
-    return [m for m in mounts(service) if m[0].startswith((".", "/"))]
-
-
-def mount_target(service: str, source: str) -> str:
-    found = [t for s, t, _ in bind_mounts(service) if PurePosixPath(s) == PurePosixPath(source)]
-    assert found, f"{service} does not mount {source}"
-    return found[0]
-
-
-def service_secrets(service: str) -> dict[str, str]:
-    """secret name -> path in the container, for every secret SERVICE is given."""
-    out = {}
-    for entry in SERVICES[service].get("secrets", []):
-        if isinstance(entry, str):
-            out[entry] = f"/run/secrets/{entry}"
-        else:
-            target = entry.get("target", entry["source"])
-            out[entry["source"]] = target if target.startswith("/") else f"/run/secrets/{target}"
-    return out
-
-
-def published_ports(service: str) -> list[tuple[int, int]]:
-    """(host port, container port) of every published port of SERVICE."""
-    out = []
-    for entry in SERVICES[service].get("ports", []):
-        if isinstance(entry, dict):
-            out.append((int(entry["published"]), int(entry["target"])))
-        else:
-            parts = str(entry).split("/")[0].split(":")
-            out.append((int(parts[-2]), int(parts[-1])))
-    return out
-
-
-def healthcheck_command(service: str) -> list[str]:
-    test = SERVICES[service].get("healthcheck", {}).get("test")
-    if isinstance(test, str):
-        return ["CMD-SHELL", test]
-    return [str(t) for t in test or []]
-
-
-def git_ignored(path: str) -> bool:
-    done = subprocess.run(["git", "check-ignore", "--no-index", "-q", path], cwd=REPO,
-                          capture_output=True, text=True)
-    assert done.returncode in (0, 1), done.stderr
-    return done.returncode == 0
+# Reached by service name only, never published: the database and the span collector.
+INTERNAL = {"postgres", "otel-collector"}
+# The collector's image is FROM scratch: no shell, no HTTP client, nothing a healthcheck could run. Nothing
+# waits for it (spans are best effort).
+NO_HEALTHCHECK = {"otel-collector"}
 
 
 # ------------------------------------------------------------------------------------- the file
@@ -165,7 +67,9 @@ def test_the_compose_file_is_compose_spec_without_a_version_key():
     assert "version" not in RAW, "the Compose specification has no `version:` key"
     unknown = {k for k in RAW if k not in TOP_LEVEL_KEYS and not str(k).startswith("x-")}
     assert not unknown, f"unknown top-level keys {sorted(unknown)}"
-    assert set(SERVICES) == {"prometheus", "alertmanager", "grafana", "receiver", "exporter", "fleet"}
+    assert set(SERVICES) == {"prometheus", "alertmanager-a", "alertmanager-b", "grafana", "postgres", "receiver-a",
+                             "receiver-b", "exporter", "otel-collector", "fleet"}
+    assert RECEIVERS == ["receiver-a", "receiver-b"] and ALERTMANAGERS == ["alertmanager-a", "alertmanager-b"]
 
 
 def test_every_variable_in_the_compose_file_has_a_default():
@@ -188,7 +92,7 @@ def test_every_image_is_pinned(service):
 
 def test_the_services_built_from_the_repo_have_build_and_the_projects_version():
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    assert LAYER_SERVICES == ["exporter", "fleet", "receiver"]
+    assert LAYER_SERVICES == ["exporter", "fleet", "receiver-a", "receiver-b"]
     for name in LAYER_SERVICES:
         service = SERVICES[name]
         tag = f"{version}-demo" if name == "fleet" else version  # the demo stage: production + devstack
@@ -212,11 +116,17 @@ def test_every_bind_mounted_path_exists_and_is_read_only(service):
         assert read_only, f"{service}: {source} should be mounted read-only"
 
 
-def test_named_volumes_are_declared_and_used():
+def test_named_volumes_are_declared_and_used_by_one_service_each():
     declared = set(COMPOSE.get("volumes") or {})
-    used = {s for name in SERVICES for s, _, _ in mounts(name) if not s.startswith((".", "/"))}
-    assert used <= declared, f"undeclared volumes {sorted(used - declared)}"
-    assert declared <= used, f"unused volumes {sorted(declared - used)}"
+    users: dict[str, list[str]] = {}
+    for name in SERVICES:
+        for source, _, _ in mounts(name):
+            if not source.startswith((".", "/")):
+                users.setdefault(source, []).append(name)
+    assert set(users) <= declared, f"undeclared volumes {sorted(set(users) - declared)}"
+    assert declared <= set(users), f"unused volumes {sorted(declared - set(users))}"
+    shared = {volume: names for volume, names in users.items() if len(names) > 1}
+    assert not shared, f"one data directory per service (a receiver locks its own): {shared}"
     assert ("prometheus-data", "/prometheus", False) in mounts("prometheus")
     assert flag(command("prometheus"), "--storage.tsdb.path") == "/prometheus"
 
@@ -227,7 +137,8 @@ def test_every_secret_file_has_a_committed_example_and_is_git_ignored():
     if shutil.which("git") is None:
         pytest.skip("git is not installed: cannot ask it what .gitignore ignores")
     secrets = COMPOSE.get("secrets") or {}
-    assert set(secrets) == {"webhook_token", "exporter_token", "grafana_admin_password", "agent_token"}
+    assert set(secrets) == {"webhook_token", "exporter_token", "grafana_admin_password", "agent_token",
+                            "postgres_password", "store_url"}
     for name, spec in secrets.items():
         assert set(spec) == {"file"}, f"secret {name}: expected a file secret"
         relative = PurePosixPath(spec["file"]).as_posix().removeprefix("./")
@@ -257,29 +168,29 @@ def test_every_file_setting_points_at_a_secret_the_service_has(service):
             assert value in given, f"{service}: {key}={value} but the service has no such secret"
 
 
-def test_the_webhook_token_reaches_alertmanager_and_the_receiver_as_the_same_secret():
-    config = yaml.safe_load(ALERTMANAGER_YML.read_text())
-    files = {w["http_config"]["authorization"]["credentials_file"]
-             for r in config["receivers"] if r["name"] == "autonomy-receiver" for w in r["webhook_configs"]}
+def test_the_webhook_token_reaches_both_alertmanagers_and_both_receivers_as_the_same_secret():
+    files = {w["http_config"]["authorization"]["credentials_file"] for w in webhook_configs()}
     assert len(files) == 1, files
     (am_path,) = files
-    am_secrets = {path: name for name, path in service_secrets("alertmanager").items()}
-    assert am_path in am_secrets, f"alertmanager.yml reads {am_path}, which no alertmanager secret provides"
-    receiver_path = environment("receiver")["AUTOREM_WEBHOOK_TOKEN_FILE"]
-    rec_secrets = {path: name for name, path in service_secrets("receiver").items()}
-    assert receiver_path in rec_secrets, "the receiver's AUTOREM_WEBHOOK_TOKEN_FILE is not one of its secrets"
-    assert am_secrets[am_path] == rec_secrets[receiver_path] == "webhook_token"
-    assert "AUTOREM_WEBHOOK_TOKEN" not in environment("receiver"), "never a token in the environment"
+    for alertmanager in ALERTMANAGERS:
+        am_secrets = {path: name for name, path in service_secrets(alertmanager).items()}
+        assert am_secrets.get(am_path) == "webhook_token", (
+            f"alertmanager.yml reads {am_path}, which {alertmanager} is not given as webhook_token")
+    for receiver in RECEIVERS:
+        receiver_path = environment(receiver)["AUTOREM_WEBHOOK_TOKEN_FILE"]
+        assert service_secrets(receiver).get("webhook_token") == receiver_path, (
+            f"{receiver}: AUTOREM_WEBHOOK_TOKEN_FILE is not its webhook_token secret")
+        assert "AUTOREM_WEBHOOK_TOKEN" not in environment(receiver), "never a token in the environment"
 
 
-def test_the_exporter_token_reaches_the_exporter_and_the_fleet_as_the_same_secret():
-    for name in ("exporter", "fleet"):
+def test_the_exporter_token_reaches_the_exporter_the_fleet_and_the_receivers_as_the_same_secret():
+    for name in ("exporter", "fleet", *RECEIVERS):
         path = environment(name)["AUTOREM_EXPORTER_TOKEN_FILE"]
         assert service_secrets(name).get("exporter_token") == path, name
 
 
-def test_the_agent_token_reaches_the_receiver_and_the_fleet_as_the_same_secret():
-    for name in ("receiver", "fleet"):
+def test_the_agent_token_reaches_the_receivers_and_the_fleet_as_the_same_secret():
+    for name in (*RECEIVERS, "fleet"):
         path = environment(name)["AUTOREM_AGENT_TOKEN_FILE"]
         assert service_secrets(name).get("agent_token") == path, name
         assert "AUTOREM_AGENT_TOKEN" not in environment(name), "never a token in the environment"
@@ -293,8 +204,8 @@ def test_grafanas_admin_password_comes_from_a_secret():
 
 # ---------------------------------------------------------------------------------- healthchecks
 
-@pytest.mark.parametrize("service", sorted(SERVICES))
-def test_every_service_has_a_healthcheck_on_its_own_port(service):
+@pytest.mark.parametrize("service", sorted(set(SERVICES) - NO_HEALTHCHECK - {"postgres"}))
+def test_every_http_service_has_a_healthcheck_on_its_own_port(service):
     test = healthcheck_command(service)
     assert test and test[0] in ("CMD", "CMD-SHELL"), f"{service} has no healthcheck"
     urls = re.findall(r"https?://[^\s'\"]+", " ".join(test[1:]))
@@ -308,10 +219,18 @@ def test_every_service_has_a_healthcheck_on_its_own_port(service):
 
 def test_the_healthchecks_use_the_documented_endpoints():
     paths = {name: urlsplit(re.search(r"https?://[^\s'\"]+", " ".join(healthcheck_command(name))).group())
-             .path for name in SERVICES}
-    assert paths == {"prometheus": "/-/ready", "alertmanager": "/-/ready", "grafana": "/api/health",
-                     "receiver": "/healthz", "exporter": "/healthz", "fleet": "/fleet/state"}
+             .path for name in set(SERVICES) - NO_HEALTHCHECK - {"postgres"}}
+    assert paths == {"prometheus": "/-/ready", "alertmanager-a": "/-/ready", "alertmanager-b": "/-/ready",
+                     "grafana": "/api/health", "receiver-a": "/healthz", "receiver-b": "/healthz",
+                     "exporter": "/healthz", "fleet": "/fleet/state"}
     assert healthcheck_command("prometheus")[1] == "wget"
+
+
+def test_only_the_collector_has_no_healthcheck_and_nothing_waits_for_it():
+    for name in NO_HEALTHCHECK:
+        assert "healthcheck" not in SERVICES[name], f"{name}: its image cannot run one"
+        for other, service in SERVICES.items():
+            assert name not in (service.get("depends_on") or {}), f"{other} waits for {name}"
 
 
 # ------------------------------------------------------------------------------- who dials whom
@@ -332,38 +251,38 @@ def dialled_addresses() -> list[tuple[str, str]]:
             out.append((f"alertmanager.yml receiver {receiver['name']}", urlsplit(webhook["url"]).netloc))
     for name in SERVICES:
         for key, value in environment(name).items():
-            if key.endswith("_URL") and value.startswith(("http://", "https://")):
-                out.append((f"{name} {key}", urlsplit(value).netloc))
-        exporter_url = flag(command(name), "--exporter-url")
-        if exporter_url:
-            out.append((f"{name} --exporter-url", urlsplit(exporter_url).netloc))
+            if key.endswith(("_URL", "_ENDPOINT")) and value.startswith(("http://", "https://")):
+                out += [(f"{name} {key}", netloc) for netloc in netlocs(value)]
+        for option in ("--exporter-url", "--cluster.peer"):
+            value = flag(command(name), option)
+            if value:
+                out.append((f"{name} {option}", urlsplit(value).netloc if "//" in value else value))
     return out
 
 
 def test_the_configurations_dial_compose_services_on_the_ports_they_listen_on():
     dialled = dialled_addresses()
     who = {w.split()[0] for w, _ in dialled}
-    assert {"prometheus.yml", "alertmanager.yml", "receiver", "fleet"} <= who
+    assert {"prometheus.yml", "alertmanager.yml", "receiver-a", "receiver-b", "fleet"} <= who
     for source, address in dialled:
         host, _, port = address.rpartition(":")
         assert port, f"{source}: {address} names no port"
         if host == "localhost" and source.startswith("prometheus.yml"):
             host = "prometheus"  # Prometheus scraping itself
         assert host in SERVICES, f"{source}: {host} is not a compose service ({', '.join(SERVICES)})"
+        if source.endswith("--cluster.peer"):
+            assert flag(command(host), "--cluster.listen-address").rsplit(":", 1)[1] == port, source
+            continue
         assert int(port) == listening_port(host), f"{source}: {host} listens on {listening_port(host)}, not {port}"
 
 
-def test_prometheus_scrapes_the_exporter_and_the_receiver_and_alerts_alertmanager():
-    dialled = {address for _, address in dialled_addresses()}
-    assert {"exporter:9817", "receiver:9818", "alertmanager:9093"} <= dialled
-
-
-def test_the_receiver_is_pointed_at_the_stack():
-    env = environment("receiver")
-    assert env["AUTOREM_PROMETHEUS_URL"] == "http://prometheus:9090"
-    assert env["AUTOREM_ALERTMANAGER_URL"] == "http://alertmanager:9093"
-    assert env["AUTOREM_ACTIONS_BASE_URL"] == "http://fleet:8080"
-    assert env["AUTOREM_ESCALATION_URL"] == "http://fleet:8080/agents/CEO/escalations"
+def test_the_receivers_are_pointed_at_the_stack():
+    for name in RECEIVERS:
+        env = environment(name)
+        assert env["AUTOREM_PROMETHEUS_URL"] == "http://prometheus:9090"
+        assert env["AUTOREM_ACTIONS_BASE_URL"] == "http://fleet:8080"
+        assert env["AUTOREM_ESCALATION_URL"] == "http://fleet:8080/agents/CEO/escalations"
+        assert env["AUTOREM_EXPORTER_URL"] == "http://exporter:9817"
 
 
 def test_grafanas_datasource_is_the_prometheus_service():
@@ -392,7 +311,7 @@ def test_grafana_gets_its_provisioning_and_dashboards_where_the_provider_reads_t
     assert paths and all(p == target or p.startswith(target + "/") for p in paths), paths
 
 
-def test_prometheus_and_alertmanager_load_the_mounted_configurations():
+def test_prometheus_and_the_alertmanagers_load_the_mounted_configurations():
     assert flag(command("prometheus"), "--config.file") == mount_target("prometheus", "./prometheus/prometheus.yml")
     assert "--web.enable-lifecycle" in command("prometheus")
     rules_dir = mount_target("prometheus", "./alert_rules")
@@ -400,14 +319,15 @@ def test_prometheus_and_alertmanager_load_the_mounted_configurations():
     assert patterns and all(str(PurePosixPath(p).parent) == rules_dir for p in patterns), patterns
     for pattern in patterns:
         assert list((REPO / "alert_rules").glob(PurePosixPath(pattern).name)), f"{pattern} matches no file"
-    assert flag(command("alertmanager"), "--config.file") == mount_target(
-        "alertmanager", "./alertmanager/alertmanager.yml")
+    for name in ALERTMANAGERS:
+        assert flag(command(name), "--config.file") == mount_target(name, "./alertmanager/alertmanager.yml"), name
 
 
-def test_the_receiver_reads_the_mounted_playbooks_and_keeps_its_data_in_a_volume():
-    assert mount_target("receiver", "./playbooks.yaml") == environment("receiver")["AUTOREM_PLAYBOOKS_FILE"]
-    data_dir = flag(command("receiver"), "--data-dir")
-    assert data_dir and any(t == data_dir and not s.startswith((".", "/")) for s, t, _ in mounts("receiver"))
+@pytest.mark.parametrize("receiver", RECEIVERS)
+def test_each_receiver_reads_the_mounted_playbooks_and_keeps_its_data_in_a_volume_of_its_own(receiver):
+    assert mount_target(receiver, "./playbooks.yaml") == environment(receiver)["AUTOREM_PLAYBOOKS_FILE"]
+    data_dir = flag(command(receiver), "--data-dir")
+    assert data_dir and any(t == data_dir and not s.startswith((".", "/")) for s, t, _ in mounts(receiver))
 
 
 def test_every_layer_service_listens_on_all_interfaces_of_its_container():
@@ -437,13 +357,23 @@ def test_the_base_stack_refers_to_the_demo_fleet_only_through_overridable_settin
                     f"{name} {key}: point at the demo fleet only as a default people can override")
 
 
-@pytest.mark.parametrize("service", sorted(SERVICES))
+@pytest.mark.parametrize("service", sorted(set(SERVICES) - INTERNAL))
 def test_every_published_port_is_the_port_the_service_listens_on(service):
     ports = published_ports(service)
     assert ports, f"{service} publishes no port"
     for host, container in ports:
         assert container == listening_port(service), f"{service}: publishes {container}"
         assert host == container, f"{service}: publish {container} on the same host port"
+
+
+def test_the_database_and_the_collector_are_not_published():
+    for name in INTERNAL:
+        assert not published_ports(name), f"{name}: only the stack reaches it, by service name"
+
+
+def test_no_two_services_publish_the_same_host_port():
+    hosts = [host for name in SERVICES for host, _ in published_ports(name)]
+    assert len(hosts) == len(set(hosts)), sorted(hosts)
 
 
 def test_every_published_port_is_documented_in_the_readme():
@@ -453,7 +383,7 @@ def test_every_published_port_is_documented_in_the_readme():
     for name in SERVICES:
         for host, _ in published_ports(name):
             assert re.search(rf"(?<![\d.]){host}(?!\d)", section), f"{name}'s port {host} is not in {README_SECTION}"
-        assert f"`{name}`" in section or name in section, f"{name} is not mentioned in {README_SECTION}"
+        assert f"`{name}`" in section, f"{name} is not mentioned in {README_SECTION}"
 
 
 # ----------------------------------------------------------------------------------- Dockerfile
@@ -560,13 +490,29 @@ def test_the_production_stage_installs_non_editable_and_keeps_no_source_tree():
     installs = [r for r in runs if "pip install --no-deps" in r]
     assert installs and not any(re.search(r"pip install [^&]*-e\b", r) for r in runs), "install with `pip install .`"
     assert "rm -rf /build" in installs[0]
-    assert environment("receiver")["AUTOREM_PLAYBOOKS_FILE"] == "/app/playbooks.yaml"
+    for name in RECEIVERS:
+        assert environment(name)["AUTOREM_PLAYBOOKS_FILE"] == "/app/playbooks.yaml", name
+
+
+def test_the_image_has_the_drivers_the_compose_settings_need():
+    """The PostgreSQL store and the OTLP exporter are imported only when configured: the build imports them."""
+    dependencies = [re.split(r"[<>=~!\[ ;]", d, maxsplit=1)[0].lower().replace("_", "-") for d in
+                    tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]]
+    assert {"psycopg", "psycopg-pool", "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http"} <= set(
+        dependencies)
+    runs = " ".join(args for keyword, args in stages()["production"] if keyword == "RUN")
+    assert "pip install -r /tmp/requirements.txt" in runs and "['project']['dependencies']" in runs
+    for module in ("psycopg", "psycopg_pool", "opentelemetry.exporter.otlp.proto.http.trace_exporter"):
+        imported = re.search(rf"python -c \"import [^\"]*\b{re.escape(module)}\b", runs)
+        assert imported, f"the build never imports {module}"
+    for name in RECEIVERS:
+        assert environment(name)["OTEL_TRACES_EXPORTER"] == "otlp", name
 
 
 def test_the_demo_stage_adds_the_development_stack_for_the_fleet_only():
     assert "devstack" in stage_copies("demo")
     assert SERVICES["fleet"]["build"]["target"] == "demo"
-    for name in ("receiver", "exporter"):
+    for name in (*RECEIVERS, "exporter"):
         assert SERVICES[name]["build"]["target"] == "production", name
 
 

@@ -1,11 +1,15 @@
-"""LineageLog: the pack's section 8 decision lineage as append-only JSON lines."""
+"""LineageLog: the pack's section 8 decision lineage as append-only JSON lines, each stored in the store too."""
 import json
+import os
 import re
 import threading
+from datetime import datetime, timezone
 
 import pytest
 
-from webhook_receiver.lineage import ACTOR, LINEAGE_FILE, PACK_FIELDS, LineageLog
+from autonomy.secret import Secret
+from webhook_receiver.lineage import ACTOR, LINEAGE_FILE, PACK_FIELDS, LineageLog, LineageStoreError
+from webhook_receiver.store import SqliteIncidentStore, StoreError
 
 SECTION_8 = ["ts", "actor", "event", "agent", "classification", "playbook", "attempt", "ok", "before", "after"]
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -158,23 +162,115 @@ def test_entries_are_returned_in_file_order(log):
     assert [e["seq"] for e in log.read().entries] == [0, 1, 2, 3, 4]
 
 
-def test_pages_read_from_the_end_go_back_through_every_entry_once_across_block_boundaries(log, path, monkeypatch):
-    import webhook_receiver.lineage as lineage_module
+class FailingStore:
+    """A store whose lineage writes fail, as a database gone away would (a fake: only the error path)."""
 
-    monkeypatch.setattr(lineage_module, "BLOCK_BYTES", 97)  # many blocks, lines split across them
-    for n in range(40):
-        log.append(entry(agent="CMO" if n % 3 else "CRO", attempt=n, ts=f"2025-08-18T15:00:{n:02d}.000Z"))
-    with open(path, "ab") as f:
-        f.write(b'{"torn": ')  # a crash mid-write
-    seen, cursor, skipped = [], None, []
+    def __init__(self, real):
+        self.real, self.failing = real, True
+
+    def append_lineage(self, entry, line):
+        if self.failing:
+            raise StoreError("postgresql host=db dbname=autonomy: cannot store the lineage entry (connection lost)")
+        return self.real.append_lineage(entry, line)
+
+
+@pytest.fixture
+def store(tmp_path):
+    made = SqliteIncidentStore(tmp_path / "incidents.sqlite3")
+    yield made
+    made.close()
+
+
+def test_each_entry_goes_to_the_file_and_to_the_store_as_the_same_line(path, store):
+    log = LineageLog(path, store=store)
+    log.append(entry(agent="CMO", incident_id="i-1", note="\u2028 </script> \"quoted\""))
+    log.append(entry(agent="CRO", incident_id="i-2"))
+    file_lines = [line.rstrip(b"\n").decode() for line in raw_lines(path)]
+    stored = store.lineage_after(0)
+    assert [row.line for row in stored] == file_lines
+    assert [row.id for row in stored] == sorted(row.id for row in stored)
+
+
+def test_pages_come_from_the_store_newest_first_with_a_cursor_and_filters(path, store):
+    log = LineageLog(path, store=store)
+    for n in range(7):
+        log.append(entry(agent="CMO" if n % 2 else "CRO", attempt=n, incident_id=f"i-{n % 3}",
+                         ts=f"2025-08-18T15:00:{n:02d}.000Z"))
+    seen, cursor = [], None
     while True:
-        page = log.page(4, cursor, agent="CMO")
+        page = log.page(2, cursor, agent="CMO")
         seen += [e["attempt"] for e in page.entries]
-        skipped += page.skipped_offsets
         if page.next_cursor is None:
             break
         cursor = page.next_cursor
-    assert seen == [n for n in range(39, -1, -1) if n % 3]
-    assert skipped == [path.stat().st_size - len(b'{"torn": ')]
-    newer = log.page(100, since="2025-08-18T15:00:35.000Z")
-    assert [e["attempt"] for e in newer.entries] == [39, 38, 37, 36, 35]
+    assert seen == [5, 3, 1]
+    assert [e["attempt"] for e in log.page(10, incident_id="i-0").entries] == [6, 3, 0]
+    since = datetime(2025, 8, 18, 15, 0, 4, tzinfo=timezone.utc).timestamp()
+    assert [e["attempt"] for e in log.page(10, since=since).entries] == [6, 5, 4]
+    assert log.page(10).skipped_ids == ()
+
+
+def test_an_entry_nested_beyond_the_depth_limit_is_stored_but_skipped_and_named_by_id_when_paged(path, store):
+    log = LineageLog(path, store=store)
+    log.append(entry(agent="CMO", attempt=1))
+    deep: dict = {}
+    for _ in range(100):
+        deep = {"a": deep}
+    log.append(entry(agent="CMO", attempt=2, before=deep))
+    page = log.page(10)
+    assert [e["attempt"] for e in page.entries] == [1]
+    assert page.skipped_ids == (store.lineage_after(0)[-1].id,)
+
+
+def test_a_line_the_store_refuses_is_cut_off_the_file_again_and_the_error_names_the_store(path, store):
+    failing = FailingStore(store)
+    log = LineageLog(path, store=failing)
+    failing.failing = False
+    log.append(entry(agent="CMO", attempt=1))
+    before = path.read_bytes()
+    failing.failing = True
+    with pytest.raises(OSError) as raised:  # the callers' contract: a line that could not be written is an OSError
+        log.append(entry(agent="CMO", attempt=2))
+    assert isinstance(raised.value, LineageStoreError)
+    assert "not stored" in str(raised.value) and "postgresql host=db" in str(raised.value)
+    assert path.read_bytes() == before  # neither keeps it
+    assert [json.loads(r.line)["attempt"] for r in store.lineage_after(0)] == [1]
+    failing.failing = False
+    log.append(entry(agent="CMO", attempt=3))
+    assert [e["attempt"] for e in log.read().entries] == [1, 3]
+    assert [json.loads(r.line)["attempt"] for r in store.lineage_after(0)] == [1, 3]
+
+
+def test_a_line_the_file_refuses_is_not_stored_either(path, store, monkeypatch):
+    log = LineageLog(path, store=store)
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(OSError):
+        log.append(entry(agent="CMO"))
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert store.lineage_after(0) == []
+
+
+def test_a_ts_that_is_not_a_date_time_is_refused_before_anything_is_written(path, store):
+    log = LineageLog(path, store=store)
+    with pytest.raises(ValueError, match="ts 'yesterday'"):
+        log.append(entry(ts="yesterday"))
+    assert not path.exists() or path.read_bytes() == b""
+    assert store.lineage_after(0) == []
+
+
+def test_a_secret_value_is_scrubbed_from_the_stored_line_as_from_the_file(path, store):
+    secret = Secret("AUTOREM_ESCALATION_TOKEN", "s3cret-value-123")
+    log = LineageLog(path, [secret], store=store)
+    log.append(entry(agent="CMO", error=f"Authorization: Bearer {secret.reveal()}"))
+    [row] = store.lineage_after(0)
+    assert secret.reveal() not in row.line and "<secret AUTOREM_ESCALATION_TOKEN>" in row.line
+    assert row.line == raw_lines(path)[0].rstrip(b"\n").decode()
+
+
+def test_torn_lines_found_at_the_files_end_are_counted(log, path):
+    log.append(entry(agent="CMO"))
+    assert log.torn_lines == 0
+    with open(path, "ab") as f:
+        f.write(b'{"ts":"2025-08-18T15:02:11Z","agent":"CR')
+    assert LineageLog(path).torn_lines == 1

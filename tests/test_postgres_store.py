@@ -227,3 +227,10 @@ def test_three_receivers_ingesting_claiming_and_releasing_at_once_never_deadlock
         for store in stores:
             store.close()
     assert unexpected == []
+
+
+@pytest.mark.parametrize("url", ["postgresql://autonomy:s3cret-pw@[::1/db", "postgresql://autonomy:s3cret-pw@host/db?x y"])
+def test_a_malformed_url_is_refused_without_its_password(url):
+    with pytest.raises(StoreError) as caught:
+        PostgresIncidentStore(url, connect_timeout=1)
+    assert "s3cret-pw" not in str(caught.value) and "AUTOREM_STORE_URL" in str(caught.value)

@@ -323,7 +323,7 @@ def test_lineage_json_filters_by_agent_and_since(app, web):
     assert ids("?since=2025-08-18T17:06:00%2B02:00") == ["i-3"]  # any zone, compared in UTC
     assert ids("?agent=CMO&since=2025-08-18T15:01:00Z") == ["i-3"]
     assert ids("?incident=i-2") == ["i-2"]
-    assert web.get("/api/v1/lineage").get_json()["skipped_offsets"] == []
+    assert web.get("/api/v1/lineage").get_json()["skipped_ids"] == []
 
 
 def test_lineage_json_keeps_the_pack_section_8_field_order(app, web):
@@ -386,7 +386,9 @@ def test_the_kill_switch_turns_remediation_off_and_on(app, web):
     assert web.get("/api/v1/remediation").get_json()["enabled"] is False
     assert metric_samples(web)[("autonomy_remediation_enabled", ())] == 0
     reply = put_switch(web, {"enabled": True})
-    assert reply.get_json() == {"enabled": True, "reason": None, "dry_run": False, "canary_agents": []}
+    body = reply.get_json()
+    assert isinstance(body.pop("changed_at"), float)
+    assert body == {"enabled": True, "reason": None, "dry_run": False, "canary_agents": []}
     assert metric_samples(web)[("autonomy_remediation_enabled", ())] == 1
 
 
@@ -426,7 +428,8 @@ def test_the_kill_switch_persists_across_restarts_on_the_same_data_dir(make_rece
     second = make_receiver()
     status = second.test_client().get("/api/v1/remediation").get_json()
     assert status["enabled"] is False
-    assert status["reason"] == "disabled before the last restart"
+    assert status["reason"] == "bad deploy"  # the reason stays: the switch may have been set on another receiver
+    assert isinstance(status["changed_at"], float)
     assert metric_samples(second.test_client())[("autonomy_remediation_enabled", ())] == 0
     assert put_switch(second.test_client(), {"enabled": True}).status_code == 200
     make_receiver.close(second)
@@ -442,8 +445,8 @@ def test_auto_remediate_not_exactly_true_starts_disabled_and_the_kill_switch_can
         env["AUTO_REMEDIATE"] = value
     web = make_receiver(SETTINGS=Settings.from_env(env)).test_client()
     assert web.get("/api/v1/remediation").get_json() == {
-        "enabled": False, "reason": "AUTO_REMEDIATE is not true (feature flag off)", "dry_run": False,
-        "canary_agents": []}
+        "enabled": False, "reason": "AUTO_REMEDIATE is not true (feature flag off)", "changed_at": None,
+        "dry_run": False, "canary_agents": []}
     assert metric_samples(web)[("autonomy_remediation_enabled", ())] == 0
     reply = put_switch(web, {"enabled": True})
     assert reply.status_code == 409
@@ -646,3 +649,15 @@ def test_a_full_queue_refuses_a_failing_signal_and_does_not_store_it(make_receiv
     assert reply.status_code == 503
     assert stored(app) == before
     assert [e.signal.agent for e in state(app).signals.snapshot()] == ["COO"]
+
+
+def test_readyz_says_which_store_and_that_it_answers(web):
+    body = web.get("/readyz").get_json()
+    assert body["checks"]["store"] is True and "store" not in body["missing"]
+    assert body["store"].startswith("sqlite ") and body["store"].endswith("incidents.sqlite3")
+
+
+def test_readyz_names_a_store_that_does_not_answer(web):
+    web.application.extensions["autonomy_receiver"].store.close()  # as a database gone away would
+    body = web.get("/readyz").get_json()
+    assert body["checks"]["store"] is False and "store" in body["missing"]

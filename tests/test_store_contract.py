@@ -589,3 +589,257 @@ def test_a_claim_whose_lease_expired_cannot_take_more_agents_even_before_anyone_
         store.extend(held, ["CRO"])
     assert store.leased_agents() == frozenset()
     assert store.claim("w2", 10, conflict).agents == ("CMO",)
+
+
+# ------------------------------------------------------------------ the decision lineage
+
+def stamp(seconds: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def lineage_line(n, agent="CMO", incident_id=None, seconds=1_000_000.0, event="auto_remediation"):
+    """An entry shaped like LineageLog's, and its line."""
+    import json
+
+    entry = {"ts": stamp(seconds), "actor": "ChiefOfStaff", "event": event, "agent": agent, "attempt": n,
+             "incident_id": incident_id}
+    return entry, json.dumps(entry, separators=(",", ":"))
+
+
+def attempts(rows) -> list[int]:
+    import json
+
+    return [json.loads(row.line)["attempt"] for row in rows]
+
+
+def every_lineage_page(store, limit, **filters) -> tuple[list[int], int]:
+    seen, before, pages = [], None, 0
+    while True:
+        page = store.lineage_page(limit, before, **filters)
+        seen += attempts(page.entries)
+        pages += 1
+        if page.next_cursor is None:
+            return seen, pages
+        assert page.next_cursor == page.entries[-1].id
+        before = page.next_cursor
+
+
+def test_lineage_entries_get_rising_ids_and_are_paged_newest_first_until_no_older_one_matches(store):
+    ids = [store.append_lineage(*lineage_line(n)) for n in range(5)]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    first = store.lineage_page(2)
+    assert [row.id for row in first.entries] == ids[:-3:-1] and first.next_cursor == ids[3]
+    assert every_lineage_page(store, 2) == ([4, 3, 2, 1, 0], 3)
+    assert every_lineage_page(store, 5) == ([4, 3, 2, 1, 0], 1)  # exactly a page: no empty page after it
+    assert store.lineage_page(10, before=ids[0]) == type(first)([], None)
+    assert attempts(store.lineage_after(0)) == [0, 1, 2, 3, 4]
+    assert attempts(store.lineage_after(ids[1], limit=2)) == [2, 3]
+    assert store.lineage_after(ids[-1]) == []
+
+
+def test_lineage_pages_filter_by_agent_incident_and_time(store):
+    for n in range(9):
+        store.append_lineage(*lineage_line(n, agent=("CMO", "CRO", "COO")[n % 3], incident_id=f"i-{n % 2}",
+                                           seconds=1_000_000.0 + n))
+    assert every_lineage_page(store, 2, agent="CMO") == ([6, 3, 0], 2)
+    assert every_lineage_page(store, 2, incident_id="i-1") == ([7, 5, 3, 1], 2)
+    assert every_lineage_page(store, 10, agent="CRO", incident_id="i-1") == ([7, 1], 1)
+    assert every_lineage_page(store, 2, since=1_000_006.0) == ([8, 7, 6], 2)
+    assert every_lineage_page(store, 10, agent="COO", since=1_000_005.0) == ([8, 5], 1)
+    assert every_lineage_page(store, 10, agent="Nobody") == ([], 1)
+    assert every_lineage_page(store, 10, since=2_000_000.0) == ([], 1)
+
+
+def test_a_since_page_finds_entries_stored_out_of_time_order_within_the_slack_and_skips_the_old_history(store):
+    from webhook_receiver.store.lineage_rows import SINCE_SLACK_SECONDS
+
+    since = 2_000_000.0
+    for n in range(20):  # a long history, long before
+        store.append_lineage(*lineage_line(n, seconds=since - 10 * SINCE_SLACK_SECONDS + n))
+    store.append_lineage(*lineage_line(100, seconds=since + 5))  # stamped after SINCE, stored first
+    store.append_lineage(*lineage_line(101, seconds=since - 30))  # stamped before SINCE, stored after
+    store.append_lineage(*lineage_line(102, seconds=since))
+    assert every_lineage_page(store, 1, since=since) == ([102, 100], 2)
+
+
+def test_a_lineage_line_round_trips_exactly_and_its_agent_filters_whatever_it_holds(store):
+    import json
+
+    hostile = "<script>alert('x')</script> \"CMO\" & \u2028 caf\u00e9"
+    entry = {"ts": "2025-08-18T15:02:11.123Z", "agent": hostile, "event": "remediation_refused",
+             "incident_id": "i-'1'", "note": "quotes \" and \\ backslashes"}
+    line = json.dumps(entry, separators=(",", ":"))
+    stored = store.append_lineage(entry, line)
+    store.append_lineage(*lineage_line(1, agent="CMO"))
+    [row] = store.lineage_page(10, agent=hostile).entries
+    assert (row.id, row.line) == (stored, line)
+    assert store.lineage_page(10, incident_id="i-'1'").entries == [row]
+    assert store.lineage_after(0)[0] == row
+
+
+def test_a_lineage_entry_without_a_date_time_is_refused_and_nothing_is_stored(store):
+    for ts in ("yesterday", None, "2025-08-18T15:02:11"):  # no zone: which moment it was is unknown
+        with pytest.raises(ValueError, match="ts"):
+            store.append_lineage({"ts": ts, "agent": "CMO"}, '{"agent":"CMO"}')
+    assert store.lineage_after(0) == []
+
+
+def test_lineage_entries_survive_reopening_the_store(backend):
+    first = backend.open()
+    first.append_lineage(*lineage_line(1))
+    first.close()
+    assert attempts(backend.open().lineage_page(10).entries) == [1]
+
+
+def _bulk_lineage(store, count: int, agents: int) -> None:
+    """COUNT entries straight into the table, one transaction (the plans are read on a table of some size)."""
+    rows = [(1_000_000.0 + n, f"agent-{n % agents}", f"i-{n % 500}", "auto_remediation",
+             f'{{"attempt":{n}}}') for n in range(count)]
+    if isinstance(store, SqliteIncidentStore):
+        with store._lock, store._transaction():
+            store._db.executemany("INSERT INTO lineage (ts, agent, incident_id, event, entry) VALUES (?, ?, ?, ?, ?)",
+                                  rows)
+        store._db.execute("ANALYZE")
+    else:
+        with store._pool.connection() as db:
+            with db.transaction(), db.cursor() as cur:
+                cur.executemany("INSERT INTO lineage (ts, agent, incident_id, event, entry) "
+                                "VALUES (%s, %s, %s, %s, %s)", rows)
+            db.execute("ANALYZE lineage")
+
+
+def _plan(store, query: str, args: list) -> str:
+    if isinstance(store, SqliteIncidentStore):
+        with store._lock:
+            return "\n".join(row[3] for row in store._db.execute("EXPLAIN QUERY PLAN " + query, args))
+    with store._pool.connection() as db:
+        return "\n".join(row[0] for row in db.execute("EXPLAIN " + query, args))
+
+
+def test_a_lineage_page_is_read_through_an_index_never_a_scan_of_the_history(store):
+    from webhook_receiver.store.lineage_rows import floor_query, page_query
+
+    _bulk_lineage(store, 20_000, agents=30)
+    sqlite = isinstance(store, SqliteIncidentStore)
+    mark = "?" if sqlite else "%s"
+    cases = {  # the queries each store runs (PostgreSQL's pinned to the filter's index)
+        "agent": (page_query(mark, 50, 15_000, "agent-7", None, None, None, not sqlite), "lineage_by_agent"),
+        "incident": (page_query(mark, 50, 15_000, None, "i-42", None, None, not sqlite), "lineage_by_incident"),
+        "cursor": (page_query(mark, 50, 15_000, None, None, None, None, not sqlite),
+                   "INTEGER PRIMARY KEY" if sqlite else "lineage_pkey"),
+        "since": (page_query(mark, 50, None, None, None, 1_019_000.0, 18_000, not sqlite),
+                  "INTEGER PRIMARY KEY" if sqlite else "lineage_pkey"),
+        "floor": ((floor_query(mark), [1_019_000.0]), "lineage_by_time"),
+    }
+    for name, ((query, args), index) in cases.items():
+        plan = _plan(store, query, args)
+        assert index in plan, (name, plan)
+        assert "Seq Scan" not in plan, (name, plan)
+        if name != "incident":  # an incident's few entries may be fetched and sorted; an agent's are never all read
+            assert "Sort" not in plan and "TEMP B-TREE" not in plan, (name, plan)
+        if sqlite:
+            assert "SEARCH" in plan and "SCAN lineage" not in plan.replace("SCAN lineage USING", ""), (name, plan)
+    page = store.lineage_page(50, agent="agent-7")
+    assert len(page.entries) == 50 and page.next_cursor == page.entries[-1].id
+
+
+# ------------------------------------------------------------------ retention (trim_history)
+
+DAY = 86_400.0
+
+
+def note(store, clock, incident_id, tag, agent="CMO"):
+    """A lineage entry stamped with the store's clock, its line tagged TAG."""
+    from datetime import datetime, timezone
+
+    ts = datetime.fromtimestamp(clock.now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    store.append_lineage({"ts": ts, "agent": agent, "incident_id": incident_id, "event": "test"},
+                         f'{{"tag": "{tag}"}}')
+
+
+def close(store, clock, incident_id, stamped=True):
+    """Closed as a worker or the sweeper closes it (with closed_at), or as an incident from before it was kept."""
+    stamp = {"closed_at": clock.now} if stamped else {}
+    return store.update(incident_id, state="closed", outcome="self_resolved", **stamp)
+
+
+def tags(store):
+    return {row.line.split('"')[3] for row in store.lineage_after(0, 1000)}
+
+
+def test_trim_keeps_an_open_incidents_history_however_old_and_deletes_closed_history_older_than_the_cutoff(
+        store, clock):
+    start = clock.now
+    kept_open = ingest(store, firing("OLD")).opened[0]
+    note(store, clock, kept_open, "open-old")
+    gone = ingest(store, firing("GONE")).opened[0]
+    note(store, clock, gone, "closed-old")
+    note(store, clock, None, "no-incident-old")
+    conflict = ingest(store, claim("CMO"), claim("CRO")).opened[0]
+    clock.now += 10
+    close(store, clock, gone)
+    close(store, clock, conflict, stamped=False)  # when it closed is its last update's time
+    clock.now = start + 100 * DAY
+    young = ingest(store, firing("YOUNG")).opened[0]
+    note(store, clock, young, "closed-young")
+    clock.now += 10
+    close(store, clock, young)
+    before = store.notification_count()
+
+    done = store.trim_history(clock.now - 90 * DAY, batch=500)
+    assert (done.incidents, done.lineage, done.notifications) == (2, 2, 0)
+    assert store.get(gone) is None and store.get(conflict) is None
+    assert store.list(agent="CRO") == [] and store.conflicts_of("CRO") == []
+    assert store.get(kept_open).state == "open" and store.open_for("OLD").id == kept_open
+    assert store.get(young).state == "closed"  # closed 10 s ago
+    # OLD's incident, open since the start, keeps every notification from its opening on.
+    assert store.notification_count() == before
+    assert tags(store) == {"open-old", "closed-young"}
+    assert store.trim_history(clock.now - 90 * DAY).finished(1)
+
+    close(store, clock, kept_open)  # closed now: its old notifications and lineage go, itself not yet
+    done = store.trim_history(clock.now - 90 * DAY)
+    assert (done.incidents, done.lineage, done.notifications) == (0, 1, 3)
+    assert store.get(kept_open).state == "closed"
+    assert [n.received_at for n in store.notifications()] == [start + 100 * DAY]
+    assert tags(store) == {"closed-young"}
+
+
+def test_trim_deletes_at_most_a_batch_of_each_kind_and_repeated_calls_finish_the_job(store, clock):
+    start = clock.now
+    for n in range(7):
+        agent = f"agent-{n}"
+        incident = ingest(store, firing(agent)).opened[0]
+        note(store, clock, incident, f"old-{n}", agent)
+        clock.now += 1
+        ingest(store, resolved(agent))  # only marked resolved: a worker closes it when its attempt ends
+        close(store, clock, incident)
+    clock.now = start + 10 * DAY
+    ingest(store, firing("fresh"))
+    note(store, clock, None, "fresh")
+    cutoff = clock.now - 7 * DAY
+    first = store.trim_history(cutoff, batch=3)
+    assert (first.incidents, first.notifications, first.lineage) == (3, 3, 3) and not first.finished(3)
+    total = first
+    for _ in range(10):
+        step = store.trim_history(cutoff, batch=3)
+        assert max(step.incidents, step.notifications, step.lineage) <= 3
+        total = total + step
+        if step.finished(3):
+            break
+    assert (total.incidents, total.notifications, total.lineage) == (7, 14, 7)
+    assert [i.agent for i in store.list()] == ["fresh"] and store.notification_count() == 1
+    assert tags(store) == {"fresh"}
+    assert store.trim_history(cutoff, batch=3) == type(first)()  # nothing left
+
+
+@pytest.mark.parametrize("cutoff, batch, message", [
+    (float("nan"), 10, "cutoff nan is not a finite time"), ("yesterday", 10, "cutoff 'yesterday'"),
+    (1.0, 0, "batch 0 is not a whole number"), (1.0, 2.5, "batch 2.5"), (1.0, True, "batch True")])
+def test_trim_refuses_a_cutoff_or_batch_that_cannot_be_meant(store, cutoff, batch, message):
+    ingest(store, firing())
+    with pytest.raises(ValueError, match=message):
+        store.trim_history(cutoff, batch)
+    assert store.notification_count() == 1

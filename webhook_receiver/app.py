@@ -31,7 +31,7 @@ from .receiver_state import Receiver
 from .rollout_api import rollout_bp
 from .runbooks_api import runbooks_bp
 from .signals_api import signals_bp
-from .store import open_store
+from .store import describe, open_store
 from .upstreams import AlertmanagerApi, PrometheusApi, grafana_alertmanager
 
 
@@ -87,8 +87,9 @@ def init_app(app: Flask) -> Receiver:
     secrets = [settings.webhook_token, settings.read_token, settings.escalation_token, settings.exporter_token,
                settings.grafana_token,
                app.config.get("WEBHOOK_TOKEN"), playbooks.token, *(e.token for e in playbooks.agents.values())]
-    lineage = LineageLog(data_dir / LINEAGE_FILE, [s for s in secrets if isinstance(s, Secret)])
+    lineage = LineageLog(data_dir / LINEAGE_FILE, [s for s in secrets if isinstance(s, Secret)], store=store)
     metrics = ReceiverMetrics()
+    metrics.lineage_skipped.set_function(lambda: lineage.torn_lines)
     signals = LatestSignals(expiry_seconds=settings.agent_expiry_seconds, max_agents=settings.max_agents)
     provider = _tracer_provider(app.config.get("SPAN_EXPORTER"))
     upstreams = (app.config.get("UPSTREAMS") or _upstreams)(settings, signals)
@@ -97,7 +98,8 @@ def init_app(app: Flask) -> Receiver:
                                ActionRunner(playbooks), provider.get_tracer("autonomy.receiver"),
                                lineage_url=lambda agent: f"{public}/lineage?agent={quote(agent, safe='')}")
     metrics.watch_states(AgentStateCollector(store.open_incidents, engine.running_agents))
-    state = Receiver(settings, store, lineage, metrics, playbooks, signals, engine, provider, lock)
+    state = Receiver(settings, store, lineage, metrics, playbooks, signals, engine, provider, lock,
+                     describe(settings.store_url, data_dir))
     app.extensions["autonomy_receiver"] = state
     if app.config.get("START_ENGINE", True):
         engine.start()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import html
-from datetime import timezone
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, jsonify, request
@@ -12,11 +11,13 @@ from autonomy.signal_contract import parse_timestamp
 
 from .incident import STATES
 from .receiver_state import readable, receiver
+from .store import StoreError
 
 incidents_bp = Blueprint("incidents", __name__)
 
 
-def _since() -> str | None:
+def _since() -> float | None:
+    """The `since` filter as epoch seconds (any zone)."""
     text = request.args.get("since")
     if not text:
         return None
@@ -24,7 +25,7 @@ def _since() -> str | None:
         moment = parse_timestamp(text)
     except ValueError:
         raise ApiError(400, f"since: {text!r} is not an ISO-8601 date-time with a zone") from None
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.timestamp()
 
 
 PAGE_DEFAULT, PAGE_MAX = 100, 1000
@@ -80,25 +81,28 @@ def get_incident(incident_id: str):
     return jsonify(incident.as_dict())
 
 
-def _offset(text: str) -> int:
-    if not text.isdigit():
+def _lineage_id(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # a store id (any 18 digits fit a bigint)
         raise ValueError(text)
     return int(text)
 
 
 def _lineage_page():
-    page = receiver().lineage.page(_limit(), _cursor(_offset), agent=request.args.get("agent"), since=_since(),
-                                   incident_id=request.args.get("incident"))
-    receiver().metrics.lineage_skipped.set(len(page.skipped_offsets))
-    return page
+    limit, before, since = _limit(), _cursor(_lineage_id), _since()
+    try:
+        return receiver().lineage.page(limit, before, agent=request.args.get("agent"), since=since,
+                                       incident_id=request.args.get("incident"))
+    except StoreError as exc:
+        raise ApiError(503, f"the lineage cannot be read now: {exc}") from None
 
 
 @incidents_bp.get("/api/v1/lineage")
 @readable
 def lineage_json():
-    """Lineage entries newest first, a page at a time, read from the file's end (a page costs what it reads)."""
+    """Lineage entries newest first, a page at a time, read from the store by index (a page costs the same however
+    long the history): `limit`, `cursor` (the last page's `next_cursor`), filters `agent`, `incident`, `since`."""
     page = _lineage_page()
-    return jsonify({"entries": page.entries, "skipped_offsets": list(page.skipped_offsets),
+    return jsonify({"entries": page.entries, "skipped_ids": list(page.skipped_ids),
                     "next_cursor": str(page.next_cursor) if page.next_cursor is not None else None})
 
 

@@ -1,6 +1,8 @@
 """Operations: /metrics, /healthz, /readyz and the kill switch."""
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, Response, jsonify
 
 from autonomy.http_edge import ApiError, json_body, require_token
@@ -10,6 +12,7 @@ from .engine import FeatureFlagOff
 from .receiver_state import counted, readable, receiver
 
 operations_bp = Blueprint("operations", __name__)
+log = logging.getLogger(__name__)
 
 
 @operations_bp.get("/metrics")
@@ -35,10 +38,21 @@ def readyz():
         "grafana": up.grafana.ready() if up.grafana else "not configured",
         "escalation_url": bool(state.settings.escalation_url) or "not configured",
         "workers": state.engine.alive(),
+        "store": _store_answers(state.store),
     }
     missing = [name for name, ok in checks.items() if ok is False]
-    body = {"ready": not missing, "checks": checks, "missing": missing}
+    body = {"ready": not missing, "checks": checks, "missing": missing, "store": state.store_description}
     return jsonify(body), (200 if not missing else 503)
+
+
+def _store_answers(store) -> bool:
+    """One small read (the kill switch, which every step reads anyway): the shared ledger may be down."""
+    try:
+        store.kill_switch()
+    except Exception:  # noqa: BLE001 - whatever the driver raises, the answer is "not ready"
+        log.warning("readiness: the store did not answer", exc_info=True)
+        return False
+    return True
 
 
 @operations_bp.get("/api/v1/remediation")

@@ -14,6 +14,7 @@ from .rollout import Rollout
 RECOVERY_BUCKETS = (5, 10, 30, 60, 120, 180, 300, 480, 600, 900, 1800, 3600, 7200)
 ENDPOINTS = ("alerts", "signals", "remediation", "rollout")
 CODES = ("200", "400", "401", "409", "413", "415", "422", "429", "503")
+RETENTION_KINDS = ("incidents", "notifications", "lineage")  # the fields of store.TrimResult
 
 
 class ReceiverMetrics:
@@ -58,13 +59,21 @@ class ReceiverMetrics:
                                       "(counted, not stored).", ["result"], registry=r)
         self.outbox_dropped = Counter("autonomy_alert_outbox_dropped", "Alerts for Alertmanager dropped because "
                                       "the outbox was full (Alertmanager resolves them at their endsAt).", registry=r)
+        self.retention_deleted = Counter("autonomy_retention_deleted", "Rows the retention deleted, by kind: "
+                                         "closed incidents, notifications, lineage entries.", ["kind"], registry=r)
+        self.retention_failures = Counter("autonomy_retention_failures", "Retention rounds a store error stopped "
+                                          "(the next round tries again).", registry=r)
         self.agent_states: AgentStateCollector | None = None
         self.lineage_skipped = Gauge("autonomy_lineage_torn_lines",
-                                     "Unreadable lines found in the lineage file on the last read.", registry=r)
+                                     "Torn lines found at the end of this receiver's lineage file (a crash or a full "
+                                     "disk mid-write) since it started; each was ended, and is not in the store.",
+                                     registry=r)
         for source in Source:
             self.incidents.labels(source)
         for result in ("stored", "unchanged"):
             self.direct_signals.labels(result)
+        for kind in RETENTION_KINDS:
+            self.retention_deleted.labels(kind)
         for cls in IncidentClass:
             self.recovery.labels(cls)
             self.incident_cost.labels(cls)

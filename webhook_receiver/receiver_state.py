@@ -32,6 +32,7 @@ class Receiver:
     engine: RemediationEngine
     tracer_provider: TracerProvider
     lock: DataDirLock
+    store_description: str = ""  # which store, without its password: for /readyz and logs
 
 
 def receiver() -> Receiver:

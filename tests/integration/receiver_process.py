@@ -72,7 +72,7 @@ class ReceiverProcess(local_stack.ReceiverProcess):
         return reply.json()
 
     def lineage(self, agent: str | None = None) -> dict:
-        """Every entry (paged through), oldest first, and the offsets of the lines skipped."""
+        """Every stored entry (paged through), oldest first, and the ids of stored lines skipped."""
         return every_page(lambda params: self.call("GET", "/api/v1/lineage", params=params), "entries",
                           **({"agent": agent} if agent else {}))
 

@@ -112,9 +112,13 @@ def test_a_restarted_receiver_exports_escalated_from_its_first_scrape(layer):
     assert samples and all(v == "1" for _, v in samples), samples
     first_scrape = min(t for t, _ in samples)
 
+    # A rule evaluation stamped just after the scrape's timestamp may run before that scrape was ingested (and
+    # see no state, so 0): from two evaluation intervals on, every evaluation has seen it.
+    settled = first_scrape + 2 * 15 * layer.time_factor
+
     def tile_since_first_scrape():
         rows = prometheus.query('agent:autonomy_agent_state:code{agent="Content"}[1m]')
-        values = [v for row in rows for t, v in row.get("values", []) if float(t) >= first_scrape]
+        values = [v for row in rows for t, v in row.get("values", []) if float(t) >= settled]
         return values or None
     assert set(wait_until(tile_since_first_scrape, SETTLE, "the tile recording after the restart")) == {"2"}
 

@@ -24,6 +24,7 @@ from .attempts import AttemptLoop
 from .fleet_readers import FleetReaders, Upstreams
 from .outcome_recorder import OutcomeRecorder
 from .planning import Planner
+from .retention import RetentionTrimmer
 from .sweeper import Sweeper
 from .verifier import Verifier
 from .worker_pool import Work, WorkerPool
@@ -81,6 +82,7 @@ class RemediationEngine:
         self.verifier = Verifier(settings, store, self.readers, playbooks, self.pool, metrics, self.stopping)
         self.sweeper = Sweeper(store, self.readers, self.recorder, playbooks, lambda: self.up, lineage_url,
                                settings.sweep_seconds, post_times)
+        self.retention = RetentionTrimmer(store, settings.retention_days, metrics)
         metrics.queue_capacity.set(settings.queue_size)
         metrics.queue_depth.set_function(_or_nan(store.queued_count))
         metrics.remediation_enabled.set_function(_or_nan(lambda: self.enabled))
@@ -111,12 +113,13 @@ class RemediationEngine:
             reason = FLAG_OFF
         elif switch.enabled:
             reason = None
-        elif switch.changed_at is None or switch.changed_at < self.built_at:
+        elif switch.changed_at is None:  # a ledger from before reasons were kept
             reason = "disabled before the last restart"
         else:
-            reason = switch.reason
-        return {"enabled": self.enabled, "reason": reason, "dry_run": self.settings.dry_run,
-                "canary_agents": list(self.rollout().agents or ())}
+            # Whoever switched it, on whichever receiver sharing the store, and however long ago: their reason.
+            reason = switch.reason or "no reason given"
+        return {"enabled": self.enabled, "reason": reason, "changed_at": switch.changed_at,
+                "dry_run": self.settings.dry_run, "canary_agents": list(self.rollout().agents or ())}
 
     # -- the staged rollout ------------------------------------------------------------------------------------------
     def rollout(self) -> Rollout:
@@ -166,8 +169,9 @@ class RemediationEngine:
 
     # -- running -----------------------------------------------------------------------------------------------------
     def start(self, workers: int | None = None, sweeper: bool = True) -> None:
-        """Start the workers, the outbox and the sweeper. What a stopped or crashed receiver held is taken over
-        as its leases expire; holds a restart lifted (the initial rollout wider, dry run off) are resumed."""
+        """Start the workers, the outbox, the sweeper and the retention. What a stopped or crashed receiver held is
+        taken over as its leases expire; holds a restart lifted (the initial rollout wider, dry run off) are
+        resumed."""
         rollout, dry_run = self.rollout(), self.settings.dry_run
 
         def lifted(incident: Incident) -> bool:
@@ -180,6 +184,7 @@ class RemediationEngine:
         self.outbox.start()
         if sweeper:
             self.sweeper.start(self.stopping)
+        self.retention.start(self.stopping)
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stopping.set()
@@ -187,10 +192,12 @@ class RemediationEngine:
         self.pool.stop(timeout)
         self.verifier.release_all()  # each waiting attempt waits again after the restart; its steps do not rerun
         self.sweeper.join(timeout)
+        self.retention.join(timeout)
         self.outbox.stop(timeout)
 
     def alive(self) -> bool:
-        return self.pool.alive() and self.verifier.alive() and self.sweeper.alive() and self.outbox.alive()
+        return (self.pool.alive() and self.verifier.alive() and self.sweeper.alive() and self.outbox.alive()
+                and self.retention.alive())
 
     def wake(self, count: int) -> None:
         """COUNT incidents were just queued (the webhook committed them)."""

@@ -2,8 +2,9 @@
 database next), and the values it hands back. tests/test_store_contract.py runs one suite against each."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Iterable, Protocol, Sequence
+from typing import Iterable, Mapping, Protocol, Sequence
 
 from ..data_dir import DataDirError
 from ..incident import Incident
@@ -61,6 +62,49 @@ class StoredNotification:
     body: str
 
 
+@dataclass(frozen=True)
+class TrimResult:
+    """What one trim of the history deleted, of each kind (retention: engine/retention.py)."""
+
+    notifications: int = 0
+    incidents: int = 0
+    lineage: int = 0
+
+    def __add__(self, other: TrimResult) -> TrimResult:
+        return TrimResult(self.notifications + other.notifications, self.incidents + other.incidents,
+                          self.lineage + other.lineage)
+
+    def finished(self, batch: int) -> bool:
+        """Fewer than BATCH of every kind went: nothing older is left to trim (or another trimmer holds it)."""
+        return max(self.notifications, self.incidents, self.lineage) < batch
+
+
+@dataclass(frozen=True)
+class StoredLineage:
+    """A lineage entry as stored: its id (the store's order, the paging cursor) and its line exactly as written to
+    the lineage file (JSON, without the newline)."""
+
+    id: int
+    line: str
+
+
+@dataclass(frozen=True)
+class StoredLineagePage:
+    """Lineage entries newest first; `next_cursor` (an id: `before` of the next page) continues with older ones,
+    None when no older entry matches."""
+
+    entries: list[StoredLineage]
+    next_cursor: int | None
+
+
+def check_trim(cutoff: float, batch: int) -> None:
+    """Refuse a cutoff or batch that cannot be meant (ValueError naming it)."""
+    if not isinstance(cutoff, (int, float)) or not math.isfinite(cutoff):
+        raise ValueError(f"trim_history: cutoff {cutoff!r} is not a finite time")
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise ValueError(f"trim_history: batch {batch!r} is not a whole number of at least 1")
+
+
 class IncidentClosed(RuntimeError):
     """A change was asked of an incident that is already closed."""
 
@@ -108,6 +152,19 @@ class IncidentStore(Protocol):
 
     def notification_count(self) -> int: ...
 
+    def append_lineage(self, entry: Mapping[str, object], line: str) -> int:
+        """Store LINE, the lineage file's line for ENTRY (JSON, without its newline), with what it is read by: its
+        time (ENTRY's ISO `ts`; ValueError if it is not one), agent, incident_id and event. Durable when it
+        returns; its id, above every id stored before. StoreError naming the store if it cannot be written."""
+
+    def lineage_page(self, limit: int, before: int | None = None, agent: str | None = None,
+                     incident_id: str | None = None, since: float | None = None) -> StoredLineagePage:
+        """Up to LIMIT entries newest first (by id) with an id below BEFORE, of AGENT, of INCIDENT_ID, stamped at
+        or after SINCE (epoch seconds); each a few index reads, however long the history."""
+
+    def lineage_after(self, after: int = 0, limit: int = 1000) -> list[StoredLineage]:
+        """Up to LIMIT entries oldest first with an id above AFTER (an export pages through them all)."""
+
     def update(self, incident_id: str, lease: Claim | None = None, **changes: object) -> Incident:
         """Change an incident durably; IncidentClosed if it is closed, KeyError if unknown, LeaseLost if LEASE
         is given and no longer held."""
@@ -144,5 +201,12 @@ class IncidentStore(Protocol):
 
     def set_rollout(self, rollout: Rollout) -> Rollout:
         """Keep ROLLOUT durably, as computed by webhook_receiver.rollout; the gates read it on every attempt."""
+
+    def trim_history(self, cutoff: float, batch: int = 500) -> TrimResult:
+        """Delete, oldest first, at most BATCH of each kind, each kind in a short transaction of its own: closed
+        incidents (with their agents' rows) closed before CUTOFF; notifications received before CUTOFF and before
+        the oldest open incident opened; lineage entries older than CUTOFF that are not an open incident's. Never
+        an open incident or its notifications or lineage. Call again until `finished(batch)`; several trimmers may
+        run at once."""
 
     def close(self) -> None: ...

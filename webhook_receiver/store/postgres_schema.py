@@ -66,6 +66,12 @@ CREATE INDEX lineage_by_agent ON lineage(agent, id);
 CREATE INDEX lineage_by_incident ON lineage(incident_id, id);
 CREATE INDEX lineage_by_time ON lineage(ts);
 """,
+    # 3: retention (postgres_retention.py) trims the oldest first without scanning, as on SQLite (schema 5 there).
+    3: """
+CREATE INDEX notifications_by_arrival ON notifications(received_at);
+CREATE INDEX incidents_by_closing ON incidents ((COALESCE((doc::json ->> 'closed_at')::double precision,
+    (doc::json ->> 'updated_at')::double precision))) WHERE state = 'closed';
+""",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 _MIGRATION_LOCK = 0x6175746f72656d  # pg_advisory_xact_lock key: one receiver migrates at a time
@@ -87,9 +93,17 @@ def open_pool(url: str, max_size: int = 8, timeout: float = 10.0) -> ConnectionP
     connection first, so that a wrong address, password or database name is said at once, not after the pool's
     retries."""
     try:
+        password = conninfo.conninfo_to_dict(url).get("password")
+    except Error:
+        # libpq's message would quote the URL, password and all.
+        raise StoreError("AUTOREM_STORE_URL: not a PostgreSQL connection URL (postgresql://user@host:port/db; "
+                         "percent-encode special characters in the password)") from None
+    try:
         Connection.connect(url, connect_timeout=max(1, round(timeout))).close()
     except Error as exc:
         text = " ".join(str(exc).split()) or type(exc).__name__
+        if password:
+            text = text.replace(str(password), "***")
         raise StoreError(f"{redacted(url)}: cannot connect to the PostgreSQL ledger ({text[:300]}); check "
                          "AUTOREM_STORE_URL and that the server is up") from None
     pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=timeout,

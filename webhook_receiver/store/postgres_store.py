@@ -21,6 +21,8 @@ from ..notification import (
 from ..rollout import Rollout, from_dict
 from .contract import Claim, IncidentClosed, IngestResult, KillSwitch, LeaseLost, StoredNotification
 from .postgres_leases import PostgresLeases, lock_names
+from .postgres_lineage import PostgresLineage
+from .postgres_retention import PostgresRetention
 from .postgres_schema import KILL_SWITCH_FLAG, ROLLOUT_FLAG, migrate, open_pool, redacted
 from .sqlite_rows import from_doc, to_row
 
@@ -32,7 +34,7 @@ INSERT_CLAIMANT = "INSERT INTO incident_agents (agent, incident_id) VALUES (%s, 
 _OPEN = "state <> 'closed'"
 
 
-class PostgresIncidentStore(PostgresLeases):
+class PostgresIncidentStore(PostgresLeases, PostgresLineage, PostgresRetention):
     """IncidentStore on one PostgreSQL database (AUTOREM_STORE_URL=postgresql://...), shared by every receiver."""
 
     def __init__(self, url: str, reopen_grace_seconds: float = 300.0, clock: Callable[[], float] = time.time,

@@ -75,8 +75,18 @@ CREATE INDEX IF NOT EXISTS lineage_by_agent ON lineage(agent, id);
 CREATE INDEX IF NOT EXISTS lineage_by_incident ON lineage(incident_id, id);
 CREATE INDEX IF NOT EXISTS lineage_by_time ON lineage(ts);
 """,
+    # 5: retention (sqlite_retention.py) trims the oldest first without scanning: notifications by arrival,
+    # closed incidents by when they closed (in their document; updated_at for one closed without closed_at), and
+    # an incident's agents' rows by incident.
+    5: """
+CREATE INDEX IF NOT EXISTS notifications_by_arrival ON notifications(received_at);
+CREATE INDEX IF NOT EXISTS incidents_by_closing ON incidents(
+    COALESCE(json_extract(doc, '$.closed_at'), json_extract(doc, '$.updated_at'))) WHERE state = 'closed';
+CREATE INDEX IF NOT EXISTS incident_agents_by_incident ON incident_agents(incident_id);
+""",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
+WAL_SIZE_LIMIT = 8 * 1024 * 1024  # bytes: twice what the 1,000 pages of an automatic checkpoint fill
 KILL_SWITCH_FLAG = "kill_switch"
 ROLLOUT_FLAG = "rollout"  # webhook_receiver.rollout's value as a JSON document; absent until first set
 _OLD_KILL_SWITCH_FLAG = "remediation_enabled"  # schema 2 and before: "true" or "false", no reason
@@ -93,6 +103,9 @@ def connect(path: Path) -> sqlite3.Connection:
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
+        # A checkpoint makes the WAL restart from its beginning but never shrinks the file: truncate it to this
+        # after each checkpoint, so a burst (or a large trim) does not leave a large WAL behind for good.
+        db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
         if problems != ["ok"]:
             found = "; ".join(line.strip() for text in problems for line in text.splitlines()
