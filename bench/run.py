@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import exporter_push, exporter_scrape, lineage_api, receiver_ingest, sqlite_retention  # noqa: E402
+from bench import exporter_push, exporter_scrape, lineage_api, pg_ingest, receiver_ingest, sqlite_retention  # noqa: E402
 
 # figure -> (comparison, goal): the goals of the issues, checked here and never in timed tests
 GOALS = {
@@ -26,6 +26,8 @@ GOALS = {
     "lineage_api_sqlite_1m_over_10k": ("<=", 2),
     "lineage_api_postgres_1m_over_10k": ("<=", 2),
     "sqlite_retention_day30_over_day8": ("<=", 1.2),
+    "pg_ingest_1p_lost": ("==", 0),
+    "pg_ingest_2p_lost": ("==", 0),
 }
 
 
@@ -37,6 +39,8 @@ def main() -> int:
     figures: dict = {}
     print("receiver ingest (webhooks of 100 alerts from a separate process) ...", file=sys.stderr)
     figures.update(receiver_ingest.run())
+    print("receiver ingest on PostgreSQL, 1 and 2 receiver processes sharing the database ...", file=sys.stderr)
+    figures.update(pg_ingest.run())
     print("exporter scrape of 10,000 agents ...", file=sys.stderr)
     figures.update(exporter_scrape.run())
     print("exporter pushes, single signals and batches of 100 ...", file=sys.stderr)
