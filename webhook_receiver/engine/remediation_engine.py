@@ -66,7 +66,6 @@ class RemediationEngine:
                  lineage_url: Callable[[str], str], owner: str | None = None):
         self.settings, self.store, self.metrics, self.up = settings, store, metrics, upstreams
         self.lineage = lineage
-        self.built_at = time.time()
         self._rollout_lock = threading.Lock()  # one change at a time: each computed from the one before
         self.stopping = threading.Event()
         self.readers = FleetReaders(settings, lambda: self.up)
