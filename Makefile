@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench soak binaries clean
+.PHONY: demo test bench soak screenshot binaries clean
 
 # `make demo DEMO_ARGS=--keep-running` leaves the stack up for your own agents (examples/worker_agent/).
 demo: $(STAMP) binaries
@@ -19,6 +19,10 @@ bench: $(STAMP) binaries
 # A simulated week of random faults (about 15 minutes here); the report, and one JSON line last.
 soak: $(STAMP) binaries
 	$(BIN)/autonomy soak --json
+
+# The README's console screenshot (docs/console.png), taken in headless Chromium during the demo's drills.
+screenshot: $(STAMP) binaries
+	$(BIN)/python -m devstack.console_session --out docs/console.png
 
 binaries:
 	@sh scripts/ensure-binaries.sh

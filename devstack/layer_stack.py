@@ -38,6 +38,9 @@ class StackLifecycle:
         while self._started:
             thing = self._started.pop()
             try:
+                if thing is self.receiver and self.receiver_app is not None:
+                    # Open console streams end with the feed, so the server need not wait for them.
+                    self.receiver_app.extensions["autonomy_receiver"].stop_feed()
                 thing.stop()
             except Exception:  # keep stopping the rest
                 pass
@@ -153,7 +156,9 @@ class LayerStack(StackLifecycle):
         return reply.json()
 
     def receiver_call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """Call the receiver with its webhook token."""
-        headers = {"Authorization": f"Bearer {self.webhook_token.reveal()}", **kwargs.pop("headers", {})}
+        """Call the receiver with its webhook token (reads with the read token, when the stack has one)."""
+        read = self.env.get("AUTOREM_READ_TOKEN")
+        token = read if method == "GET" and read else self.webhook_token.reveal()
+        headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
         return requests.request(method, self.receiver.url + path, headers=headers, timeout=10, **kwargs)
 

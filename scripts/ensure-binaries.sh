@@ -1,6 +1,7 @@
 #!/bin/sh
 # Makes sure Prometheus >= 2.42 (with promtool) and Alertmanager >= 0.25 (with amtool) are installed, and
-# PostgreSQL's server (initdb, pg_ctl: the PostgreSQL store's tests run a real one, tests/postgres_server.py):
+# PostgreSQL's server (initdb, pg_ctl: the PostgreSQL store's tests run a real one, tests/postgres_server.py),
+# and Chromium with its WebDriver (chromium, chromedriver: the browser tests drive Debian's, devstack/browser.py):
 # installs Debian's packages when missing and we are root, otherwise stops with one line saying what to do.
 set -eu
 PACKAGES="prometheus prometheus-alertmanager"
@@ -53,6 +54,22 @@ if ! have_postgres; then
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends postgresql >/dev/null
     # The package starts a cluster of its own; the tests never use it (they initdb their own on a free port).
+fi
+
+have_chromium() {  # where devstack/browser.py looks: /usr/bin, then PATH
+    { [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1; } &&
+    { [ -x /usr/bin/chromedriver ] || command -v chromedriver >/dev/null 2>&1; }
+}
+
+if ! have_chromium; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "error: chromium or chromedriver is missing; install: sudo apt-get install -y chromium chromium-driver" >&2
+        exit 1
+    fi
+    echo "installing chromium chromium-driver (Debian packages)..."
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
 
 AM=$(command -v alertmanager || command -v prometheus-alertmanager)

@@ -100,6 +100,28 @@ def real_binary(kind: str) -> str:
         pytest.skip(str(exc))
 
 
+def real_browser() -> tuple[str, str]:
+    """Paths of Debian's chromium and chromedriver (devstack/browser.py); in CI missing ones fail, elsewhere skip."""
+    from devstack.browser import MissingBrowser, chromium_paths
+
+    try:
+        return chromium_paths()
+    except MissingBrowser as exc:
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"CI needs the real Chromium: {exc}")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium WebDriver (devstack/browser.py) showing pages at 1280x900, one start per module."""
+    real_browser()
+    from devstack.browser import headless_chromium
+
+    with headless_chromium() as driver:
+        yield driver
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     """A real PostgreSQL server for the session (devstack/postgres_server.py); in CI a missing one fails, elsewhere

@@ -22,7 +22,7 @@ class FakeStore:
     """trim_history answering from a backlog of rows per kind, BATCH at a time; or failing while `failing`."""
 
     def __init__(self, **backlog: int):
-        self.backlog = {"incidents": 0, "notifications": 0, "lineage": 0, **backlog}
+        self.backlog = {"incidents": 0, "notifications": 0, "lineage": 0, "events": 0, **backlog}
         self.calls: list[tuple[float, int]] = []
         self.failing = 0
 
@@ -46,18 +46,19 @@ def failures(metrics: ReceiverMetrics) -> float:
 
 
 def test_a_round_trims_a_batch_at_a_time_until_nothing_is_left_and_counts_each_kind():
-    store, metrics = FakeStore(incidents=5, notifications=1200, lineage=999), ReceiverMetrics()
+    store, metrics = FakeStore(incidents=5, notifications=1200, lineage=999, events=700), ReceiverMetrics()
     trimmer = RetentionTrimmer(store, 7, metrics, clock=lambda: 30 * DAY_SECONDS, batch=500, pause=0)
     done = trimmer.trim_round()
-    assert done == TrimResult(notifications=1200, incidents=5, lineage=999)
+    assert done == TrimResult(notifications=1200, incidents=5, lineage=999, events=700)
     assert store.calls == [(23 * DAY_SECONDS, 500)] * 3  # 500, 500, 200: the last one is short, the round ends
-    assert [deleted(metrics, k) for k in ("incidents", "notifications", "lineage")] == [5, 1200, 999]
+    assert [deleted(metrics, k) for k in ("incidents", "notifications", "lineage", "events")] == [5, 1200, 999, 700]
     assert trimmer.trim_round() == TrimResult() and len(store.calls) == 4
 
 
 def test_every_kind_starts_at_zero_so_the_first_deletion_is_an_increase():
     metrics = ReceiverMetrics()
-    assert [deleted(metrics, k) for k in ("incidents", "notifications", "lineage")] == [0, 0, 0]
+    RetentionTrimmer(FakeStore(), 90, metrics)
+    assert [deleted(metrics, k) for k in ("incidents", "notifications", "lineage", "events")] == [0, 0, 0, 0]
     assert failures(metrics) == 0
 
 
@@ -108,12 +109,14 @@ def test_the_engine_starts_and_stops_the_trimmer_with_its_setting(h):
 # ------------------------------------------------------------------ SQLite: bounded, indexed
 
 def old_history(store, clock, agents=4):
-    """Closed incidents (one a conflict of two agents) with notifications and lineage, then 10 days pass."""
+    """Closed incidents (one a conflict of two agents) with notifications, lineage and console events, then 10 days
+    pass."""
     for n in range(agents):
         incident = store.ingest("alertmanager", "{}", [firing(f"agent-{n}")]).opened[0]
         store.append_lineage({"ts": "1970-01-12T13:46:40Z", "incident_id": incident}, '{"old": true}')
         store.ingest("alertmanager", "{}", [resolved(f"agent-{n}")])
         store.update(incident, state="closed", closed_at=clock.now, outcome="self_resolved")
+        store.append_events([("closed", f"agent-{n}", "{}")])
     conflict = store.ingest("alertmanager", "{}", [claim("CMO"), claim("CRO")]).opened[0]
     store.update(conflict, state="closed", closed_at=clock.now, outcome="self_resolved")
     clock.now += 10 * DAY_SECONDS
@@ -128,19 +131,19 @@ def test_sqlite_trims_the_agents_rows_of_its_incidents_and_truncates_the_wal(tmp
     wal = tmp_path / "incidents.sqlite3-wal"
     assert wal.stat().st_size > 0
     done = RetentionTrimmer(store, 7, ReceiverMetrics(), clock=clock, pause=0).trim_round()
-    assert done == TrimResult(notifications=9, incidents=5, lineage=4)
+    assert done == TrimResult(notifications=9, incidents=5, lineage=4, events=4)
     assert store._db.execute("SELECT COUNT(*) FROM incident_agents").fetchone()[0] == 0
     assert wal.stat().st_size == 0  # checkpointed into the file and truncated
     store.close()
 
 
-@pytest.mark.parametrize("query", ["_CLOSED_BEFORE", "_NOTIFICATIONS_BEFORE", "_LINEAGE_BEFORE"])
+@pytest.mark.parametrize("query", ["_CLOSED_BEFORE", "_NOTIFICATIONS_BEFORE", "_LINEAGE_BEFORE", "_EVENTS_BEFORE"])
 def test_sqlite_trims_read_through_indexes_never_a_whole_table(tmp_path, query):
     store = SqliteIncidentStore(tmp_path / "incidents.sqlite3")
     plan = [row[3] for row in store._db.execute("EXPLAIN QUERY PLAN " + getattr(sqlite_retention, query), (1.0, 5))]
     assert not [step for step in plan if step.startswith("SCAN")], plan
     assert any("USING INDEX incidents_by_closing" in s or "USING COVERING INDEX notifications_by_arrival" in s
-               or "USING INDEX lineage_by_time" in s for s in plan), plan
+               or "USING INDEX lineage_by_time" in s or "USING COVERING INDEX events_by_time" in s for s in plan), plan
     ids = store._db.execute("EXPLAIN QUERY PLAN DELETE FROM incident_agents WHERE incident_id IN (?)", ("x",))
     assert "incident_agents_by_incident" in [row[3] for row in ids][0]
     store.close()
@@ -157,7 +160,8 @@ def pg_url(postgres_server):
 
 @pytest.mark.parametrize("query, index", [("_CLOSED_BEFORE", "incidents_by_closing"),
                                           ("_NOTIFICATIONS_BEFORE", "notifications_by_arrival"),
-                                          ("_LINEAGE_BEFORE", "lineage_by_time")])
+                                          ("_LINEAGE_BEFORE", "lineage_by_time"),
+                                          ("_EVENTS_BEFORE", "events_by_time")])
 def test_postgres_trims_can_read_through_their_index(pg_url, query, index):
     PostgresIncidentStore(pg_url, pool_size=2).close()  # the schema
     with psycopg.connect(pg_url, autocommit=True) as db:
@@ -183,7 +187,7 @@ def test_several_receivers_trim_one_postgres_store_at_once_each_row_once_no_dead
         assert None not in results and len(results) == 3  # no round failed (a deadlock would have)
         # Each row went once; a round may end early on rows another trimmer held, so one more round mops up.
         total = sum(results, TrimResult()) + trimmers[0].trim_round()
-        assert total == TrimResult(notifications=81, incidents=41, lineage=40)
+        assert total == TrimResult(notifications=81, incidents=41, lineage=40, events=40)
         assert sum(deleted(m, "incidents") for m in metrics) == 41  # each counted by the one that deleted it
         assert stores[1].list() == [] and stores[2].notification_count() == 0
     finally:

@@ -70,9 +70,9 @@ def test_a_ledger_of_schema_0_is_migrated_in_place_keeping_its_incidents(tmp_pat
 def test_a_ledger_written_by_a_newer_receiver_is_refused_with_what_to_do(tmp_path):
     path = tmp_path / "incidents.sqlite3"
     db = sqlite3.connect(path)
-    db.execute("PRAGMA user_version = 7")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
-    with pytest.raises(StoreError, match=f"newer receiver.*schema 7.*knows up to {SCHEMA_VERSION}"):
+    with pytest.raises(StoreError, match=f"newer receiver.*schema {SCHEMA_VERSION + 1}.*knows up to {SCHEMA_VERSION}"):
         SqliteIncidentStore(path)
 
 

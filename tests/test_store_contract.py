@@ -843,3 +843,154 @@ def test_trim_refuses_a_cutoff_or_batch_that_cannot_be_meant(store, cutoff, batc
     with pytest.raises(ValueError, match=message):
         store.trim_history(cutoff, batch)
     assert store.notification_count() == 1
+
+
+# ------------------------------------------------------------------ the operator console's event log
+
+def kinds(rows) -> list[str]:
+    return [row.kind for row in rows]
+
+
+def test_events_get_rising_ids_and_are_read_oldest_first_a_page_at_a_time(store, clock):
+    from webhook_receiver.store import StoredEvent
+
+    assert store.last_event_id() == 0 and store.events_after() == []
+    assert store.append_events([]) == []
+    first = store.append_events([("attempt", "CMO", '{"n":0}'), ("switches", None, '{"n":1}')])
+    clock.now += 5
+    second = store.append_events([("closed", "CRO", '{"n":2}')])
+    ids = first + second
+    assert ids == sorted(ids) and len(set(ids)) == 3 and ids[0] > 0
+    assert store.last_event_id() == ids[-1]
+    assert store.events_after() == [StoredEvent(ids[0], 1_000_000.0, "attempt", "CMO", '{"n":0}'),
+                                    StoredEvent(ids[1], 1_000_000.0, "switches", None, '{"n":1}'),
+                                    StoredEvent(ids[2], 1_000_005.0, "closed", "CRO", '{"n":2}')]
+    assert kinds(store.events_after(ids[0], limit=1)) == ["switches"]
+    assert kinds(store.events_after(ids[1])) == ["closed"]
+    assert store.events_after(ids[-1]) == []
+
+
+@pytest.mark.parametrize("bad, message", [
+    (("", "CMO", "{}"), "event 1: kind '' is not a non-empty text"),
+    ((None, "CMO", "{}"), "event 1: kind None is not"),
+    (("k" * 65, "CMO", "{}"), "event 1: kind 'k{65}' is not a non-empty text of at most 64"),
+    (("attempt", 7, "{}"), "event 1: agent 7 is neither None nor a text"),
+    (("attempt", "a" * 257, "{}"), "event 1: agent 'a+\\.\\.\\. is neither None nor a text of at most 256"),
+    (("attempt", "CMO", {"n": 1}), "event 1: body is a dict, not a text"),
+    (("attempt", "CMO", "x" * 65_537), "event 1: body is 65537 characters long, more than 65536"),
+    (("attempt", "CMO"), "event 1 is not a .kind, agent, body. triple"),
+])
+def test_an_event_that_cannot_be_stored_refuses_the_whole_append(store, bad, message):
+    good = ("attempt", "CMO", "{}")
+    with pytest.raises(ValueError, match=message):
+        store.append_events([good, bad, good])
+    assert store.events_after() == [] and store.last_event_id() == 0
+    limits = [("k" * 64, "a" * 256, "x" * 65_536), ("step", None, "")]  # exactly at the limits: stored
+    assert len(store.append_events(limits)) == 2
+    assert [(e.kind, e.agent, len(e.body)) for e in store.events_after()] == [("k" * 64, "a" * 256, 65_536),
+                                                                              ("step", None, 0)]
+
+
+def test_an_event_with_a_nul_is_stored_the_same_way_by_every_store(store):
+    store.append_events([("attempt\x00", "C\x00MO", '{"x":"\x00"}')])
+    [event] = store.events_after()
+    assert (event.kind, event.agent, event.body) == ("attempt\ufffd", "C\ufffdMO", '{"x":"\ufffd"}')
+
+
+def _drop_events_table(store) -> None:
+    if isinstance(store, SqliteIncidentStore):
+        with store._lock:
+            store._db.execute("DROP TABLE events")
+    else:
+        with store._pool.connection() as db:
+            db.execute("DROP TABLE events")
+
+
+def test_an_event_log_that_cannot_be_written_is_a_store_error_naming_the_store(store, backend):
+    from webhook_receiver.store import StoreError
+
+    _drop_events_table(store)
+    with pytest.raises(StoreError, match="cannot store the console events") as raised:
+        store.append_events([("attempt", "CMO", "{}")])
+    assert ("incidents.sqlite3" if backend.name == "sqlite" else "dbname=") in str(raised.value)
+    with pytest.raises(StoreError, match="cannot read the console events"):
+        store.events_after()
+
+
+def test_events_survive_reopening_the_store_and_ids_never_go_back_after_a_trim(backend, clock):
+    first = backend.open()
+    ids = first.append_events([("attempt", "CMO", "{}"), ("closed", "CMO", "{}")])
+    first.close()
+    again = backend.open()
+    assert [e.id for e in again.events_after()] == ids
+    clock.now += 10
+    assert again.trim_history(clock.now, batch=10).events == 2  # every event gone, the newest too
+    assert again.last_event_id() == 0
+    [later] = again.append_events([("step", "CMO", "{}")])
+    assert later > ids[-1]
+
+
+def test_trim_deletes_only_events_older_than_the_cutoff_at_most_a_batch_per_call(store, clock):
+    start = clock.now
+    for n in range(5):
+        store.append_events([("attempt", f"agent-{n}", f'{{"n":{n}}}')])
+        clock.now += 1
+    clock.now = start + 10 * DAY
+    [young] = store.append_events([("closed", "CMO", "{}")])
+    cutoff = start + 4  # the first four (stored at start .. start + 3) are older
+    first = store.trim_history(cutoff, batch=3)
+    assert first.events == 3 and not first.finished(3)
+    assert [e.body for e in store.events_after()] == ['{"n":3}', '{"n":4}', "{}"]
+    second = store.trim_history(cutoff, batch=3)
+    assert second.events == 1 and second.finished(3)
+    assert (first + second).events == 4
+    assert [e.body for e in store.events_after()] == ['{"n":4}', "{}"]
+    assert store.trim_history(cutoff, batch=3) == type(first)()
+    assert store.last_event_id() == young
+
+
+def test_stores_sharing_a_ledger_see_each_others_events_in_one_order_and_a_tail_misses_none(backend):
+    """Receivers on one store (and writers in one process): each append's ids are consecutive (one transaction), and a
+    reader tailing by id while they write sees every event, none skipped by a later commit of a lower id."""
+    writers = [backend.open(), backend.open()]
+    reader = backend.open()
+    [first] = writers[0].append_events([("attempt", "CMO", '{"from":0}')])
+    assert [e.id for e in writers[1].events_after()] == [first]
+    [second] = writers[1].append_events([("attempt", "CRO", '{"from":1}')])
+    assert second > first and writers[0].last_event_id() == second
+
+    appended: list[list[int]] = []
+    failures: list[BaseException] = []
+    writing = threading.Event()
+
+    def write(store, n):
+        try:
+            for round_ in range(15):
+                appended.append(store.append_events([("step", f"w{n}", f'{{"round":{round_},"i":{i}}}')
+                                                     for i in range(3)]))
+        except BaseException as exc:  # reported by the test
+            failures.append(exc)
+
+    seen = [first, second]
+
+    def tail():
+        while True:
+            done = not writing.is_set()
+            for event in reader.events_after(seen[-1], limit=7):
+                seen.append(event.id)
+            if done and not reader.events_after(seen[-1]):
+                return
+
+    writing.set()
+    threads = [threading.Thread(target=write, args=(writers[n % 2], n)) for n in range(4)]
+    tailer = threading.Thread(target=tail)
+    for thread in (*threads, tailer):
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    writing.clear()
+    tailer.join(60)
+    assert failures == [] and not tailer.is_alive()
+    assert all(ids == list(range(ids[0], ids[0] + 3)) for ids in appended)
+    everything = sorted([first, second, *(i for ids in appended for i in ids)])
+    assert seen == everything == [e.id for e in reader.events_after(limit=1000)]

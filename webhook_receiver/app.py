@@ -20,6 +20,10 @@ from .actions import ActionRunner
 from .agent_extensions import ExporterExtensions
 from .agent_states import AgentStateCollector
 from .alerts_api import alerts_bp
+from .console_api import console_bp
+from .console_events import EventWriter
+from .console_feed import ConsoleFeed
+from .console_fleet import ConsoleFleet
 from .data_dir import DataDirLock, writable_file
 from .engine import RemediationEngine, Upstreams
 from .incidents_api import incidents_bp
@@ -33,6 +37,7 @@ from .runbooks_api import runbooks_bp
 from .signals_api import signals_bp
 from .store import describe, open_store
 from .upstreams import AlertmanagerApi, PrometheusApi, grafana_alertmanager
+from .week_kpis import WeekKpis
 
 
 def _tracer_provider(span_exporter: Any) -> TracerProvider:
@@ -94,12 +99,20 @@ def init_app(app: Flask) -> Receiver:
     provider = _tracer_provider(app.config.get("SPAN_EXPORTER"))
     upstreams = (app.config.get("UPSTREAMS") or _upstreams)(settings, signals)
     public = app.config.get("PUBLIC_URL", "").rstrip("/")
+    events = EventWriter(store, playbooks.escalate_to)
+    feed = ConsoleFeed(store, max_agents=settings.max_agents)
+    events.listeners.append(feed.wake)
     engine = RemediationEngine(settings, store, lineage, metrics, playbooks, upstreams,
                                ActionRunner(playbooks), provider.get_tracer("autonomy.receiver"),
-                               lineage_url=lambda agent: f"{public}/lineage?agent={quote(agent, safe='')}")
+                               lineage_url=lambda agent: f"{public}/lineage?agent={quote(agent, safe='')}",
+                               events=events)
     metrics.watch_states(AgentStateCollector(store.open_incidents, engine.running_agents))
+    fleet = ConsoleFleet(lambda: engine.up.prometheus, lambda: (
+        {e.signal.agent for e in signals.snapshot()} | set(playbooks.agents)
+        | {a for i in store.open_incidents() for a in (i.agent, *i.claimants)}), settings.max_agents)
     state = Receiver(settings, store, lineage, metrics, playbooks, signals, engine, provider, lock,
-                     describe(settings.store_url, data_dir))
+                     describe(settings.store_url, data_dir), events, feed, fleet,
+                     WeekKpis(lambda: engine.up.prometheus))
     app.extensions["autonomy_receiver"] = state
     if app.config.get("START_ENGINE", True):
         engine.start()
@@ -113,7 +126,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.setdefault("READ_TOKEN", settings.read_token)
     app.json.sort_keys = False  # lineage entries keep the pack's field order
     init_app(app)
-    for blueprint in (alerts_bp, signals_bp, incidents_bp, operations_bp, rollout_bp, runbooks_bp, contract_bp):
+    for blueprint in (alerts_bp, signals_bp, incidents_bp, operations_bp, rollout_bp, runbooks_bp, contract_bp,
+                      console_bp):
         app.register_blueprint(blueprint)
     return app
 
@@ -121,6 +135,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 def shutdown(app: Flask) -> None:
     """Stop the engine's threads and close the store (tests, and the CLI on exit)."""
     state: Receiver = app.extensions["autonomy_receiver"]
+    state.stop_feed()
     state.engine.stop()
     state.tracer_provider.shutdown()
     state.store.close()

@@ -14,7 +14,7 @@ from .rollout import Rollout
 RECOVERY_BUCKETS = (5, 10, 30, 60, 120, 180, 300, 480, 600, 900, 1800, 3600, 7200)
 ENDPOINTS = ("alerts", "signals", "remediation", "rollout")
 CODES = ("200", "400", "401", "409", "413", "415", "422", "429", "503")
-RETENTION_KINDS = ("incidents", "notifications", "lineage")  # the fields of store.TrimResult
+RETENTION_KINDS = ("incidents", "notifications", "lineage", "events")  # the fields of store.TrimResult
 
 
 class ReceiverMetrics:

@@ -1,7 +1,8 @@
 """What the receiver's blueprints share: the resources init_app attached, and the decorators every view uses."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from functools import wraps
 
 from flask import current_app, request
@@ -11,12 +12,17 @@ from autonomy.http_edge import ApiError, bearer_ok
 from autonomy.latest_signals import LatestSignals
 from autonomy.settings import Settings
 
+from .console_auth import session_viewer
+from .console_events import EventWriter
+from .console_feed import ConsoleFeed
+from .console_fleet import ConsoleFleet
 from .data_dir import DataDirLock
 from .engine import RemediationEngine
 from .lineage import LineageLog
 from .playbooks import PlaybookSet
 from .receiver_metrics import ReceiverMetrics
 from .store import IncidentStore, IngestResult
+from .week_kpis import WeekKpis
 
 
 @dataclass
@@ -33,6 +39,26 @@ class Receiver:
     tracer_provider: TracerProvider
     lock: DataDirLock
     store_description: str = ""  # which store, without its password: for /readyz and logs
+    events: EventWriter | None = None
+    feed: ConsoleFeed | None = None
+    fleet: ConsoleFleet | None = None
+    kpis: WeekKpis | None = None
+    _feed_lock: threading.Lock = field(default_factory=threading.Lock)
+    _feed_started: bool = False
+
+    def start_feed(self) -> None:
+        """The console's feed thread, started by the first console page or stream (not by every app a test
+        builds)."""
+        with self._feed_lock:
+            if not self._feed_started:
+                self.feed.start()
+                self._feed_started = True
+
+    def stop_feed(self) -> None:
+        with self._feed_lock:
+            if self._feed_started:
+                self.feed.stop()
+                self._feed_started = False
 
 
 def receiver() -> Receiver:
@@ -61,7 +87,8 @@ def counted(endpoint: str):
 
 
 def readable(view):
-    """Open, unless AUTOREM_READ_TOKEN is set: then a bearer token or ?token= (for dashboard links)."""
+    """Open, unless AUTOREM_READ_TOKEN is set: then the read token as a bearer token or ?token= (for dashboard
+    links), or a console session (made with the read or the write token)."""
 
     @wraps(view)
     def guarded(*args, **kwargs):
@@ -69,7 +96,7 @@ def readable(view):
         if expected is not None and not current_app.config.get("INSECURE"):
             header = request.headers.get("Authorization") or (
                 f"Bearer {request.args['token']}" if "token" in request.args else None)
-            if not bearer_ok(expected, header):
+            if not (bearer_ok(expected, header) or session_viewer() is not None):
                 raise ApiError(401, "missing or wrong read token")
         return view(*args, **kwargs)
     return guarded

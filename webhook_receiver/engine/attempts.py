@@ -141,7 +141,8 @@ class AttemptLoop:
             return
         backoff = incident.next_backoff or 0.0
         # Reading the agent, deciding and the gates: no upstream call may hold the attempt up past this.
-        with upstream_deadline(time.time() + 2 * self.settings.verify_timeout_seconds):
+        with upstream_deadline(time.time() + (self.settings.gate_timeout_seconds
+                                            or 2 * self.settings.verify_timeout_seconds)):
             ready = self._prepare(work, incident, reader, self._gates(reader))
         if ready is None:
             return
@@ -167,6 +168,7 @@ class AttemptLoop:
                         Gate.KILL_SWITCH, f"remediation disabled during the playbook; stopped before step {step.action}"),
                         reader, work.claim, plan.view, attempt=attempt, steps=steps, action_end=time.time())
                     return
+                self.recorder.events.step(incident, playbook, attempt, index)
                 with self.tracer.start_as_current_span("step", attributes={"autonomy.action": step.action}) as step_span:
                     result = self.runner.run(step, incident.agent, variables, self.stop,
                                              idempotency_key(incident.id, attempt, index))

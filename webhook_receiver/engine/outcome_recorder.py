@@ -11,6 +11,7 @@ from autonomy.vocabulary import ESCALATION_REASONS, GATE_REASONS, IncidentState,
 
 from ..agent_view import FLEET, AgentView
 from ..classifier import CLASSES
+from ..console_events import CLOSED, EventWriter
 from ..escalation import escalated_alert, escalated_labels, escalation_payload, post_escalated_alert, post_payload
 from ..fleet_reader import FleetReader
 from ..gates import Refusal
@@ -78,16 +79,18 @@ class OutcomeRecorder:
 
     def __init__(self, settings: Settings, store: IncidentStore, lineage: LineageLog, metrics: ReceiverMetrics,
                  playbooks: PlaybookSet, upstreams: Callable[[], Upstreams], lineage_url: Callable[[str], str],
-                 outbox: AlertOutbox, post_times: PostTimes):
+                 outbox: AlertOutbox, post_times: PostTimes, events: EventWriter | None = None):
         self.settings, self.store, self.lineage, self.metrics = settings, store, lineage, metrics
         self.playbooks, self.upstreams, self.lineage_url, self.outbox = playbooks, upstreams, lineage_url, outbox
         self.post_times = post_times
+        self.events = events or EventWriter(None)
 
     def record(self, entry: dict) -> dict:
         """Write a decision's lineage line; coverage = lines written / decisions made, so a lost line shows."""
         self.metrics.decisions.labels(entry["event"]).inc()
         written = self.lineage.append(entry)
         self.metrics.lineage_lines.labels(entry["event"]).inc()
+        self.events.outcome(written)  # the console's toast and tile: after the line, which is the record
         return written
 
     def after(self, incident: Incident, reader: FleetReader, since: float | None):
@@ -207,6 +210,8 @@ class OutcomeRecorder:
     def closed(self, incidents) -> None:
         """Account for closed incidents (each counted once, by how it ended); an escalated one's AutonomyEscalated
         is resolved in Alertmanager from the outbox, never from the caller's thread (a webhook request)."""
+        incidents = list(incidents)
+        self.events.publish_many((CLOSED, i.agent, {"incident_id": i.id, "outcome": i.outcome}) for i in incidents)
         for incident in incidents:
             if incident.outcome and incident.outcome not in COUNTED_BEFORE_CLOSE:
                 self.metrics.outcomes.labels(self.class_of(incident), incident.outcome).inc()

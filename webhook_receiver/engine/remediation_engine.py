@@ -13,6 +13,7 @@ from autonomy.settings import Settings
 from autonomy.vocabulary import IncidentState, LineageEvent, StateReason
 
 from ..actions import ActionRunner
+from ..console_events import SWITCHES, EventWriter
 from ..incident import Incident
 from ..lineage import LineageLog
 from ..playbooks import PlaybookSet
@@ -63,8 +64,9 @@ class RemediationEngine:
 
     def __init__(self, settings: Settings, store: IncidentStore, lineage: LineageLog, metrics: ReceiverMetrics,
                  playbooks: PlaybookSet, upstreams: Upstreams, runner: ActionRunner, tracer: trace.Tracer,
-                 lineage_url: Callable[[str], str], owner: str | None = None):
+                 lineage_url: Callable[[str], str], owner: str | None = None, events: EventWriter | None = None):
         self.settings, self.store, self.metrics, self.up = settings, store, metrics, upstreams
+        self.events = events or EventWriter(None)  # the console's live feed (none: a test's bare engine)
         self.lineage = lineage
         self._rollout_lock = threading.Lock()  # one change at a time: each computed from the one before
         self.stopping = threading.Event()
@@ -72,7 +74,7 @@ class RemediationEngine:
         self.outbox = AlertOutbox(lambda: self.up.alertmanager, metrics.outbox_dropped.inc)
         post_times = PostTimes()
         self.recorder = OutcomeRecorder(settings, store, lineage, metrics, playbooks, lambda: self.up, lineage_url,
-                                        self.outbox, post_times)
+                                        self.outbox, post_times, self.events)
         self.attempts = AttemptLoop(settings, store, self.recorder, Planner(settings, store, playbooks, self.stopping),
                                     self.readers, playbooks, runner, tracer, metrics, lambda: self.up,
                                     lambda: self.enabled, self.rollout, self.stopping,
@@ -102,6 +104,7 @@ class RemediationEngine:
         if enabled and not self.settings.auto_remediate:
             raise FeatureFlagOff("AUTO_REMEDIATE is not true: set AUTO_REMEDIATE=true and restart the receiver")
         self.store.set_kill_switch(enabled, reason)
+        self.events.publish(SWITCHES, None, switch="remediation", enabled=enabled, reason=reason)
         if enabled:
             self._resume_held(lambda i: i.state_reason == StateReason.KILL_SWITCH
                               or (i.reason or "").startswith("kill_switch"), "resumed: kill switch on")
@@ -144,6 +147,7 @@ class RemediationEngine:
             self.lineage.append({"actor": "operator", "event": LineageEvent.ROLLOUT_CHANGE, "ok": True,
                                  "before": _scope(old), "after": _scope(new), "reason": new.reason, "change": how})
             self.store.set_rollout(new)
+        self.events.publish(SWITCHES, None, switch="rollout", rollout=new.as_dict())
         if widens(old, new):
             self._resume_held(lambda i: _held_by_rollout(i) and new.admits(i.agents, i.classification),
                               "resumed: the rollout widened")

@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import fields
 from typing import Callable
 
-from ..receiver_metrics import RETENTION_KINDS, ReceiverMetrics
+from ..receiver_metrics import ReceiverMetrics
 from ..store import IncidentStore
 from ..store.contract import TrimResult
 
@@ -20,6 +21,7 @@ PAUSE_SECONDS = 0.1  # between batches, so a large backlog (retention just short
 # out of the way of a receiver catching up on its queue.
 ROUND_SECONDS = 3600.0
 FIRST_ROUND_SECONDS = 60.0
+KINDS = tuple(field.name for field in fields(TrimResult))  # autonomy_retention_deleted_total's kinds, events included
 
 
 class RetentionTrimmer:
@@ -31,6 +33,8 @@ class RetentionTrimmer:
         self.store, self.retention_days, self.metrics, self.clock = store, retention_days, metrics, clock
         self.batch, self.pause, self.interval, self.first_round = batch, pause, interval, first_round
         self._thread: threading.Thread | None = None
+        for kind in KINDS:  # each kind at 0 from the start: its first deletion is an increase
+            metrics.retention_deleted.labels(kind)
 
     def cutoff(self) -> float:
         """History from before this moment goes."""
@@ -45,7 +49,7 @@ class RetentionTrimmer:
         while True:
             step = self.store.trim_history(cutoff, self.batch)
             total = total + step
-            for kind in RETENTION_KINDS:
+            for kind in KINDS:
                 if getattr(step, kind):
                     self.metrics.retention_deleted.labels(kind).inc(getattr(step, kind))
             if step.finished(self.batch) or stopping.wait(self.pause):
@@ -61,8 +65,9 @@ class RetentionTrimmer:
                           self.retention_days, self.interval)
             return None
         if done != TrimResult():
-            log.info("retention: deleted %d closed incidents, %d notifications, %d lineage entries older than %g days",
-                     done.incidents, done.notifications, done.lineage, self.retention_days)
+            log.info("retention: deleted %d closed incidents, %d notifications, %d lineage entries, %d console events "
+                     "older than %g days", done.incidents, done.notifications, done.lineage, done.events,
+                     self.retention_days)
         return done
 
     def start(self, stopping: threading.Event) -> None:

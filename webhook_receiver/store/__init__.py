@@ -6,6 +6,7 @@ from .contract import (
                        IngestResult,
                        KillSwitch,
                        LeaseLost,
+                       StoredEvent,
                        StoredNotification,
                        StoreError,
 )
@@ -13,4 +14,4 @@ from .opening import LEDGER_FILE, describe, open_store
 from .sqlite_store import SqliteIncidentStore
 
 __all__ = ["Claim", "IncidentClosed", "IncidentStore", "IngestResult", "KillSwitch", "LEDGER_FILE", "LeaseLost",
-           "SqliteIncidentStore", "StoreError", "StoredNotification", "describe", "open_store"]
+           "SqliteIncidentStore", "StoreError", "StoredEvent", "StoredNotification", "describe", "open_store"]

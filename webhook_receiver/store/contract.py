@@ -69,14 +69,15 @@ class TrimResult:
     notifications: int = 0
     incidents: int = 0
     lineage: int = 0
+    events: int = 0
 
     def __add__(self, other: TrimResult) -> TrimResult:
         return TrimResult(self.notifications + other.notifications, self.incidents + other.incidents,
-                          self.lineage + other.lineage)
+                          self.lineage + other.lineage, self.events + other.events)
 
     def finished(self, batch: int) -> bool:
         """Fewer than BATCH of every kind went: nothing older is left to trim (or another trimmer holds it)."""
-        return max(self.notifications, self.incidents, self.lineage) < batch
+        return max(self.notifications, self.incidents, self.lineage, self.events) < batch
 
 
 @dataclass(frozen=True)
@@ -97,12 +98,56 @@ class StoredLineagePage:
     next_cursor: int | None
 
 
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event of the operator console's live feed as stored: its id (the SSE event id, one order for every receiver
+    on the store), when it was stored, its kind, the agent it is about (None: of no one agent) and its body (JSON)."""
+
+    id: int
+    ts: float
+    kind: str
+    agent: str | None
+    body: str
+
+
 def check_trim(cutoff: float, batch: int) -> None:
     """Refuse a cutoff or batch that cannot be meant (ValueError naming it)."""
     if not isinstance(cutoff, (int, float)) or not math.isfinite(cutoff):
         raise ValueError(f"trim_history: cutoff {cutoff!r} is not a finite time")
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"trim_history: batch {batch!r} is not a whole number of at least 1")
+
+
+EVENT_KIND_MAX, EVENT_AGENT_MAX, EVENT_BODY_MAX = 64, 256, 65_536  # characters
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_events(events: Sequence[tuple[str, str | None, str]]) -> list[tuple[str, str | None, str]]:
+    """EVENTS as rows to insert, or ValueError naming the first event (its index) and field that cannot be stored."""
+    rows = []
+    for index, event in enumerate(events):
+        try:
+            kind, agent, body = event
+        except (TypeError, ValueError):
+            raise ValueError(f"append_events: event {index} is not a (kind, agent, body) triple") from None
+        if not isinstance(kind, str) or not 0 < len(kind) <= EVENT_KIND_MAX:
+            raise ValueError(f"append_events: event {index}: kind {_shown(kind)} is not a non-empty text of at "
+                             f"most {EVENT_KIND_MAX} characters")
+        if agent is not None and (not isinstance(agent, str) or len(agent) > EVENT_AGENT_MAX):
+            raise ValueError(f"append_events: event {index}: agent {_shown(agent)} is neither None nor a text "
+                             f"of at most {EVENT_AGENT_MAX} characters")
+        if not isinstance(body, str):
+            raise ValueError(f"append_events: event {index}: body is a {type(body).__name__}, not a text (JSON)")
+        if len(body) > EVENT_BODY_MAX:
+            raise ValueError(f"append_events: event {index}: body is {len(body)} characters long, more than "
+                             f"{EVENT_BODY_MAX}")
+        # PostgreSQL's text holds no NUL (JSON text has none: it escapes it), so neither store does.
+        rows.append(tuple(None if v is None else v.replace("\x00", "\ufffd") for v in (kind, agent, body)))
+    return rows
 
 
 class IncidentClosed(RuntimeError):
@@ -165,6 +210,19 @@ class IncidentStore(Protocol):
     def lineage_after(self, after: int = 0, limit: int = 1000) -> list[StoredLineage]:
         """Up to LIMIT entries oldest first with an id above AFTER (an export pages through them all)."""
 
+    def append_events(self, events: Sequence[tuple[str, str | None, str]]) -> list[int]:
+        """Store every (kind, agent, body) of EVENTS in one transaction, stamped with the store's clock; their ids in
+        order, each above every id stored before ([] and no transaction for none). ValueError naming the index and
+        field for a kind that is not a non-empty str of at most 64 characters, an agent neither None nor a str of at
+        most 256, a body not a str of at most 65,536 (nothing stored then). StoreError naming the store if it cannot
+        be written."""
+
+    def events_after(self, after: int = 0, limit: int = 500) -> list[StoredEvent]:
+        """Up to LIMIT events oldest first with an id above AFTER (a range read of the primary key)."""
+
+    def last_event_id(self) -> int:
+        """The newest event's id, 0 if there is none."""
+
     def update(self, incident_id: str, lease: Claim | None = None, **changes: object) -> Incident:
         """Change an incident durably; IncidentClosed if it is closed, KeyError if unknown, LeaseLost if LEASE
         is given and no longer held."""
@@ -205,8 +263,8 @@ class IncidentStore(Protocol):
     def trim_history(self, cutoff: float, batch: int = 500) -> TrimResult:
         """Delete, oldest first, at most BATCH of each kind, each kind in a short transaction of its own: closed
         incidents (with their agents' rows) closed before CUTOFF; notifications received before CUTOFF and before
-        the oldest open incident opened; lineage entries older than CUTOFF that are not an open incident's. Never
-        an open incident or its notifications or lineage. Call again until `finished(batch)`; several trimmers may
-        run at once."""
+        the oldest open incident opened; lineage entries older than CUTOFF that are not an open incident's; console
+        events stored before CUTOFF. Never an open incident or its notifications or lineage. Call again until
+        `finished(batch)`; several trimmers may run at once."""
 
     def close(self) -> None: ...

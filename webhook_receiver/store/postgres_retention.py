@@ -25,6 +25,8 @@ _LINEAGE_BEFORE = (
     "DELETE FROM lineage WHERE id IN (SELECT l.id FROM lineage l WHERE l.ts < %s AND (l.incident_id IS NULL OR "
     "NOT EXISTS (SELECT 1 FROM incidents i WHERE i.id = l.incident_id AND i.state <> 'closed')) "
     "ORDER BY l.ts LIMIT %s FOR UPDATE OF l SKIP LOCKED)")
+_EVENTS_BEFORE = ("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < %s ORDER BY ts LIMIT %s "
+                  "FOR UPDATE SKIP LOCKED)")
 
 
 class PostgresRetention:
@@ -44,4 +46,5 @@ class PostgresRetention:
             # Autocommit: each statement below is a transaction of its own.
             notifications = db.execute(_NOTIFICATIONS_BEFORE, (cutoff, batch)).rowcount
             lineage = db.execute(_LINEAGE_BEFORE, (cutoff, batch)).rowcount
-        return TrimResult(notifications, incidents, lineage)
+            events = db.execute(_EVENTS_BEFORE, (cutoff, batch)).rowcount
+        return TrimResult(notifications, incidents, lineage, events)

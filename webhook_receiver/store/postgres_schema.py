@@ -72,6 +72,17 @@ CREATE INDEX notifications_by_arrival ON notifications(received_at);
 CREATE INDEX incidents_by_closing ON incidents ((COALESCE((doc::json ->> 'closed_at')::double precision,
     (doc::json ->> 'updated_at')::double precision))) WHERE state = 'closed';
 """,
+    # 4: the operator console's event log (postgres_events.py), as on SQLite (schema 6 there).
+    4: """
+CREATE TABLE events (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    ts DOUBLE PRECISION NOT NULL,
+    kind TEXT NOT NULL,
+    agent TEXT,
+    body TEXT NOT NULL
+);
+CREATE INDEX events_by_time ON events(ts);
+""",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 _MIGRATION_LOCK = 0x6175746f72656d  # pg_advisory_xact_lock key: one receiver migrates at a time

@@ -20,6 +20,7 @@ from ..notification import (
 )
 from ..rollout import Rollout, from_dict
 from .contract import Claim, IncidentClosed, IngestResult, KillSwitch, LeaseLost, StoredNotification
+from .postgres_events import PostgresEvents
 from .postgres_leases import PostgresLeases, lock_names
 from .postgres_lineage import PostgresLineage
 from .postgres_retention import PostgresRetention
@@ -34,7 +35,7 @@ INSERT_CLAIMANT = "INSERT INTO incident_agents (agent, incident_id) VALUES (%s, 
 _OPEN = "state <> 'closed'"
 
 
-class PostgresIncidentStore(PostgresLeases, PostgresLineage, PostgresRetention):
+class PostgresIncidentStore(PostgresLeases, PostgresLineage, PostgresEvents, PostgresRetention):
     """IncidentStore on one PostgreSQL database (AUTOREM_STORE_URL=postgresql://...), shared by every receiver."""
 
     def __init__(self, url: str, reopen_grace_seconds: float = 300.0, clock: Callable[[], float] = time.time,

@@ -20,6 +20,7 @@ _LINEAGE_BEFORE = (
     "DELETE FROM lineage WHERE id IN (SELECT l.id FROM lineage l WHERE l.ts < ? AND (l.incident_id IS NULL OR "
     "NOT EXISTS (SELECT 1 FROM incidents i WHERE i.id = l.incident_id AND i.state != 'closed')) "
     "ORDER BY l.ts LIMIT ?)")
+_EVENTS_BEFORE = "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ? ORDER BY ts LIMIT ?)"
 
 
 class SqliteRetention:
@@ -38,8 +39,10 @@ class SqliteRetention:
             notifications = self._db.execute(_NOTIFICATIONS_BEFORE, (min(cutoff, oldest_open), batch)).rowcount
         with self._lock:
             lineage = self._db.execute(_LINEAGE_BEFORE, (cutoff, batch)).rowcount
-        done = TrimResult(notifications, incidents, lineage)
-        if notifications or incidents or lineage:
+        with self._lock:
+            events = self._db.execute(_EVENTS_BEFORE, (cutoff, batch)).rowcount
+        done = TrimResult(notifications, incidents, lineage, events)
+        if notifications or incidents or lineage or events:
             self._checkpoint()
         return done
 

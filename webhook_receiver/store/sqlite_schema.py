@@ -84,6 +84,18 @@ CREATE INDEX IF NOT EXISTS incidents_by_closing ON incidents(
     COALESCE(json_extract(doc, '$.closed_at'), json_extract(doc, '$.updated_at'))) WHERE state = 'closed';
 CREATE INDEX IF NOT EXISTS incident_agents_by_incident ON incident_agents(incident_id);
 """,
+    # 6: the operator console's event log (sqlite_events.py): append-only, read oldest first by id (the SSE event
+    # ids), trimmed by time.
+    6: """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    agent TEXT,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_time ON events(ts);
+""",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 WAL_SIZE_LIMIT = 8 * 1024 * 1024  # bytes: twice what the 1,000 pages of an automatic checkpoint fill

@@ -21,6 +21,7 @@ from ..notification import (
 )
 from ..rollout import Rollout, from_dict
 from .contract import Claim, IncidentClosed, IngestResult, KillSwitch, LeaseLost, StoredNotification
+from .sqlite_events import SqliteEvents
 from .sqlite_leases import SqliteLeases, Transaction
 from .sqlite_lineage import SqliteLineage
 from .sqlite_retention import SqliteRetention
@@ -28,7 +29,7 @@ from .sqlite_rows import INSERT_CLAIMANT, INSERT_INCIDENT, INSERT_NOTIFICATION, 
 from .sqlite_schema import KILL_SWITCH_FLAG, ROLLOUT_FLAG, connect, migrate
 
 
-class SqliteIncidentStore(SqliteLeases, SqliteLineage, SqliteRetention):
+class SqliteIncidentStore(SqliteLeases, SqliteLineage, SqliteEvents, SqliteRetention):
     """IncidentStore on one SQLite file, with write-through caches of the open incidents for the hot path."""
 
     def __init__(self, path: Path, reopen_grace_seconds: float = 300.0, clock: Callable[[], float] = time.time):

@@ -1,5 +1,9 @@
 """`autonomy store migrate`: one receiver's SQLite ledger copied into an empty PostgreSQL ledger in one transaction
-(all or nothing), a page at a time, its counts checked before the commit and again after it."""
+(all or nothing), a page at a time, its counts checked before the commit and again after it.
+
+The operator console's events are not copied: they are a live feed, not history (a console reconnecting to the new
+store starts from its events). Nor do they count against an empty target: a receiver that ran on it may have left
+some."""
 from __future__ import annotations
 
 import re
