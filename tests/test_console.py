@@ -133,6 +133,7 @@ class TestSwitches:
         assert (switch.enabled, switch.reason) == (False, "maintenance <b>")
         page = client.get(answer.headers["Location"]).text
         assert "Remediation: <strong>Off</strong>: maintenance &lt;b&gt;" in page
+        state_of(console_app).events.flush()
         events = state_of(console_app).store.events_after(0, 10)
         assert [(e.kind, json.loads(e.body)["enabled"]) for e in events] == [("switches", False)]
 
@@ -240,13 +241,16 @@ class TestEventStream:
         state.events.publish("step", "CMO", incident_id="i1", playbook="RestartAndRetryTransient", step="restartAgent")
         state.events.outcome({"event": "auto_remediation", "ok": True, "agent": "CMO",
                               "playbook": "RestartAndRetryTransient", "incident_id": "i1", "attempt": 1})
+        state.events.flush()
         first, second = state.store.events_after(0, 10)[-2:]
         answer = client.get("/api/v1/events", headers={"Last-Event-ID": str(first.id)}, buffered=False)
         assert answer.status_code == 200 and answer.mimetype == "text/event-stream"
         text = next(iter(answer.response)).decode()
         assert text.startswith("retry: 2000\n\n")
         frames = [f for f in text.split("\n\n") if f and not f.startswith(":")]
-        assert frames[1].startswith(f"id: {second.id}\nevent: outcome\n") and len(frames) == 2
+        assert frames[1].startswith(f"id: {second.id}\nevent: outcome\n") and len(frames) == 3
+        snapshot = json.loads(frames[2].split("data: ", 1)[1])  # then every tile not Healthy: none here
+        assert frames[2].startswith("event: tiles\n") and snapshot == {"tiles": [], "complete": True}
         data = json.loads(frames[1].split("data: ", 1)[1])
         assert data["toast"] == "Resolved by CoS: RestartAndRetryTransient"
         assert data["tile"]["label"] == "Healthy" and data["tile"]["agent"] == "CMO"
@@ -332,14 +336,17 @@ class TestFeed:
         position = made.position()
         _open(app, "CMO")
         from devstack.polling import wait_until
-        tiles = wait_until(lambda: [e for e in made.wait(position, 0.5) if e.kind == "tile"], 10, "a tile event")
-        assert tiles[0].id is None and tiles[0].data["tile"]["label"] == "Recovering"
-        assert tiles[0].data["tile"]["reason"] == "queued"
+        tiles = wait_until(lambda: [e for e in made.wait(position, 0.5) if e.kind == "tiles"], 10, "a tiles event")
+        assert tiles[0].id is None and tiles[0].data["complete"] is False
+        [shown] = tiles[0].data["tiles"]
+        assert (shown["agent"], shown["label"], shown["reason"]) == ("CMO", "Recovering", "queued")
+        assert made.snapshot().data["tiles"] == [shown]  # and a stream that starts now begins with it
 
     def test_resuming_replays_only_what_came_after_the_last_id_and_refuses_an_unknown_one(self, feed):
         made, state = feed
         for n in range(3):
             state.events.publish("step", "CMO", incident_id="x", step=f"s{n}")
+        state.events.flush()
         from devstack.polling import wait_until
         wait_until(lambda: made.last_id == state.store.last_event_id(), 10, "the feed to read them")
         ids = [e.id for e in state.store.events_after(0, 10)]
@@ -347,3 +354,37 @@ class TestFeed:
         assert [e.id for e in missed] == ids[1:]
         assert made.resume(ids[-1])[0] == []
         assert made.resume(ids[-1] + 1000) is None
+
+
+class TestEventWriter:
+    def test_a_store_that_refuses_costs_the_decision_nothing_and_is_counted(self):
+        from webhook_receiver.console_events import EventWriter
+        from webhook_receiver.store import StoreError
+
+        class Refusing:
+            def append_events(self, rows):
+                raise StoreError("ledger.sqlite3: cannot store the console events (disk I/O error)")
+        writer = EventWriter(Refusing())
+        writer.publish("step", "CMO", step="restartAgent")  # returns at once, whatever the store does
+        writer.flush()
+        assert writer.dropped == 1
+        writer.close()
+
+    def test_a_full_queue_drops_and_counts_instead_of_holding_the_caller(self):
+        import threading
+
+        from webhook_receiver.console_events import EventWriter
+
+        release = threading.Event()
+
+        class Slow:
+            def append_events(self, rows):
+                release.wait(10)
+                return list(range(len(rows)))
+        writer = EventWriter(Slow(), capacity=2)
+        for n in range(10):
+            writer.publish("step", "CMO", step=f"s{n}")
+        assert writer.dropped >= 7  # one taken by the writer, two queued, the rest dropped
+        release.set()
+        writer.flush()
+        writer.close()

@@ -219,6 +219,7 @@ def test_the_production_wheel_holds_the_production_packages_their_data_and_nothi
              "reply = app.test_client().get('/runbooks/AgentSilent.md')\n"
              "assert reply.status_code == 200 and b'AgentSilent' in reply.data, reply.status_code\n"
              "assert app.test_client().get('/openapi.yaml').data.startswith(b'openapi: 3.1')\n"
+             "assert b'EventSource' in app.test_client().get('/console/static/console.js').data\n"
              "try:\n    import devstack\nexcept ImportError:\n    print('no devstack')\n")
     done = subprocess.run([sys.executable, "-S", "-c", probe, str(installed), str(REPO / "playbooks.yaml"),
                            str(tmp_path / "data")], capture_output=True, text=True, timeout=120, cwd=tmp_path,

@@ -137,6 +137,7 @@ def shutdown(app: Flask) -> None:
     state: Receiver = app.extensions["autonomy_receiver"]
     state.stop_feed()
     state.engine.stop()
+    state.events.close()
     state.tracer_provider.shutdown()
     state.store.close()
     state.lock.release()

@@ -6,7 +6,7 @@ import time
 from importlib import resources
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, redirect, request
+from flask import Blueprint, Response, current_app, redirect, request
 
 from autonomy.http_edge import BUFFERED_SEND, ApiError
 
@@ -83,7 +83,8 @@ def login():
         return _html(console_page.login("That is neither the read token nor the write token.", next_path), 401)
     response = redirect(next_path, code=303)
     response.set_cookie(COOKIE, session_cookie(role), max_age=SESSION_SECONDS, httponly=True, samesite="Strict",
-                        secure=request.is_secure, path="/")
+                        secure=request.is_secure or current_app.config.get("PUBLIC_URL", "").startswith("https:"),
+                        path="/")
     return response
 
 
@@ -176,11 +177,12 @@ def switch_rollout():
     return redirect("/console?done=rollout", code=303)
 
 
-def _lineage_id(text: str | None) -> int | None:
+def _store_id(text: str | None, name: str) -> int | None:
+    """A store id given back by a page or a browser (any 18 digits fit a bigint); 400 naming NAME otherwise."""
     if not text:
         return None
     if not (text.isascii() and text.isdigit()) or len(text) > 18:
-        raise ApiError(400, f"cursor: {text[:40]!r} is not a cursor this page gave out")
+        raise ApiError(400, f"{name}: {text[:40]!r} is not an id this receiver gave out")
     return int(text)
 
 
@@ -195,7 +197,7 @@ def remediation_log():
     if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= LOG_PAGE_MAX:
         raise ApiError(400, f"limit: {limit[:20]!r} is not a whole number from 1 to {LOG_PAGE_MAX}")
     try:
-        page = receiver().lineage.page(int(limit), _lineage_id(request.args.get("cursor")), agent=agent)
+        page = receiver().lineage.page(int(limit), _store_id(request.args.get("cursor"), "cursor"), agent=agent)
     except StoreError as exc:
         return _html(console_page.message("Remediation log", f"The lineage cannot be read now: {exc}", who), 503)
     older = None
@@ -238,22 +240,13 @@ class _Stream:
             self.slot.release()
 
 
-def _last_event_id() -> int | None:
-    text = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
-    if not text:
-        return None
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
-        raise ApiError(400, f"Last-Event-ID: {text[:40]!r} is not an event id this stream gave out")
-    return int(text)
-
-
 @console_bp.get("/api/v1/events")
 def events():
     """Server-sent events: each outcome, attempt, step and switch as it is stored (by any receiver on the store),
     with the agent's tile; resumes after the Last-Event-ID a reconnecting browser sends."""
     if not viewer().can_read:
         raise ApiError(401, "missing or wrong read token (log in on /console)")
-    last_id = _last_event_id()
+    last_id = _store_id(request.headers.get("Last-Event-ID") or request.args.get("last_event_id"), "Last-Event-ID")
     feed = _feed()
     if not _streams.acquire(blocking=False):
         raise ApiError(503, f"{MAX_STREAMS} event streams are open already; retry later")
@@ -269,7 +262,8 @@ def events():
             if last_id is not None and resumed is None:  # too far behind to replay: the page reloads the ledger
                 yield _padded("retry: 2000\n\nevent: reset\ndata: {}\n\n")
                 return
-            yield _padded("retry: 2000\n\n" + "".join(event.frame() for event in (resumed[0] if resumed else ())))
+            replay = "".join(event.frame() for event in (resumed[0] if resumed else ()))
+            yield _padded("retry: 2000\n\n" + replay + feed.snapshot().frame())
             cursor, ends = position, time.monotonic() + STREAM_SECONDS
             while not feed.stopped and time.monotonic() < ends:
                 batch = feed.wait(cursor, KEEPALIVE_SECONDS)

@@ -8,6 +8,7 @@ import hmac
 import json
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from flask import current_app, request
 
@@ -126,7 +127,9 @@ def same_origin() -> bool:
     origin = request.headers.get("Origin")
     if origin in (None, "null"):  # "null": a page whose policy sends no referrer; the browser's own word then
         return request.headers.get("Sec-Fetch-Site") in ((None, "same-origin") if origin is None else ("same-origin",))
-    return origin.rstrip("/") == request.host_url.rstrip("/")
+    # Behind a proxy the browser's origin is the public one (PUBLIC_URL), not the address the receiver serves on.
+    public = urlsplit(current_app.config.get("PUBLIC_URL") or "")
+    return origin.rstrip("/") in {request.host_url.rstrip("/"), f"{public.scheme}://{public.netloc}"}
 
 
 def csrf_ok(who: Viewer, sent: str | None) -> bool:

@@ -101,6 +101,7 @@ class ConsoleFeed:
         self._progress: OrderedDict[str, dict] = OrderedDict()  # agent -> its running attempt's step (bounded)
         self._progress_lock = threading.Lock()
         self._known: dict[str, tuple[str, str | None]] = {}
+        self._unhealthy: dict[str, dict] = {}  # the tiles not Healthy, as last shown: every new stream starts with them
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -110,6 +111,8 @@ class ConsoleFeed:
     def start(self) -> None:
         self._last_id = self.store.last_event_id()  # streams start from now; older events are history
         self._known = self.reader.fleet()
+        self._learn(self.reader.tiles([a for a, (state, _) in self._known.items() if state != TileState.HEALTHY],
+                                      self._progress))
         self._thread = threading.Thread(target=self._run, name="console-feed", daemon=True)
         self._thread.start()
 
@@ -141,7 +144,7 @@ class ConsoleFeed:
                 self.errors += 1
                 log.warning("console feed: cannot read the store", exc_info=True)
             self._wake.wait(self.interval)
-            self._wake.clear()
+            self._wake.clear()  # before the next read: a wake during it is not lost
 
     def poll(self) -> bool:
         """Read the next page of stored events into the feed; whether a whole page came (more may wait)."""
@@ -166,21 +169,36 @@ class ConsoleFeed:
                     progress.pop(row.agent, None)
         tiles = self.reader.tiles({row.agent for row, _ in decoded if row.agent}, progress)
         if learn:
-            for agent, shown in tiles.items():
-                self._known[agent] = (shown["state"], shown["reason"])
+            self._learn(tiles)
         return [(row.id, row.kind, {**body, "agent": row.agent, "ts": row.ts,
                                     **({"tile": tiles[row.agent]} if row.agent in tiles else {})})
                 for row, body in decoded]
 
+    def _learn(self, tiles: dict[str, dict]) -> None:
+        with self._cond:
+            for agent, shown in tiles.items():
+                self._known[agent] = (shown["state"], shown["reason"])
+                if shown["state"] == TileState.HEALTHY:
+                    self._unhealthy.pop(agent, None)
+                else:
+                    self._unhealthy[agent] = shown
+
     def reconcile_tiles(self) -> None:
-        """Send the tiles that differ from the ledger's (no event of theirs reached this feed)."""
+        """Send, as one event, the tiles that differ from the ledger's (no event of theirs reached this feed)."""
         now = self.reader.fleet()
         changed = {a for a in set(now) | set(self._known)
                    if now.get(a, (TileState.HEALTHY, None)) != self._known.get(a, (TileState.HEALTHY, None))}
-        self._known = now
         if changed:
             tiles = self.reader.tiles(changed, self._progress)
-            self._publish([(None, "tile", {"agent": a, "tile": t}) for a, t in sorted(tiles.items())])
+            self._learn(tiles)
+            self._publish([(None, "tiles", {"tiles": [t for _, t in sorted(tiles.items())], "complete": False})])
+
+    def snapshot(self) -> FeedEvent:
+        """Every tile that is not Healthy, as this feed last showed it: what a stream (re)starting begins with, so
+        that a page that missed a change (away, or an id-less tile event) shows the ledger's state again."""
+        with self._cond:
+            tiles = [t for _, t in sorted(self._unhealthy.items())]
+        return FeedEvent(0, None, "tiles", {"tiles": tiles, "complete": True})
 
     def _publish(self, events: list[tuple[int | None, str, dict]], last_id: int | None = None) -> None:
         with self._cond:

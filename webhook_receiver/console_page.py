@@ -110,11 +110,11 @@ def console(tiles: list[Mapping], counts: Mapping[str, int], status: Mapping, ro
             if next_after else "")
     summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("healthy", "recovering", "escalated"))
     return page("Autonomy console", (
-        f"{note}<p id='live' role='status' data-last-event-id='{int(last_event_id)}' "
-        f"data-first-page='{'1' if first_page else '0'}'>Connecting to live "
+        f"{note}<p id='live' role='status' data-last-event-id='{int(last_event_id)}'>Connecting to live "
         "updates</p><div id='toasts' role='log' aria-live='polite' aria-label='Outcomes'></div>"
         f"<section id='fleet' aria-labelledby='fleet-title'><h2 id='fleet-title'>Agents</h2>"
-        f"<p id='fleet-summary' data-complete='{'1' if first_page and not next_after else '0'}'>{e(summary)}</p><ul id='tiles'>{''.join(_tile(t) for t in tiles)}</ul>{more}"
+        f"<p id='fleet-summary' data-complete='{'1' if first_page and not next_after else '0'}'>{e(summary)}</p>"
+        f"<ul id='tiles'>{''.join(_tile(t) for t in tiles)}</ul>{more}"
         f"</section>{_switches(status, rollout, who)}{_kpis(kpis)}"), who, live=True)
 
 

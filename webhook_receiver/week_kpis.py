@@ -71,8 +71,8 @@ def read_kpis(prometheus: PrometheusApi) -> list[dict]:
                "met": None}
         try:
             rows = [r for r in prometheus.query(kpi.query) if "value" in r]
-        except UpstreamError as exc:
-            row["text"] = f"unknown: {exc}"
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the figure is unknown, never "fine"
+            row["text"] = f"unknown: {exc}" if isinstance(exc, UpstreamError) else f"unknown: {type(exc).__name__}"
             out.append(row)
             continue
         if len(rows) == 1:

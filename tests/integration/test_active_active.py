@@ -73,7 +73,8 @@ def storm(tmp_path_factory, postgres_server):
                    "AUTOREM_ESCALATION_URL": "", "AUTOREM_PROMETHEUS_URL": f"http://127.0.0.1:{closed.getsockname()[1]}",
                    # Alertmanager, busy sending the storm on a loaded machine, may take many seconds to answer a
                    # gate's question; verification, on a Prometheus that is down, fails at its own deadline.
-                   "AUTOREM_GATE_TIMEOUT_SECONDS": "120", "AUTOREM_VERIFY_TIMEOUT_SECONDS": "5", "AUTOREM_VERIFY_INTERVAL_SECONDS": "0.25",
+                   "AUTOREM_GATE_TIMEOUT_SECONDS": "120", "AUTOREM_VERIFY_TIMEOUT_SECONDS": "5",
+                   "AUTOREM_VERIFY_INTERVAL_SECONDS": "0.25",
                    "AUTOREM_MAX_ATTEMPTS": "1", "AUTOREM_ACTIONS_BASE_URL": agents_server.url,
                    "AUTOREM_LEASE_SECONDS": "10", "AUTO_REMEDIATE": "true",
                    # A group that waited behind 503s arrives minutes after its alert started; late arrivals

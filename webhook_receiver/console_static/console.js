@@ -7,7 +7,9 @@
   var toasts = document.getElementById("toasts");
   if (!live || !list) { return; }
   var lastId = live.getAttribute("data-last-event-id") || "";
-  var firstPage = live.getAttribute("data-first-page") === "1";
+  var summary = document.getElementById("fleet-summary");
+  // Only a page with every agent's tile adds one for an agent it does not show yet.
+  var complete = summary && summary.getAttribute("data-complete") === "1";
   var LABELS = {healthy: "Healthy", recovering: "Recovering", escalated: "Escalated"};
 
   function tileOf(agent) {
@@ -51,7 +53,7 @@
   function showTile(t) {
     var li = tileOf(t.agent);
     if (!li) {
-      if (!firstPage) { return; }
+      if (!complete) { return; }
       li = newTile(t.agent);
     }
     li.className = "tile state-" + t.state;
@@ -69,8 +71,7 @@
   }
 
   function recount() {  // only when every agent has its tile on this page; else the count stays the page's
-    var summary = document.getElementById("fleet-summary");
-    if (!summary || summary.getAttribute("data-complete") !== "1") { return; }
+    if (!complete) { return; }
     var counts = {healthy: 0, recovering: 0, escalated: 0};
     list.querySelectorAll("li.tile").forEach(function (li) {
       var state = (li.className.match(/state-(\w+)/) || [])[1];
@@ -93,6 +94,22 @@
     try { data = JSON.parse(message.data); } catch (err) { return; }
     if (data.tile) { showTile(data.tile); }
     if (data.toast) { toast(data.toast, data.event === "escalation" ? "escalated" : "resolved"); }
+  }
+
+  // Every tile not Healthy; with "complete", each tile it leaves out is Healthy (the ledger's word).
+  function onTiles(message) {
+    var data;
+    try { data = JSON.parse(message.data); } catch (err) { return; }
+    var listed = {};
+    (data.tiles || []).forEach(function (t) { listed[t.agent] = true; showTile(t); });
+    if (data.complete) {
+      list.querySelectorAll("li.tile").forEach(function (li) {
+        var agent = li.getAttribute("data-agent");
+        if (!listed[agent]) {
+          showTile({agent: agent, state: "healthy", label: "Healthy", reason_text: null, running: false});
+        }
+      });
+    }
   }
 
   function onSwitch(message) {
@@ -122,20 +139,26 @@
     }
   }
 
-  var source = null;
+  var source = null, refusals = 0;
   function connect() {
     var url = "/api/v1/events" + (lastId ? "?last_event_id=" + encodeURIComponent(lastId) : "");
     source = new EventSource(url);
-    source.onopen = function () { live.textContent = "Live"; };
+    source.onopen = function () { live.textContent = "Live"; refusals = 0; };
     source.onerror = function () {
       live.textContent = "Reconnecting to live updates";
-      if (source.readyState === EventSource.CLOSED) {  // refused (not a dropped line): try again later
-        window.setTimeout(connect, 3000);
+      if (source.readyState === EventSource.CLOSED) {  // refused (not a dropped line): try again, slower each time
+        refusals += 1;
+        if (refusals >= 5) {  // a session that ended, say: the page itself says so (the login form)
+          window.location.reload();
+          return;
+        }
+        window.setTimeout(connect, Math.min(60000, 2000 * Math.pow(2, refusals)));
       }
     };
-    ["step", "outcome", "closed", "tile"].forEach(function (kind) {
+    ["step", "outcome", "closed"].forEach(function (kind) {
       source.addEventListener(kind, onEvent);
     });
+    source.addEventListener("tiles", onTiles);
     source.addEventListener("switches", onSwitch);
     source.addEventListener("reset", function () { window.location.reload(); });
   }

@@ -90,7 +90,6 @@ class OutcomeRecorder:
         self.metrics.decisions.labels(entry["event"]).inc()
         written = self.lineage.append(entry)
         self.metrics.lineage_lines.labels(entry["event"]).inc()
-        self.events.outcome(written)  # the console's toast and tile: after the line, which is the record
         return written
 
     def after(self, incident: Incident, reader: FleetReader, since: float | None):
@@ -120,16 +119,20 @@ class OutcomeRecorder:
         self.metrics.recovery.labels(classification).observe(max(0.0, now - onset))
         burn = (done.metrics or {}).get("costBurnRatePerHour") or 0.0
         self.metrics.incident_cost.labels(classification).inc(burn * max(0.0, now - onset) / 3600)
+        # The console's toast, once the ledger says so (the feed reads the tile from it).
+        self.events.outcome({"event": LineageEvent.AUTO_REMEDIATION, "ok": True, "agent": done.agent,
+                             "playbook": playbook, "incident_id": done.id, "attempt": done.attempts})
         if done.state == IncidentState.CLOSED:
             self.closed([done])
 
     def nothing_to_fix(self, incident: Incident, view: AgentView, lease: Claim | None) -> None:
-        self.record(lineage_entry(
+        entry = self.record(lineage_entry(
             LineageEvent.NO_ACTION, incident, ok=True, before=view.metrics, after=view.metrics, classification=None,
             playbook=None, reason="the agent's latest samples show nothing to fix: it healed without the layer"))
         self.store.update(incident.id, lease, state=IncidentState.RECOVERED, recovered_at=time.time(),
                           outcome=closing_outcome(replace(incident, outcome=None)), state_reason=None,
                           reason="nothing to fix on the latest samples")
+        self.events.outcome(entry)
 
     def refused(self, incident: Incident, classification: str | None, playbook: str | None, refusal: Refusal,
                 reader: FleetReader, lease: Claim | None, view: AgentView | None = None, attempt: int | None = None,
@@ -145,7 +148,7 @@ class OutcomeRecorder:
                               reason=refusal.reason, steps=[s.as_dict() for s in steps], **(extra or {}))
         if fresh is not None:
             entry["after_fresh"] = fresh
-        self.record(entry)
+        entry = self.record(entry)
         if refusal.escalate_reason:
             incident = self.store.update(incident.id, lease, classification=classification, playbook=playbook)
             self.escalate(incident, refusal.escalate_reason, reader, lease)
@@ -157,6 +160,8 @@ class OutcomeRecorder:
             self.store.update(incident.id, lease, state=IncidentState.SKIPPED, classification=classification,
                               playbook=playbook, outcome=Outcome.SKIPPED, reason=f"{refusal.gate}: {refusal.reason}",
                               state_reason=GATE_REASONS.get(refusal.gate, refusal.gate))
+        if not refusal.escalate_reason:  # an escalation tells the console itself
+            self.events.outcome(entry)
 
     def failed_attempt(self, incident: Incident, attempt: int, error: str, reader: FleetReader) -> None:
         """An attempt that ended in an exception, as a failed attempt's line (the caller retries or escalates)."""
@@ -177,9 +182,10 @@ class OutcomeRecorder:
                               after=after, ts=ts, reason=reason, payload=payload)
         if note:
             entry["after_note"] = note
-        self.record(entry)
+        entry = self.record(entry)
         incident = self.store.update(incident.id, lease, state=IncidentState.ESCALATED, outcome=Outcome.ESCALATED,
                                      reason=reason, state_reason=ESCALATION_REASONS.get(reason, reason))
+        self.events.outcome(entry)  # the toast, once the ledger says Escalated
         # Counted once it is stored: a lease lost while delivering must not lose the count.
         self.metrics.escalations.labels(reason).inc()
         self.metrics.outcomes.labels(self.class_of(incident), Outcome.ESCALATED).inc()

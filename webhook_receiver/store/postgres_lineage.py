@@ -19,14 +19,14 @@ INSERT_LINEAGE = ("INSERT INTO lineage (ts, agent, incident_id, event, entry) VA
                   "RETURNING id")
 
 
-class PostgresLineage:
-    """The lineage half of PostgresIncidentStore, on its pool (`_pool`)."""
+class PostgresGuarded:
+    """What the lineage and the event log share: a connection of the store's pool (`_pool`)."""
 
     _pool: ConnectionPool
     url: str
 
     @contextmanager
-    def _lineage(self, what: str) -> Iterator[Connection]:
+    def _guarded(self, what: str) -> Iterator[Connection]:
         """A pooled connection (autocommit); a failure as a StoreError naming the database and WHAT failed."""
         try:
             with self._pool.connection() as db:
@@ -35,14 +35,18 @@ class PostgresLineage:
             text = " ".join(str(exc).split()) or type(exc).__name__
             raise StoreError(f"{redacted(self.url)}: cannot {what} ({text[:300]})") from None
 
+
+class PostgresLineage(PostgresGuarded):
+    """The lineage half of PostgresIncidentStore, on its pool."""
+
     def append_lineage(self, entry: Mapping[str, object], line: str) -> int:
         row = lineage_row(entry, line)
-        with self._lineage("store the lineage entry") as db:
+        with self._guarded("store the lineage entry") as db:
             return db.execute(INSERT_LINEAGE, row).fetchone()[0]  # committed (synchronous_commit) when it returns
 
     def lineage_page(self, limit: int, before: int | None = None, agent: str | None = None,
                      incident_id: str | None = None, since: float | None = None) -> StoredLineagePage:
-        with self._lineage("read the lineage") as db:
+        with self._guarded("read the lineage") as db:
             floor = None
             if since is not None:
                 found = db.execute(floor_query("%s"), (since - SINCE_SLACK_SECONDS,)).fetchone()
@@ -52,6 +56,6 @@ class PostgresLineage:
         return to_page(rows, limit)
 
     def lineage_after(self, after: int = 0, limit: int = 1000) -> list[StoredLineage]:
-        with self._lineage("read the lineage") as db:
+        with self._guarded("read the lineage") as db:
             rows = db.execute(after_query("%s"), (after, limit)).fetchall()
         return [StoredLineage(*row) for row in rows]
