@@ -20,15 +20,20 @@ version_ok() {  # $1 binary, $2 minimum x.y
     [ "$1" -gt "$want_major" ] || { [ "$1" -eq "$want_major" ] && [ "$2" -ge "$want_minor" ]; }
 }
 
-if ! have_all; then
+install_debian() {  # $1: what is missing, in words; then the Debian packages that bring it
+    what=$1; shift
     if [ "$(id -u)" -ne 0 ]; then
-        echo "error: Prometheus and Alertmanager are missing; install them with: sudo apt-get install -y $PACKAGES" >&2
+        echo "error: $what missing; install with: sudo apt-get install -y $*" >&2
         exit 1
     fi
-    echo "installing $PACKAGES (Debian packages)..."
+    echo "installing $* (Debian packages)..."
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends $PACKAGES >/dev/null
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+if ! have_all; then
+    install_debian "Prometheus and Alertmanager are" $PACKAGES
 fi
 
 have_postgres() {  # where tests/postgres_server.py looks: pg_config --bindir, then /usr/lib/postgresql/*/bin
@@ -45,14 +50,7 @@ have_postgres() {  # where tests/postgres_server.py looks: pg_config --bindir, t
 }
 
 if ! have_postgres; then
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "error: PostgreSQL's server (initdb, pg_ctl) is missing; install it with: sudo apt-get install -y postgresql" >&2
-        exit 1
-    fi
-    echo "installing postgresql (Debian package)..."
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+    install_debian "PostgreSQL's server (initdb, pg_ctl) is" postgresql
     # The package starts a cluster of its own; the tests never use it (they initdb their own on a free port).
 fi
 
@@ -62,14 +60,7 @@ have_chromium() {  # where devstack/browser.py looks: /usr/bin, then PATH
 }
 
 if ! have_chromium; then
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "error: chromium or chromedriver is missing; install: sudo apt-get install -y chromium chromium-driver" >&2
-        exit 1
-    fi
-    echo "installing chromium chromium-driver (Debian packages)..."
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+    install_debian "chromium or chromedriver is" chromium chromium-driver
 fi
 
 AM=$(command -v alertmanager || command -v prometheus-alertmanager)

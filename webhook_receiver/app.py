@@ -108,8 +108,7 @@ def init_app(app: Flask) -> Receiver:
                                events=events)
     metrics.watch_states(AgentStateCollector(store.open_incidents, engine.running_agents))
     fleet = ConsoleFleet(lambda: engine.up.prometheus, lambda: (
-        {e.signal.agent for e in signals.snapshot()} | set(playbooks.agents)
-        | {a for i in store.open_incidents() for a in (i.agent, *i.claimants)}), settings.max_agents)
+        {e.signal.agent for e in signals.snapshot()} | set(playbooks.agents)), settings.max_agents)
     state = Receiver(settings, store, lineage, metrics, playbooks, signals, engine, provider, lock,
                      describe(settings.store_url, data_dir), events, feed, fleet,
                      WeekKpis(lambda: engine.up.prometheus))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import wraps
 from importlib import resources
 from urllib.parse import urlencode
 
@@ -11,8 +12,10 @@ from flask import Blueprint, Response, current_app, redirect, request
 from autonomy.http_edge import BUFFERED_SEND, ApiError
 
 from . import console_page
+from .agent_states import fleet_states
 from .console_auth import COOKIE, SESSION_SECONDS, csrf_ok, role_for_token, same_origin, session_cookie, viewer
-from .console_feed import ConsoleFeed
+from .console_feed import ConsoleFeed, tiles_of
+from .console_fleet import page_of
 from .receiver_state import receiver
 from .rollout import EVERY, RolloutError
 from .store import StoreError
@@ -113,36 +116,42 @@ def console():
     feed = _feed()
     last_id = feed.last_id  # before the ledger is read: whatever happens after, the stream replays
     after = request.args.get("after") or None
-    names, next_after = state.fleet.page(after, TILES_PER_PAGE)
-    tiles = feed.reader.tiles(names, feed.progress()).values()
+    # One read of the ledger for the page: every open incident and lease, the counts and the tiles from them.
+    incidents, leased = state.store.open_incidents(), state.store.leased_agents()
+    fleet = fleet_states(incidents, set(leased))
+    everyone = state.fleet.names() | set(fleet)
+    names, next_after = page_of(everyone, after, TILES_PER_PAGE)
+    tiles = tiles_of(names, incidents, leased, feed.progress()).values()
     counts = {"healthy": 0, "recovering": 0, "escalated": 0}
-    fleet = feed.reader.fleet()
     for name, _ in fleet.values():
         counts[str(name)] += 1
-    counts["healthy"] = max(0, len(set(state.fleet.names()) | set(fleet)) - counts["recovering"]
-                            - counts["escalated"])
+    counts["healthy"] = len(everyone) - counts["recovering"] - counts["escalated"]
     body = console_page.console(list(tiles), counts, state.engine.remediation_status(),
                                 state.engine.rollout().as_dict(), state.kpis.now(), who,
                                 NOTICES.get(request.args.get("done", "")), next_after, after is None, last_id)
     return _html(body)
 
 
-def _switch_allowed(who) -> Response | None:
-    if not who.can_write:
-        return _html(console_page.message(
-            "Not switched", "Switching needs the write token: log in with the write token to switch.", who), 403)
-    if not csrf_ok(who, request.form.get("csrf")):
-        return _html(console_page.message(
-            "Not switched", "The form was not this session's own (CSRF check failed): reload the console.", who), 403)
-    return None
+def switching(view):
+    """A switch's view, given the viewer: only for a write session, with its CSRF token (403 page otherwise)."""
+
+    @wraps(view)
+    def guarded():
+        who = viewer()
+        if not who.can_write:
+            return _html(console_page.message(
+                "Not switched", "Switching needs the write token: log in with the write token to switch.", who), 403)
+        if not csrf_ok(who, request.form.get("csrf")):
+            return _html(console_page.message(
+                "Not switched", "The form was not this session's own (CSRF check failed): reload the console.",
+                who), 403)
+        return view(who)
+    return guarded
 
 
 @console_bp.post("/console/remediation")
-def switch_remediation():
-    who = viewer()
-    refused = _switch_allowed(who)
-    if refused is not None:
-        return refused
+@switching
+def switch_remediation(who):
     wanted = request.form.get("enabled")
     if wanted not in ("true", "false"):
         return _html(console_page.message("Not switched", "enabled: must be true or false.", who), 422)
@@ -160,11 +169,8 @@ def _names(text: str | None) -> list[str]:
 
 
 @console_bp.post("/console/rollout")
-def switch_rollout():
-    who = viewer()
-    refused = _switch_allowed(who)
-    if refused is not None:
-        return refused
+@switching
+def switch_rollout(who):
     reason = (request.form.get("reason") or "").strip()[:500] or "set on the console"
     try:
         receiver().engine.set_rollout(_names(request.form.get("agents")), _names(request.form.get("classes")),

@@ -57,6 +57,14 @@ def tile(agent: str, state: tuple[str, str | None], incident, progress: dict | N
     return out
 
 
+def tiles_of(agents: Iterable[str], incidents: list, leased: Iterable[str], progress: dict[str, dict]) -> dict[str, dict]:
+    """The tiles of AGENTS from the open INCIDENTS (every one of theirs, others too) and the LEASED agents."""
+    agents = sorted(set(agents))
+    states = fleet_states(incidents, set(leased) & set(agents))
+    own = {i.agent: i for i in incidents if i.agent in agents}
+    return {a: tile(a, states.get(a, (TileState.HEALTHY, None)), own.get(a), progress.get(a)) for a in agents}
+
+
 class TileReader:
     """Tiles of some agents, read from the ledger (their open incidents, the live leases) in one pass."""
 
@@ -75,11 +83,10 @@ class TileReader:
         return list(found.values())
 
     def tiles(self, agents: Iterable[str], progress: dict[str, dict]) -> dict[str, dict]:
-        agents = sorted(set(agents))
-        incidents = self.incidents_of(agents) if agents else []
-        states = fleet_states(incidents, set(self.store.leased_agents()) & set(agents))
-        own = {i.agent: i for i in incidents if i.agent in agents}
-        return {a: tile(a, states.get(a, (TileState.HEALTHY, None)), own.get(a), progress.get(a)) for a in agents}
+        agents = set(agents)
+        if not agents:
+            return {}
+        return tiles_of(agents, self.incidents_of(agents), self.store.leased_agents(), progress)
 
     def fleet(self) -> dict[str, tuple[str, str | None]]:
         return fleet_states(self.store.open_incidents(), set(self.store.leased_agents()))

@@ -1,5 +1,5 @@
-"""Which agents the console shows a tile for: those Prometheus scrapes, those that push their signals here, those
-the playbooks name, and any with an open incident; sorted by name, a page at a time."""
+"""Which agents the console shows a tile for: those Prometheus scrapes and the others the receiver knows (those that
+push their signals here, those the playbooks name); with the agents of open incidents, sorted, a page at a time."""
 from __future__ import annotations
 
 import logging
@@ -38,10 +38,11 @@ class ConsoleFleet:
                 self._scraped = (self.clock(), names)
             return self._scraped[1]
 
-    def names(self) -> list[str]:
-        return sorted(set(self._from_prometheus()) | set(self.others()))
+    def names(self) -> set[str]:
+        return set(self._from_prometheus()) | set(self.others())
 
-    def page(self, after: str | None, limit: int) -> tuple[list[str], str | None]:
-        """Up to LIMIT names after AFTER, and the cursor of the next page (None on the last)."""
-        names = [n for n in self.names() if after is None or n > after]
-        return names[:limit], (names[limit - 1] if len(names) > limit else None)
+
+def page_of(names: Iterable[str], after: str | None, limit: int) -> tuple[list[str], str | None]:
+    """Up to LIMIT of NAMES, sorted, after AFTER, and the cursor of the next page (None on the last)."""
+    names = sorted(n for n in names if after is None or n > after)
+    return names[:limit], (names[limit - 1] if len(names) > limit else None)
