@@ -10,11 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from flask import Flask, jsonify
 
 from autonomy.settings import Secret, Settings
 from devstack.local_stack import ServedApp, free_port
 from tests.engine_harness import WEBHOOK_TOKEN, iso
+from webhook_receiver import upstreams
 from webhook_receiver.data_dir import DataDirError
 from webhook_receiver.upstreams import AlertmanagerApi, PrometheusApi, UpstreamError, deadline
 
@@ -249,6 +251,69 @@ def test_an_upstream_call_is_bounded_by_the_verification_deadline(h):
             assert time.monotonic() - started < 5  # not the 5 s client timeout, let alone 20
         finally:
             release.set()
+
+
+class SlowCluster:
+    """Alertmanager instances that time out (requests.ReadTimeout) on the first SLOW_CALLS reads, or refuse
+    (ConnectionError); each call moves a fake clock on by the timeout it was given, as a real wait would."""
+
+    def __init__(self, slow_calls: int = 10**6, refuse: bool = False):
+        self.slow_calls, self.refuse, self.now, self.calls = slow_calls, refuse, 1_000_000.0, []
+
+    def time(self) -> float:
+        return self.now
+
+    def get(self, url, params=None, timeout=None):
+        self.calls.append(url)
+        if self.refuse:
+            raise requests.ConnectionError("refused")
+        if len(self.calls) <= self.slow_calls:
+            self.now += timeout
+            raise requests.ReadTimeout("slow")
+
+        class Reply:
+            status_code = 200
+            json = staticmethod(lambda: [])
+        return Reply()
+
+
+@pytest.fixture
+def slow_cluster(monkeypatch):
+    def build(**kwargs) -> tuple[SlowCluster, AlertmanagerApi]:
+        cluster = SlowCluster(**kwargs)
+        monkeypatch.setattr(upstreams, "time", cluster)
+        return cluster, AlertmanagerApi("http://am-0.invalid,http://am-1.invalid", session=cluster)
+    return build
+
+
+def test_an_alertmanager_cluster_only_slow_to_answer_is_asked_again_within_the_deadline(slow_cluster):
+    cluster, am = slow_cluster(slow_calls=3)
+    with deadline(cluster.now + 60):
+        assert am.agent_alerts("CMO") == []
+    assert cluster.calls == ["http://am-0.invalid/api/v2/alerts", "http://am-1.invalid/api/v2/alerts"] * 2
+
+
+def test_a_slow_cluster_is_asked_until_the_deadline_then_the_gate_holds_saying_so(slow_cluster):
+    cluster, am = slow_cluster()
+    with deadline(cluster.now + 12), pytest.raises(UpstreamError) as held:
+        am.agent_alerts("CMO")
+    assert len(cluster.calls) == 3  # 5 s, 5 s, then the 2 s the deadline left
+    assert str(held.value) == ("http://am-0.invalid/api/v2/alerts: ReadTimeout; "
+                               "http://am-1.invalid/api/v2/alerts: ReadTimeout (asked 2 times)")
+
+
+def test_a_slow_cluster_is_asked_once_outside_any_deadline(slow_cluster):
+    cluster, am = slow_cluster(slow_calls=2)
+    with pytest.raises(UpstreamError, match="ReadTimeout; .*ReadTimeout$"):
+        am.agent_alerts("CMO")
+    assert len(cluster.calls) == 2
+
+
+def test_a_cluster_refusing_connections_is_not_asked_again_however_long_the_deadline(slow_cluster):
+    cluster, am = slow_cluster(refuse=True)
+    with deadline(cluster.now + 600), pytest.raises(UpstreamError, match="ConnectionError; .*ConnectionError$"):
+        am.agent_alerts("CMO")
+    assert len(cluster.calls) == 2
 
 
 # ------------------------------------------------------------------ 4. one receiver per data directory

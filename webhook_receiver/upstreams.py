@@ -7,7 +7,7 @@ import threading
 import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping, TypeVar
 
 import requests
 
@@ -18,6 +18,7 @@ PROBE_LABEL = "autonomy_probe"  # marks the alerts the receiver posts only to as
 PROBE_LIFETIME = timedelta(minutes=5)
 # Grafana serves the Alertmanager v2 API for its own (Grafana-managed) alerts and silences under this path.
 GRAFANA_ALERTMANAGER_PATH = "/api/alertmanager/grafana"
+T = TypeVar("T")
 
 
 class UpstreamError(RuntimeError):
@@ -26,6 +27,10 @@ class UpstreamError(RuntimeError):
 
 class DeadlinePassed(UpstreamError):
     """The caller's deadline passed: the upstream was not asked (or not waited for) any longer."""
+
+
+class UpstreamSlow(UpstreamError):
+    """The upstream did not answer within the client timeout: busy, perhaps, rather than down."""
 
 
 _deadline = threading.local()
@@ -42,14 +47,15 @@ def deadline(at: float):
         _deadline.at = outer
 
 
+def _time_left() -> float | None:
+    return None if getattr(_deadline, "at", None) is None else _deadline.at - time.time()
+
+
 def _timeout() -> float:
-    at = getattr(_deadline, "at", None)
-    if at is None:
-        return TIMEOUT_SECONDS
-    left = at - time.time()
-    if left <= 0:
+    left = _time_left()
+    if left is not None and left <= 0:
         raise DeadlinePassed("the deadline passed before the upstream could answer")
-    return min(TIMEOUT_SECONDS, left)
+    return TIMEOUT_SECONDS if left is None else min(TIMEOUT_SECONDS, left)
 
 
 def prometheus_problem(exc: UpstreamError) -> str:
@@ -66,7 +72,8 @@ def _get_json(session: requests.Session, url: str, params: Mapping | None = None
         if isinstance(exc, requests.Timeout) and timeout < TIMEOUT_SECONDS:
             # Cut short by the caller's deadline: not waited for any longer, which is not "unreachable".
             raise DeadlinePassed(f"{url}: the deadline passed before it answered") from None
-        raise UpstreamError(f"{url}: {type(exc).__name__}") from None
+        raise (UpstreamSlow if isinstance(exc, requests.Timeout) else UpstreamError)(
+            f"{url}: {type(exc).__name__}") from None
     if reply.status_code != 200:
         raise UpstreamError(f"{url}: HTTP {reply.status_code}")
     try:
@@ -203,21 +210,29 @@ class AlertmanagerApi:
     def base_url(self) -> str:
         return self.base_urls[0]
 
-    def _read(self, path: str, params: Mapping | None = None) -> object:
-        # Silences and alerts are gossiped across the cluster: any instance that answers will do.
-        problems = []
-        for base in self.base_urls:
-            try:
-                return _get_json(self.session, base + path, params)
-            except UpstreamError as exc:
-                problems.append(str(exc))
-        raise UpstreamError("; ".join(problems))
+    def _ask(self, question: Callable[[str], T]) -> T:
+        """QUESTION(base) answered by the first instance that can; UpstreamError naming each one's problem."""
+        # Silences and alerts are gossiped: any instance will do. Instances only slow (busy with a storm) are asked
+        # again while the caller's deadline lasts: a hold would wait for the next notification, maybe hours away.
+        rounds, first = 0, []
+        while True:
+            rounds, problems = rounds + 1, []
+            for base in self.base_urls:
+                try:
+                    return question(base)
+                except UpstreamError as exc:
+                    problems.append(exc)
+            first = first or problems
+            if not problems or any(type(p) is not UpstreamSlow for p in problems) or (_time_left() or 0) <= 0:
+                said = "; ".join(map(str, first)) or f"no {self.who} configured"
+                raise UpstreamError(said + (f" (asked {rounds} times)" if rounds > 1 else ""))
 
     def agent_alerts(self, agent: str) -> list[dict]:
         """Every alert Alertmanager holds for AGENT, silenced and inhibited ones included."""
         params = {"filter": f"agent={promql_string(agent)}", "active": "true", "silenced": "true",
                   "inhibited": "true", "unprocessed": "true"}
-        return alerts_result(self._read("/api/v2/alerts", params), self.who)
+        return alerts_result(self._ask(lambda base: _get_json(self.session, base + "/api/v2/alerts", params)),
+                             self.who)
 
     def verdict(self, labels: Mapping[str, str]) -> tuple[list[str], list[str]]:
         """Alertmanager's own verdict on an alert with LABELS: (silences that match it, alerts that inhibit it).
@@ -228,33 +243,31 @@ class AlertmanagerApi:
         """
         probe = {**labels, PROBE_LABEL: "true"}
         now = datetime.now(timezone.utc)
-        problems = []
-        for base in self.base_urls:
-            try:
+        params = [("filter", f"{k}={promql_string(v)}") for k, v in sorted(probe.items())]
+        params += [("active", "true"), ("silenced", "true"), ("inhibited", "true"), ("unprocessed", "true")]
+
+        def ask(base: str) -> tuple[list[str], list[str]]:
+            self._post(base, [{"labels": probe, "startsAt": now.isoformat(),
+                               "endsAt": (now + PROBE_LIFETIME).isoformat()}])
+            held = [a for a in alerts_result(_get_json(self.session, base + "/api/v2/alerts", params))
+                    if a["labels"] == probe]
+            if not held:
+                raise UpstreamError(f"{base}/api/v2/alerts: the probe alert just posted is not there")
+            status = held[0]["status"]
+            try:  # resolved at once: the probe was only a question
                 self._post(base, [{"labels": probe, "startsAt": now.isoformat(),
-                                   "endsAt": (now + PROBE_LIFETIME).isoformat()}])
-                params = [("filter", f"{k}={promql_string(v)}") for k, v in sorted(probe.items())]
-                params += [("active", "true"), ("silenced", "true"), ("inhibited", "true"), ("unprocessed", "true")]
-                held = [a for a in alerts_result(_get_json(self.session, base + "/api/v2/alerts", params))
-                        if a["labels"] == probe]
-                if not held:
-                    raise UpstreamError(f"{base}/api/v2/alerts: the probe alert just posted is not there")
-                status = held[0]["status"]
-                try:  # resolved at once: the probe was only a question
-                    self._post(base, [{"labels": probe, "startsAt": now.isoformat(),
-                                       "endsAt": datetime.now(timezone.utc).isoformat()}])
-                except UpstreamError:
-                    pass  # it expires by itself within PROBE_LIFETIME
-                return list(status.get("silencedBy") or []), list(status.get("inhibitedBy") or [])
-            except UpstreamError as exc:
-                problems.append(str(exc))
-        raise UpstreamError("; ".join(problems) or "no Alertmanager configured")
+                                   "endsAt": datetime.now(timezone.utc).isoformat()}])
+            except UpstreamError:
+                pass  # it expires by itself within PROBE_LIFETIME
+            return list(status.get("silencedBy") or []), list(status.get("inhibitedBy") or [])
+        return self._ask(ask)
 
     def _post(self, base: str, alerts: list[dict]) -> None:
         try:
             reply = self.session.post(base + "/api/v2/alerts", json=alerts, timeout=_timeout())
         except requests.RequestException as exc:
-            raise UpstreamError(f"{base}/api/v2/alerts: {type(exc).__name__}") from None
+            raise (UpstreamSlow if isinstance(exc, requests.Timeout) else UpstreamError)(
+                f"{base}/api/v2/alerts: {type(exc).__name__}") from None
         if reply.status_code != 200:
             raise UpstreamError(f"{base}/api/v2/alerts: HTTP {reply.status_code}")
 
