@@ -200,8 +200,9 @@ class Settings:
     gate_timeout_seconds: float | None = setting(
         "AUTOREM_GATE_TIMEOUT_SECONDS", "", lambda text: _number(0.1)(text) if text.strip() else None,
         "How long the reads before an attempt (the agent's view, and the gates' questions to Alertmanager and "
-        "Grafana) may take altogether; an Alertmanager only slow to answer is asked again within it. Past it, the "
-        "attempt is held with the gate that could not be asked; unset: twice AUTOREM_VERIFY_TIMEOUT_SECONDS.")
+        "Grafana) may take altogether; an Alertmanager (or Grafana) only slow to answer is asked again within it. "
+        "Past it, the attempt is held with the gate that could not be asked; unset: twice "
+        "AUTOREM_VERIFY_TIMEOUT_SECONDS.")
     workers: int = setting(
         "AUTOREM_WORKERS", "4", _integer(1),
         "Remediations run at once (never two for one agent).")
