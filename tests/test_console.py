@@ -375,16 +375,20 @@ class TestEventWriter:
 
         from webhook_receiver.console_events import EventWriter
 
-        release = threading.Event()
+        writing, release = threading.Event(), threading.Event()
 
         class Slow:
             def append_events(self, rows):
+                writing.set()
                 release.wait(10)
                 return list(range(len(rows)))
         writer = EventWriter(Slow(), capacity=2)
-        for n in range(10):
+        writer.publish("step", "CMO", step="s0")
+        # Once the writer holds s0 in the store, not before: it might otherwise take a batch of several.
+        assert writing.wait(10)
+        for n in range(1, 10):
             writer.publish("step", "CMO", step=f"s{n}")
-        assert writer.dropped >= 7  # one taken by the writer, two queued, the rest dropped
+        assert writer.dropped == 7  # one taken by the writer, two queued, the rest dropped
         release.set()
         writer.flush()
         writer.close()
