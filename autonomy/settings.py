@@ -200,7 +200,8 @@ class Settings:
     gate_timeout_seconds: float | None = setting(
         "AUTOREM_GATE_TIMEOUT_SECONDS", "", lambda text: _number(0.1)(text) if text.strip() else None,
         "How long the reads before an attempt (the agent's view, and the gates' questions to Alertmanager and "
-        "Grafana) may take altogether; an Alertmanager (or Grafana) only slow to answer is asked again within it. "
+        "Grafana) may take altogether; an Alertmanager (or Grafana) only slow to answer is asked again within it, "
+        "waited for twice as long each time (5, 10, 20, then 40 s). "
         "Past it, the attempt is held with the gate that could not be asked; unset: twice "
         "AUTOREM_VERIFY_TIMEOUT_SECONDS.")
     workers: int = setting(

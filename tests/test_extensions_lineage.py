@@ -16,7 +16,7 @@ from webhook_receiver.agent_extensions import NOTE, RETRY_AFTER_SECONDS, Exporte
 from webhook_receiver.agent_view import FLEET, AgentView, signal_metrics
 from webhook_receiver.classifier import Facts
 from webhook_receiver.engine import Upstreams
-from webhook_receiver.upstreams import DeadlinePassed, UpstreamError, deadline
+from webhook_receiver.upstream_deadline import DeadlinePassed, UpstreamError, deadline
 
 PUSH_TOKEN = "exp-SECRET-71c0d2aa"
 BEFORE = {"successRate": 0.5, "alignment": 0.99, "backlogAgeMinutes": 1.0, "costBurnRatePerHour": 0.1}

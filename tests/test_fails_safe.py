@@ -16,9 +16,10 @@ from flask import Flask, jsonify
 from autonomy.settings import Secret, Settings
 from devstack.local_stack import ServedApp, free_port
 from tests.engine_harness import WEBHOOK_TOKEN, iso
-from webhook_receiver import upstreams
+from webhook_receiver import upstream_deadline
 from webhook_receiver.data_dir import DataDirError
-from webhook_receiver.upstreams import AlertmanagerApi, PrometheusApi, UpstreamError, deadline
+from webhook_receiver.upstream_deadline import deadline
+from webhook_receiver.upstreams import AlertmanagerApi, PrometheusApi, UpstreamError
 
 AUTONOMY = str(Path(sys.executable).with_name("autonomy"))
 
@@ -254,22 +255,26 @@ def test_an_upstream_call_is_bounded_by_the_verification_deadline(h):
 
 
 class SlowCluster:
-    """Alertmanager instances that time out (requests.ReadTimeout) on the first SLOW_CALLS reads, or refuse
-    (ConnectionError); each call moves a fake clock on by the timeout it was given, as a real wait would."""
+    """Alertmanager instances that time out (requests.ReadTimeout) on the first SLOW_CALLS reads, or on every
+    read given less than TAKES seconds, or refuse (ConnectionError); each call moves a fake clock on by the
+    time it waited, as a real wait would. TIMEOUTS lists the timeout each call was given."""
 
-    def __init__(self, slow_calls: int = 10**6, refuse: bool = False):
-        self.slow_calls, self.refuse, self.now, self.calls = slow_calls, refuse, 1_000_000.0, []
+    def __init__(self, slow_calls: int = 10**6, refuse: bool = False, takes: float | None = None):
+        self.slow_calls, self.refuse, self.takes = (0 if takes else slow_calls), refuse, takes
+        self.now, self.calls, self.timeouts = 1_000_000.0, [], []
 
     def time(self) -> float:
         return self.now
 
     def get(self, url, params=None, timeout=None):
         self.calls.append(url)
+        self.timeouts.append(timeout)
         if self.refuse:
             raise requests.ConnectionError("refused")
-        if len(self.calls) <= self.slow_calls:
+        if len(self.calls) <= self.slow_calls or (self.takes and timeout < self.takes):
             self.now += timeout
             raise requests.ReadTimeout("slow")
+        self.now += self.takes or 0
 
         class Reply:
             status_code = 200
@@ -281,7 +286,7 @@ class SlowCluster:
 def slow_cluster(monkeypatch):
     def build(**kwargs) -> tuple[SlowCluster, AlertmanagerApi]:
         cluster = SlowCluster(**kwargs)
-        monkeypatch.setattr(upstreams, "time", cluster)
+        monkeypatch.setattr(upstream_deadline, "time", cluster)
         return cluster, AlertmanagerApi("http://am-0.invalid,http://am-1.invalid", session=cluster)
     return build
 
@@ -291,6 +296,20 @@ def test_an_alertmanager_cluster_only_slow_to_answer_is_asked_again_within_the_d
     with deadline(cluster.now + 60):
         assert am.agent_alerts("CMO") == []
     assert cluster.calls == ["http://am-0.invalid/api/v2/alerts", "http://am-1.invalid/api/v2/alerts"] * 2
+
+
+def test_a_cluster_always_slower_than_the_client_timeout_is_waited_for_longer_each_round(slow_cluster):
+    cluster, am = slow_cluster(takes=8.0)
+    with deadline(cluster.now + 120):
+        assert am.agent_alerts("CMO") == []
+    assert cluster.timeouts == [5.0, 5.0, 10.0]  # the second round waits 10 s, and the 8 s answer arrives
+
+
+def test_patience_stops_growing_and_never_outlasts_the_deadline(slow_cluster):
+    cluster, am = slow_cluster(takes=1000.0)
+    with deadline(cluster.now + 300), pytest.raises(UpstreamError, match=r"\(asked 6 times\)$"):
+        am.agent_alerts("CMO")
+    assert cluster.timeouts == [5.0, 5.0, 10.0, 10.0, 20.0, 20.0, 40.0, 40.0, 40.0, 40.0, 40.0, 30.0]
 
 
 def test_a_slow_cluster_is_asked_until_the_deadline_then_the_gate_holds_saying_so(slow_cluster):

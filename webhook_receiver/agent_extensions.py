@@ -11,8 +11,8 @@ from autonomy.settings import Secret
 from autonomy.signal_extensions import EXTENSIONS
 
 from .agent_view import FLEET, AgentView
+from .upstream_deadline import deadline as upstream_deadline
 from .upstreams import DeadlinePassed, UpstreamError, get_json
-from .upstreams import deadline as upstream_deadline
 
 TIMEOUT_SECONDS = 2.0  # read for the lineage only: never worth holding an attempt or a verification up longer
 RETRY_AFTER_SECONDS = 30.0  # after a failure, not asked again for this long (noted meanwhile): a down exporter

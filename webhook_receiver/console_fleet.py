@@ -7,8 +7,8 @@ import threading
 import time
 from typing import Callable, Iterable
 
+from .upstream_deadline import deadline as upstream_deadline
 from .upstreams import PrometheusApi, UpstreamError, samples
-from .upstreams import deadline as upstream_deadline
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,6 @@ Alertmanager-compatible API for Grafana's own alerts)."""
 from __future__ import annotations
 
 import re
-import threading
-import time
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, Mapping, TypeVar
 
@@ -13,49 +10,21 @@ import requests
 
 from autonomy.settings import Secret
 
-TIMEOUT_SECONDS = 5.0
+from .upstream_deadline import (
+    DeadlinePassed,
+    UpstreamError,
+    UpstreamSlow,
+    client_timeout,
+    patience,
+    request_timeout,
+    time_left,
+)
+
 PROBE_LABEL = "autonomy_probe"  # marks the alerts the receiver posts only to ask Alertmanager for its verdict
 PROBE_LIFETIME = timedelta(minutes=5)
 # Grafana serves the Alertmanager v2 API for its own (Grafana-managed) alerts and silences under this path.
 GRAFANA_ALERTMANAGER_PATH = "/api/alertmanager/grafana"
 T = TypeVar("T")
-
-
-class UpstreamError(RuntimeError):
-    """An upstream could not be reached or answered badly; the message says which and why."""
-
-
-class DeadlinePassed(UpstreamError):
-    """The caller's deadline passed: the upstream was not asked (or not waited for) any longer."""
-
-
-class UpstreamSlow(UpstreamError):
-    """The upstream did not answer within the client timeout: busy, perhaps, rather than down."""
-
-
-_deadline = threading.local()
-
-
-@contextmanager
-def deadline(at: float):
-    """Bound every upstream call of this thread, inside the block, by the moment AT (the earliest of nested ones)."""
-    outer = getattr(_deadline, "at", None)
-    _deadline.at = at if outer is None else min(outer, at)
-    try:
-        yield
-    finally:
-        _deadline.at = outer
-
-
-def _time_left() -> float | None:
-    return None if getattr(_deadline, "at", None) is None else _deadline.at - time.time()
-
-
-def _timeout() -> float:
-    left = _time_left()
-    if left is not None and left <= 0:
-        raise DeadlinePassed("the deadline passed before the upstream could answer")
-    return TIMEOUT_SECONDS if left is None else min(TIMEOUT_SECONDS, left)
 
 
 def prometheus_problem(exc: UpstreamError) -> str:
@@ -65,11 +34,11 @@ def prometheus_problem(exc: UpstreamError) -> str:
 
 
 def _get_json(session: requests.Session, url: str, params: Mapping | None = None) -> object:
-    timeout = _timeout()
+    timeout = request_timeout()
     try:
         reply = session.get(url, params=params, timeout=timeout)
     except requests.RequestException as exc:
-        if isinstance(exc, requests.Timeout) and timeout < TIMEOUT_SECONDS:
+        if isinstance(exc, requests.Timeout) and timeout < client_timeout():
             # Cut short by the caller's deadline: not waited for any longer, which is not "unreachable".
             raise DeadlinePassed(f"{url}: the deadline passed before it answered") from None
         raise (UpstreamSlow if isinstance(exc, requests.Timeout) else UpstreamError)(
@@ -213,17 +182,19 @@ class AlertmanagerApi:
     def _ask(self, question: Callable[[str], T]) -> T:
         """QUESTION(base) answered by the first instance that can; UpstreamError naming each one's problem."""
         # Silences and alerts are gossiped: any instance will do. Instances only slow (busy with a storm) are asked
-        # again while the caller's deadline lasts: a hold would wait for the next notification, maybe hours away.
+        # again while the caller's deadline lasts, waiting twice as long each round (one always slower than the
+        # client timeout is answered too): a hold would wait for the next notification, maybe hours away.
         rounds, first = 0, []
         while True:
             rounds, problems = rounds + 1, []
-            for base in self.base_urls:
-                try:
-                    return question(base)
-                except UpstreamError as exc:
-                    problems.append(exc)
+            with patience(rounds):
+                for base in self.base_urls:
+                    try:
+                        return question(base)
+                    except UpstreamError as exc:
+                        problems.append(exc)
             first = first or problems
-            if not problems or any(type(p) is not UpstreamSlow for p in problems) or (_time_left() or 0) <= 0:
+            if not problems or any(type(p) is not UpstreamSlow for p in problems) or (time_left() or 0) <= 0:
                 said = "; ".join(map(str, first)) or f"no {self.who} configured"
                 raise UpstreamError(said + (f" (asked {rounds} times)" if rounds > 1 else ""))
 
@@ -264,7 +235,7 @@ class AlertmanagerApi:
 
     def _post(self, base: str, alerts: list[dict]) -> None:
         try:
-            reply = self.session.post(base + "/api/v2/alerts", json=alerts, timeout=_timeout())
+            reply = self.session.post(base + "/api/v2/alerts", json=alerts, timeout=request_timeout())
         except requests.RequestException as exc:
             raise (UpstreamSlow if isinstance(exc, requests.Timeout) else UpstreamError)(
                 f"{base}/api/v2/alerts: {type(exc).__name__}") from None

@@ -12,8 +12,8 @@ from .conflicts import without_conflicts
 from .criteria import FLEET_CRITERIA, active, check_criteria
 from .fleet_reader import FleetReader
 from .incident import Incident
+from .upstream_deadline import deadline as upstream_deadline
 from .upstreams import DeadlinePassed, UpstreamError, prometheus_problem
-from .upstreams import deadline as upstream_deadline
 
 RECOVERED = "criteria held and the incident's conditions cleared on fresh samples"
 

@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from .upstream_deadline import deadline as upstream_deadline
 from .upstreams import PrometheusApi, UpstreamError
-from .upstreams import deadline as upstream_deadline
 
 CACHE_SECONDS = 30.0  # one read per receiver at most this often, however many consoles are open
 PROMETHEUS_SECONDS = 3.0

@@ -26,8 +26,8 @@ from ..receiver_metrics import ReceiverMetrics
 from ..retry_policy import attempt_policy
 from ..rollout import Rollout
 from ..store import IncidentClosed, IncidentStore, LeaseLost
+from ..upstream_deadline import deadline as upstream_deadline
 from ..upstreams import UpstreamError
-from ..upstreams import deadline as upstream_deadline
 from ..verification import VerifyResult, result_as_dict, result_from_dict
 from .fleet_readers import FleetReaders, Upstreams
 from .outcome_recorder import OutcomeRecorder, attempt_entry

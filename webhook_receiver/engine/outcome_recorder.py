@@ -21,8 +21,8 @@ from ..outcomes import COUNTED_BEFORE_CLOSE, closing_outcome
 from ..playbooks import PlaybookSet
 from ..receiver_metrics import ReceiverMetrics
 from ..store import Claim, IncidentStore
+from ..upstream_deadline import deadline as upstream_deadline
 from ..upstreams import UpstreamError
-from ..upstreams import deadline as upstream_deadline
 from ..verification import VerifyResult
 from .alert_outbox import AlertOutbox, PostTimes
 from .fleet_readers import Upstreams

@@ -17,7 +17,7 @@ from ..incident import Incident
 from ..playbooks import PlaybookSet
 from ..receiver_metrics import ReceiverMetrics
 from ..store import IncidentClosed, IncidentStore, LeaseLost
-from ..upstreams import deadline as upstream_deadline
+from ..upstream_deadline import deadline as upstream_deadline
 from ..verification import Verification, VerifyResult, look, result_as_dict
 from .fleet_readers import FleetReaders
 from .worker_pool import Work, WorkerPool
