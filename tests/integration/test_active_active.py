@@ -100,16 +100,15 @@ def storm(tmp_path_factory, postgres_server):
                 store = PostgresIncidentStore(url)
                 try:
                     def standing() -> dict:
-                        states = Counter(":".join(filter(None, (i.state, i.state_reason)))
-                                         for i in store.list(limit=STORM_AGENTS + 10))
-                        return {"incidents": dict(sorted(states.items())), "queued": store.queued_count(),
-                                "leased": len(store.leased_agents())}
+                        incidents = store.list(limit=STORM_AGENTS + 10)
+                        states = Counter(":".join(filter(None, (i.state, i.state_reason))) for i in incidents)
+                        return {"incidents": len(incidents), "states": dict(sorted(states.items())),
+                                "unsettled": sum(i.state in ("open", "remediating") for i in incidents),
+                                "queued": store.queued_count(), "leased": len(store.leased_agents())}
 
                     def finished(now: dict) -> bool:
-                        unsettled = sum(n for state, n in now["incidents"].items()
-                                        if state.split(":")[0] in ("open", "remediating"))
-                        return (sum(now["incidents"].values()) >= STORM_AGENTS and not now["queued"]
-                                and not now["leased"] and not unsettled)
+                        return now["incidents"] >= STORM_AGENTS and not (now["unsettled"] or now["queued"]
+                                                                         or now["leased"])
                     # How long 1,000 remediations take depends on the machine's load: wait while they move.
                     wait_while_progressing(standing, finished, STALL, STORM_SETTLE,
                                            "every storm incident to be remediated")
